@@ -1,0 +1,33 @@
+# make run: the service on the embedded default (SQLite, in-process store, demo data, dev keys).
+# make test: the whole suite, on SQLite and on PostgreSQL + Redis (127.0.0.1).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PORT
+
+.PHONY: install run test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/token-service migrate
+	$(BIN)/token-service keys generate --if-absent
+	$(BIN)/token-service demo
+	$(BIN)/token-service serve
+
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,62 @@
+"""OAuth 2 token service for B2B commerce: `create_app()` builds the Flask application."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: settings from the environment (or `test_config["SETTINGS"]`), database,
+    store, key ring, blueprints, error handlers and CLI."""
+    from .config import Settings
+    from .database import configure_engine
+    from .extensions import db
+    from .keys import KeyRing
+    from .oauth2.grants import TokenEndpoint
+    from .store import make_store
+    from .throttle import LoginThrottle
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.json.sort_keys = False
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    test_config = test_config or {}
+    settings = test_config.get("SETTINGS") or Settings.from_env(instance_path=app.instance_path)
+    app.config.update(
+        SETTINGS=settings,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url),
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    app.config.update({k: v for k, v in test_config.items() if k != "SETTINGS"})
+    if settings.database_url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+
+    db.init_app(app)
+    store = test_config.get("STORE") or make_store(settings.redis_url)
+    keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
+    throttle = LoginThrottle(store, settings)
+    app.extensions["token_store"] = store
+    app.extensions["keyring"] = keyring
+    app.extensions["login_throttle"] = throttle
+    app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
+
+    from .api import errors, oauth, public
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(oauth.bp)
+    errors.register(app)
+
+    from .cli import register_commands
+
+    register_commands(app)
+    return app

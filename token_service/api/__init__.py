@@ -1,0 +1,2 @@
+"""HTTP blueprints: `public` (discovery, keys, health), `oauth` (token, introspection,
+revocation). Admin routes live apart from these."""

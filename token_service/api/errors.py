@@ -1,0 +1,75 @@
+"""JSON for every error: RFC 6749 §5.2 bodies on the OAuth endpoints, `{"error", "message"}`
+elsewhere; a database or store outage is a 503, never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from flask import Flask, jsonify, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from ..extensions import db
+from ..keys import NoSigningKey
+
+log = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def oauth_error_response(error: OAuth2Error):
+    status, body, headers = error()
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in headers:
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    response.headers.update(NO_STORE)
+    return response
+
+
+def _is_oauth_path() -> bool:
+    return request.path.startswith("/oauth/")
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(OAuth2Error)
+    def oauth_error(error: OAuth2Error):
+        db.session.rollback()
+        return oauth_error_response(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        db.session.rollback()
+        code = (error.name or "error").lower().replace(" ", "_")
+        if _is_oauth_path():
+            if error.code == 413:
+                body = {"error": "invalid_request", "error_description": "Request too large."}
+                return jsonify(body), 400, NO_STORE
+            body = {"error": "invalid_request", "error_description": error.name}
+            return jsonify(body), error.code, {**NO_STORE, **dict(error.get_headers())}
+        return jsonify({"error": code, "message": error.description}), error.code
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(OperationalError)
+    def database_down(error):
+        log.error("database unavailable: %s", error.__class__.__name__)
+        try:
+            db.session.rollback()
+        except Exception:
+            log.debug("rollback failed", exc_info=True)
+        return _unavailable("The database is unavailable. Retry shortly.")
+
+    @app.errorhandler(NoSigningKey)
+    def no_key(error):
+        log.error("%s", error)
+        return _unavailable("No signing key is configured.")
+
+
+def _unavailable(message: str):
+    if _is_oauth_path():
+        body = {"error": "temporarily_unavailable", "error_description": message}
+    else:
+        body = {"error": "temporarily_unavailable", "message": message}
+    return jsonify(body), 503, {**NO_STORE, "Retry-After": "1"}

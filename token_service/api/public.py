@@ -1,0 +1,81 @@
+"""Public, unauthenticated routes: discovery (RFC 8414), the JWKS, health and readiness."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy import text
+
+from ..extensions import db
+
+bp = Blueprint("public", __name__)
+
+
+def _metadata() -> dict:
+    issuer = current_app.config["SETTINGS"].issuer
+    settings = current_app.config["SETTINGS"]
+    alg = current_app.extensions["keyring"].current.alg
+    auth_methods = ["client_secret_basic", "client_secret_post", "none"]
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth/token",
+        "jwks_uri": f"{issuer}/jwks.json",
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods[:2],
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "scopes_supported": sorted(_catalogue()),
+        "access_token_signing_alg_values_supported": [alg],
+        "token_endpoint_auth_signing_alg_values_supported": [],
+        "service_documentation": f"{issuer}/openapi.json",
+        "legal_entity_switching_supported": True,
+        "refresh_token_rotation_grace_seconds": settings.refresh_grace_seconds,
+    }
+
+
+def _catalogue() -> list[str]:
+    from ..models import Scope
+
+    return list(db.session.scalars(db.select(Scope.name)))
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+@bp.get("/.well-known/openid-configuration")
+def discovery():
+    response = jsonify(_metadata())
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@bp.get("/jwks.json")
+def jwks():
+    body = current_app.extensions["keyring"].jwks_json()
+    # Short cache: verifiers refetch on an unknown kid anyway; a rotation shows within a minute.
+    return Response(
+        body,
+        mimetype="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=60"},
+    )
+
+
+@bp.get("/healthz")
+def healthz():
+    """The process is up (liveness)."""
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    """The database and the store answer (readiness)."""
+    checks = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception:
+        db.session.rollback()
+        checks["database"] = "unavailable"
+    checks["store"] = "ok" if current_app.extensions["token_store"].ping() else "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503

@@ -1,0 +1,128 @@
+"""Settings from the environment, validated once at start-up: a bad value stops the service."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Scopes every logged-in customer holds, whatever their groups (DESIGN section 2).
+DEFAULT_BASELINE = (
+    "customer.customerprofile_view customer.customerprofile_edit order.history_view "
+    "quote.quote_read_own quote.quote_manage_own"
+)
+
+#: Scope bundles of the predefined groups that each new legal entity gets.
+DEFAULT_GROUP_TEMPLATES = {
+    "ADMIN": (
+        "customermanagement.legalentity_read_own approval.approval_read_own "
+        "approval.approval_manage_own order.order_create order.order_read_le "
+        "customer.customer_read_own iam.assignment_create_own iam.assignment_delete_own "
+        "approval.approval_read approval.approval_manage"
+    ),
+    "BUYER": (
+        "customermanagement.legalentity_read_own approval.approval_read_own "
+        "approval.approval_manage_own order.order_create"
+    ),
+    "REQUESTER": (
+        "customermanagement.legalentity_read_own approval.approval_read_own "
+        "approval.approval_manage_own"
+    ),
+    "CONTACT": "customermanagement.legalentity_read_own",
+}
+
+SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    database_url: str
+    redis_url: str | None
+    issuer: str
+    keys_dir: Path
+    signing_alg: str = "RS256"
+    audience: str = "commerce-api"
+    access_token_ttl: int = 300
+    # Upper bound of any client's access-token lifetime: how long a retired key stays published
+    # and how long a revoked session stays deny-listed.
+    access_token_ttl_max: int = 3600
+    refresh_idle_ttl: int = 7 * 86400
+    refresh_absolute_ttl: int = 30 * 86400
+    refresh_grace_seconds: int = 10
+    baseline_scopes: str = DEFAULT_BASELINE
+    group_templates: dict = field(default_factory=lambda: dict(DEFAULT_GROUP_TEMPLATES))
+    max_form_bytes: int = 8192
+    login_throttle_free_attempts: int = 5
+    login_throttle_max_delay: int = 900
+
+    @classmethod
+    def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
+        """Read and validate settings; raises ConfigError on the first bad value."""
+        env = dict(os.environ if env is None else env)
+        port = _int(env, "PORT", 8000)
+        database_url = env.get("DATABASE_URL") or (
+            f"sqlite:///{Path(instance_path).resolve() / 'token_service.sqlite3'}"
+        )
+        if database_url.startswith("postgres://"):  # Heroku-style URLs
+            database_url = "postgresql://" + database_url[len("postgres://") :]
+        if database_url.startswith("postgresql://"):
+            database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+        alg = env.get("TOKEN_SERVICE_SIGNING_ALG", "RS256")
+        if alg not in SIGNING_ALGS:
+            raise ConfigError(f"TOKEN_SERVICE_SIGNING_ALG must be one of {SIGNING_ALGS}")
+        templates = dict(DEFAULT_GROUP_TEMPLATES)
+        baseline = env.get("TOKEN_SERVICE_BASELINE_SCOPES", DEFAULT_BASELINE)
+        templates_file = env.get("TOKEN_SERVICE_SCOPE_TEMPLATES")
+        if templates_file:
+            try:
+                loaded = json.loads(Path(templates_file).read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"TOKEN_SERVICE_SCOPE_TEMPLATES: {exc}") from None
+            baseline = loaded.pop("baseline", baseline)
+            unknown = set(loaded) - set(DEFAULT_GROUP_TEMPLATES)
+            if unknown:
+                raise ConfigError(f"TOKEN_SERVICE_SCOPE_TEMPLATES: unknown groups {unknown}")
+            templates.update(loaded)
+        issuer = env.get("TOKEN_SERVICE_ISSUER", f"http://127.0.0.1:{port}").rstrip("/")
+        settings = cls(
+            database_url=database_url,
+            redis_url=env.get("REDIS_URL") or None,
+            issuer=issuer,
+            keys_dir=Path(env.get("TOKEN_SERVICE_KEYS_DIR", "keys")).resolve(),
+            signing_alg=alg,
+            audience=env.get("TOKEN_SERVICE_AUDIENCE", "commerce-api"),
+            access_token_ttl=_int(env, "TOKEN_SERVICE_ACCESS_TOKEN_TTL", 300),
+            access_token_ttl_max=_int(env, "TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX", 3600),
+            refresh_idle_ttl=_int(env, "TOKEN_SERVICE_REFRESH_IDLE_TTL", 7 * 86400),
+            refresh_absolute_ttl=_int(env, "TOKEN_SERVICE_REFRESH_ABSOLUTE_TTL", 30 * 86400),
+            refresh_grace_seconds=_int(env, "TOKEN_SERVICE_REFRESH_GRACE", 10, minimum=0),
+            baseline_scopes=baseline,
+            group_templates=templates,
+        )
+        if settings.access_token_ttl > settings.access_token_ttl_max:
+            raise ConfigError(
+                "TOKEN_SERVICE_ACCESS_TOKEN_TTL exceeds TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX"
+            )
+        if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
+            raise ConfigError("TOKEN_SERVICE_REFRESH_IDLE_TTL exceeds the absolute lifetime")
+        return settings

@@ -1,0 +1,102 @@
+"""Demo data that tells the seeds' story (shared orders and customer groups).
+
+ACME Corp (with subsidiary ACME Logistics) and Globex. alice@acme.test is in ACME's ADMIN group,
+so she holds `order.order_read_le` there, and a plain CONTACT of Globex; bob@acme.test is in
+ACME's BUYER group. Loading twice changes nothing but the confidential clients' secrets.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from .directory import (
+    add_member,
+    assign,
+    create_client,
+    create_customer,
+    create_legal_entity,
+    group_of,
+    rotate_client_secret,
+    seed_catalogue,
+)
+from .extensions import db
+from .models import Assignment, Client, Customer, GroupMember, LegalEntity
+
+DEMO_PASSWORD = "correct horse battery staple"  # documented in README; demo only
+
+ENTITIES = [
+    ("acme", "ACME Corp", "COMPANY", None),
+    ("acme-logistics", "ACME Logistics", "SUBSIDIARY", "acme"),
+    ("globex", "Globex", "COMPANY", None),
+]
+# (email, [(entity, assignment type, extra group)], default entity)
+CUSTOMERS = [
+    ("alice@acme.test", [("acme", "PRIMARY", "ADMIN"), ("globex", "CONTACT", None)], "acme"),
+    ("bob@acme.test", [("acme", "PRIMARY", "BUYER")], "acme"),
+]
+
+
+def _storefront_scopes() -> str:
+    from flask import current_app
+
+    from .scopes import split_scopes
+
+    settings = current_app.config["SETTINGS"]
+    names = set(split_scopes(settings.baseline_scopes))
+    for bundle in settings.group_templates.values():
+        names |= split_scopes(bundle)
+    return " ".join(sorted(names))
+
+
+def load_demo() -> dict[str, str]:
+    """Create what is missing; returns {client_id: new secret} for confidential demo clients."""
+    seed_catalogue()
+    for entity_id, name, type_, parent in ENTITIES:
+        if db.session.get(LegalEntity, entity_id) is None:
+            create_legal_entity(name, type=type_, parent_id=parent, id=entity_id)
+    for email, assignments, default in CUSTOMERS:
+        customer = db.session.scalars(select(Customer).where(Customer.email == email)).first()
+        if customer is None:
+            customer = create_customer(email, DEMO_PASSWORD, default_legal_entity_id=default)
+        for entity_id, type_, group_code in assignments:
+            if db.session.get(Assignment, (customer.id, entity_id)) is None:
+                assign(customer.id, entity_id, type_)
+            if group_code:
+                group = group_of(entity_id, group_code)
+                if db.session.get(GroupMember, (group.id, customer.id)) is None:
+                    add_member(group.id, customer.id)
+    clients = [
+        dict(
+            client_id="storefront",
+            name="Storefront",
+            confidential=False,
+            grant_types=["password", "refresh_token"],
+            scope=_storefront_scopes(),
+            first_party=True,
+        ),
+        dict(
+            client_id="order-service",
+            name="Order service",
+            confidential=True,
+            grant_types=["client_credentials"],
+            scope="token.introspect",
+        ),
+        dict(
+            client_id="admin-cli",
+            name="Admin CLI",
+            confidential=True,
+            grant_types=["client_credentials"],
+            scope="admin.read admin.manage",
+        ),
+    ]
+    secrets = {}
+    for spec in clients:
+        if db.session.get(Client, spec["client_id"]) is None:
+            _, secret = create_client(**spec)
+        elif spec["confidential"]:
+            secret = rotate_client_secret(spec["client_id"])
+        else:
+            secret = None
+        if secret:
+            secrets[spec["client_id"]] = secret
+    return secrets

@@ -1,0 +1,283 @@
+"""The directory: legal entities, customers, assignments, groups, the scope catalogue and clients.
+
+Service functions used by the CLI, the demo data and the admin API. They add to the current
+transaction and never commit: the caller decides where the transaction ends.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+from sqlalchemy import select
+
+from .extensions import db
+from .models import (
+    ASSIGNMENT_TYPES,
+    PREDEFINED_GROUPS,
+    Assignment,
+    Client,
+    Customer,
+    CustomerGroup,
+    GroupMember,
+    GroupScope,
+    LegalEntity,
+    Scope,
+    new_id,
+)
+from .scopes import split_scopes
+from .security import hash_client_secret, hash_password, new_token
+
+GRANT_TYPES = ("password", "refresh_token", "client_credentials")
+
+
+class DirectoryError(ValueError):
+    """A request the directory refuses; `status` says how (404 missing, 409 conflict, 422)."""
+
+    def __init__(self, message: str, status: int = 422, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.field = field
+
+
+def _settings():
+    return current_app.config["SETTINGS"]
+
+
+def ensure_scopes(names, *, predefined: bool = False, description: str = "") -> None:
+    """Add scopes to the catalogue if absent (templates and client ceilings use this)."""
+    names = set(names)
+    known = set(db.session.scalars(select(Scope.name).where(Scope.name.in_(names))))
+    for name in sorted(names - known):
+        db.session.add(Scope(name=name, predefined=predefined, description=description))
+    db.session.flush()
+
+
+def check_catalogue(names) -> None:
+    """A group or client may only hold scopes of the catalogue."""
+    names = set(names)
+    known = set(db.session.scalars(select(Scope.name).where(Scope.name.in_(names))))
+    missing = names - known
+    if missing:
+        raise DirectoryError(
+            f"unknown scopes: {' '.join(sorted(missing))}", status=422, field="scopes"
+        )
+
+
+def seed_catalogue() -> None:
+    """The predefined scopes: the baseline and every template bundle."""
+    settings = _settings()
+    names = set(split_scopes(settings.baseline_scopes))
+    for bundle in settings.group_templates.values():
+        names |= split_scopes(bundle)
+    names |= {"token.introspect", "admin.read", "admin.manage"}
+    ensure_scopes(names, predefined=True)
+
+
+def _would_cycle(entity_id: str, parent_id: str) -> bool:
+    seen = set()
+    current = parent_id
+    while current is not None:
+        if current == entity_id or current in seen:
+            return True
+        seen.add(current)
+        current = db.session.scalar(select(LegalEntity.parent_id).where(LegalEntity.id == current))
+    return False
+
+
+def create_legal_entity(
+    name: str,
+    *,
+    type: str = "COMPANY",
+    parent_id: str | None = None,
+    id: str | None = None,
+    account_limit: dict | None = None,
+) -> LegalEntity:
+    """A company or subsidiary, with its predefined ADMIN, BUYER, REQUESTER and CONTACT groups."""
+    if type not in ("COMPANY", "SUBSIDIARY"):
+        raise DirectoryError("type must be COMPANY or SUBSIDIARY", field="type")
+    if type == "SUBSIDIARY":
+        if not parent_id:
+            raise DirectoryError("a subsidiary needs parent_id", field="parent_id")
+        if db.session.get(LegalEntity, parent_id) is None:
+            raise DirectoryError("parent legal entity not found", field="parent_id")
+    elif parent_id:
+        raise DirectoryError("a company has no parent", field="parent_id")
+    entity_id = id or new_id("le")
+    if db.session.get(LegalEntity, entity_id) is not None:
+        raise DirectoryError("legal entity exists", status=409, field="id")
+    entity = LegalEntity(id=entity_id, name=name, type=type, parent_id=parent_id)
+    if account_limit:
+        entity.account_limit_currency = account_limit.get("currency")
+        entity.account_limit_value = account_limit.get("value")
+    db.session.add(entity)
+    db.session.flush()
+    templates = _settings().group_templates
+    for code in PREDEFINED_GROUPS:
+        scopes = split_scopes(templates.get(code, ""))
+        ensure_scopes(scopes, predefined=True)
+        group = CustomerGroup(
+            id=new_id("grp"),
+            name=code.capitalize(),
+            legal_entity_id=entity_id,
+            code=code,
+            predefined=True,
+        )
+        db.session.add(group)
+        db.session.flush()
+        db.session.add_all(GroupScope(group_id=group.id, scope=s) for s in sorted(scopes))
+    db.session.flush()
+    return entity
+
+
+def create_customer(
+    email: str,
+    password: str | None,
+    *,
+    id: str | None = None,
+    default_legal_entity_id: str | None = None,
+) -> Customer:
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 320:
+        raise DirectoryError("a valid email is required", field="email")
+    if db.session.scalar(select(Customer.id).where(Customer.email == email)):
+        raise DirectoryError("a customer with this email exists", status=409, field="email")
+    customer = Customer(
+        id=id or new_id("cus"),
+        email=email,
+        password_hash=hash_password(password) if password else None,
+        status="active",
+        default_legal_entity_id=default_legal_entity_id,
+    )
+    db.session.add(customer)
+    db.session.flush()
+    return customer
+
+
+def group_of(legal_entity_id: str, code: str) -> CustomerGroup:
+    group = db.session.scalars(
+        select(CustomerGroup).where(
+            CustomerGroup.legal_entity_id == legal_entity_id,
+            CustomerGroup.code == code,
+            CustomerGroup.predefined.is_(True),
+        )
+    ).first()
+    if group is None:
+        raise DirectoryError(f"{code} group of {legal_entity_id} not found", status=404)
+    return group
+
+
+def assign(customer_id: str, legal_entity_id: str, type: str = "CONTACT") -> Assignment:
+    """Assign a customer to a legal entity and add them to its CONTACT group."""
+    if type not in ASSIGNMENT_TYPES:
+        raise DirectoryError(f"type must be one of {', '.join(ASSIGNMENT_TYPES)}", field="type")
+    if db.session.get(LegalEntity, legal_entity_id) is None:
+        raise DirectoryError("legal entity not found", status=404, field="legal_entity_id")
+    if db.session.get(Customer, customer_id) is None:
+        raise DirectoryError("customer not found", status=404, field="customer_id")
+    if db.session.get(Assignment, (customer_id, legal_entity_id)) is not None:
+        raise DirectoryError("already assigned", status=409)
+    assignment = Assignment(customer_id=customer_id, legal_entity_id=legal_entity_id, type=type)
+    db.session.add(assignment)
+    db.session.flush()
+    add_member(group_of(legal_entity_id, "CONTACT").id, customer_id)
+    return assignment
+
+
+def add_member(group_id: str, customer_id: str) -> GroupMember:
+    """Add a customer to a group; an entity's group needs the customer assigned to it."""
+    group = db.session.get(CustomerGroup, group_id)
+    if group is None:
+        raise DirectoryError("group not found", status=404)
+    if (
+        group.legal_entity_id is not None
+        and db.session.get(Assignment, (customer_id, group.legal_entity_id)) is None
+    ):
+        raise DirectoryError("the customer is not assigned to the group's legal entity", status=409)
+    if db.session.get(GroupMember, (group_id, customer_id)) is not None:
+        raise DirectoryError("already a member", status=409)
+    member = GroupMember(
+        group_id=group_id, customer_id=customer_id, legal_entity_id=group.legal_entity_id
+    )
+    db.session.add(member)
+    db.session.flush()
+    return member
+
+
+def create_group(
+    name: str, scopes, *, legal_entity_id: str | None = None, code: str = "CUSTOM"
+) -> CustomerGroup:
+    """A custom group in an entity, or tenant-wide when `legal_entity_id` is None."""
+    scopes = set(scopes)
+    check_catalogue(scopes)
+    if legal_entity_id is not None and db.session.get(LegalEntity, legal_entity_id) is None:
+        raise DirectoryError("legal entity not found", status=404, field="legal_entity_id")
+    group = CustomerGroup(
+        id=new_id("grp"), name=name, legal_entity_id=legal_entity_id, code=code, predefined=False
+    )
+    db.session.add(group)
+    db.session.flush()
+    db.session.add_all(GroupScope(group_id=group.id, scope=s) for s in sorted(scopes))
+    db.session.flush()
+    return group
+
+
+def set_group_scopes(group_id: str, scopes) -> None:
+    """Replace a group's scopes; takes effect at the next refresh of its members."""
+    scopes = set(scopes)
+    check_catalogue(scopes)
+    current = set(
+        db.session.scalars(select(GroupScope.scope).where(GroupScope.group_id == group_id))
+    )
+    for name in current - scopes:
+        db.session.delete(db.session.get(GroupScope, (group_id, name)))
+    db.session.add_all(GroupScope(group_id=group_id, scope=s) for s in sorted(scopes - current))
+    db.session.flush()
+
+
+def create_client(
+    client_id: str,
+    *,
+    name: str = "",
+    confidential: bool,
+    grant_types,
+    scope: str,
+    first_party: bool = False,
+    audience: str | None = None,
+) -> tuple[Client, str | None]:
+    """Register a client; returns it and its secret (shown once, stored only as a hash)."""
+    grant_types = list(grant_types)
+    bad = set(grant_types) - set(GRANT_TYPES)
+    if bad:
+        raise DirectoryError(
+            f"unsupported grant types: {' '.join(sorted(bad))}", field="grant_types"
+        )
+    if not confidential and "client_credentials" in grant_types:
+        raise DirectoryError("a public client cannot use client_credentials", field="grant_types")
+    check_catalogue(split_scopes(scope))
+    if db.session.get(Client, client_id) is not None:
+        raise DirectoryError("client exists", status=409, field="client_id")
+    secret = new_token() if confidential else None
+    client = Client(
+        client_id=client_id,
+        name=name or client_id,
+        secret_hash=hash_client_secret(secret) if secret else None,
+        grant_types=" ".join(grant_types),
+        scope=" ".join(sorted(split_scopes(scope))),
+        first_party=first_party,
+        audience=audience,
+    )
+    db.session.add(client)
+    db.session.flush()
+    return client, secret
+
+
+def rotate_client_secret(client_id: str) -> str:
+    """A new secret for a confidential client; the old one stops working at commit."""
+    client = db.session.get(Client, client_id)
+    if client is None:
+        raise DirectoryError("client not found", status=404)
+    if client.is_public:
+        raise DirectoryError("a public client has no secret", status=409)
+    secret = new_token()
+    client.secret_hash = hash_client_secret(secret)
+    client.version += 1
+    return secret

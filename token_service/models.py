@@ -1,0 +1,262 @@
+"""Tables of DESIGN section 2. Models hold data and nothing else: no commits, no policy."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+ASSIGNMENT_TYPES = ("PRIMARY", "BILLING", "LOGISTICS", "CONTACT")
+GROUP_CODES = ("ADMIN", "BUYER", "REQUESTER", "CONTACT", "CUSTOM")
+PREDEFINED_GROUPS = ("ADMIN", "BUYER", "REQUESTER", "CONTACT")
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now; stored as UTC on both backends."""
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """Opaque, URL-safe identifier, e.g. `cus_4kVx...`."""
+    return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+class UTCDateTime(db.TypeDecorator):
+    """DateTime that always comes back timezone-aware (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class LegalEntity(db.Model):
+    __tablename__ = "legal_entities"
+    __table_args__ = (
+        CheckConstraint("type IN ('COMPANY', 'SUBSIDIARY')", name="type"),
+        CheckConstraint(
+            "(type = 'COMPANY' AND parent_id IS NULL)"
+            " OR (type = 'SUBSIDIARY' AND parent_id IS NOT NULL)",
+            name="parent",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("legal_entities.id", ondelete="RESTRICT"), index=True
+    )
+    account_limit_currency: Mapped[str | None] = mapped_column(String(3))
+    account_limit_value: Mapped[float | None] = mapped_column(Numeric(18, 2))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Customer(db.Model):
+    __tablename__ = "customers"
+    __table_args__ = (CheckConstraint("status IN ('active', 'blocked')", name="status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Stored lower-cased: uniqueness is case-insensitive on every backend.
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    default_legal_entity_id: Mapped[str | None] = mapped_column(
+        ForeignKey("legal_entities.id", ondelete="SET NULL")
+    )
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Assignment(db.Model):
+    __tablename__ = "assignments"
+    __table_args__ = (
+        CheckConstraint("type IN ('PRIMARY', 'BILLING', 'LOGISTICS', 'CONTACT')", name="type"),
+    )
+
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    legal_entity_id: Mapped[str] = mapped_column(
+        ForeignKey("legal_entities.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    type: Mapped[str] = mapped_column(String(16), default="CONTACT")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    legal_entity: Mapped[LegalEntity] = relationship(lazy="joined")
+
+
+class Scope(db.Model):
+    __tablename__ = "scopes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    predefined: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CustomerGroup(db.Model):
+    __tablename__ = "customer_groups"
+    __table_args__ = (
+        CheckConstraint(
+            "code IN ('ADMIN', 'BUYER', 'REQUESTER', 'CONTACT', 'CUSTOM')", name="code"
+        ),
+        # Target of the membership foreign key that pins a member's entity to the group's.
+        UniqueConstraint("id", "legal_entity_id", name="uq_customer_groups_id_entity"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    legal_entity_id: Mapped[str | None] = mapped_column(
+        ForeignKey("legal_entities.id", ondelete="CASCADE"), index=True
+    )
+    code: Mapped[str] = mapped_column(String(16), default="CUSTOM")
+    predefined: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class GroupScope(db.Model):
+    __tablename__ = "group_scopes"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(
+        ForeignKey("scopes.name", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class GroupMember(db.Model):
+    """A customer in a group. `legal_entity_id` copies the group's entity so that the database
+    itself enforces DESIGN's rule: a member of an entity's group must be assigned to that entity
+    (the composite foreign key to assignments cascades on unassignment; NULL = tenant-wide group,
+    which the key does not constrain)."""
+
+    __tablename__ = "group_members"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["group_id", "legal_entity_id"],
+            ["customer_groups.id", "customer_groups.legal_entity_id"],
+            ondelete="CASCADE",
+            name="fk_group_members_group",
+        ),
+        ForeignKeyConstraint(
+            ["customer_id", "legal_entity_id"],
+            ["assignments.customer_id", "assignments.legal_entity_id"],
+            ondelete="CASCADE",
+            name="fk_group_members_assignment",
+        ),
+        Index("ix_group_members_customer", "customer_id", "legal_entity_id"),
+    )
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    legal_entity_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Client(db.Model):
+    __tablename__ = "clients"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    # Keyed hash of a high-entropy secret (see security.hash_client_secret); NULL = public client.
+    secret_hash: Mapped[str | None] = mapped_column(String(128))
+    grant_types: Mapped[str] = mapped_column(String(255), default="")
+    scope: Mapped[str] = mapped_column(Text, default="")  # the ceiling
+    first_party: Mapped[bool] = mapped_column(Boolean, default=False)
+    audience: Mapped[str | None] = mapped_column(String(255))
+    access_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    refresh_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def is_public(self) -> bool:
+        return self.secret_hash is None
+
+
+class Session(db.Model):
+    """A refresh-token family: one login, every rotation after it."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the `sid` claim
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(Text)  # ceiling, constant for the family
+    legal_entity_id: Mapped[str | None] = mapped_column(String(64))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class RefreshToken(db.Model):
+    __tablename__ = "refresh_tokens"
+
+    # SHA-256 (hex) of the token: the token itself is never stored.
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    parent_hash: Mapped[str | None] = mapped_column(String(64))
+    legal_entity_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(db.Model):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_type: Mapped[str] = mapped_column(String(16))  # customer | client | system
+    actor_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict] = mapped_column(JSON, default=dict)

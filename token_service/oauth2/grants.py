@@ -1,0 +1,342 @@
+"""The token endpoint's grants (RFC 6749 §4.3, §4.4, §6) and the access tokens they issue
+(RFC 9068). One transaction per request: the caller commits on success and rolls back on error;
+a grant commits itself only where a failure must leave a trace (audit, a revoked family)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidScopeError,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+)
+
+from .. import audit
+from ..config import Settings
+from ..extensions import db
+from ..keys import KeyRing
+from ..models import Client, Customer, RefreshToken, Session, new_id, utcnow
+from ..revocation import revoke_session
+from ..scopes import effective_scopes, join_scopes, split_scopes
+from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
+from ..store import Store, StoreUnavailable
+from . import grace, storage
+from .request import TokenRequest, authenticate_client
+
+log = logging.getLogger(__name__)
+
+
+class TokenEndpoint:
+    """POST /oauth/token, without the HTTP: a TokenRequest in, a JSON-able response out."""
+
+    def __init__(self, settings: Settings, keyring: KeyRing, store: Store, throttle=None) -> None:
+        self.settings = settings
+        self.keyring = keyring
+        self.store = store
+        self.throttle = throttle
+        self.baseline = split_scopes(settings.baseline_scopes)
+        self.grants = {
+            "password": self.password_grant,
+            "refresh_token": self.refresh_token_grant,
+            "client_credentials": self.client_credentials_grant,
+        }
+
+    def handle(self, request: TokenRequest) -> dict:
+        grant_type = request.require("grant_type")
+        client = authenticate_client(request, storage.load_client)
+        grant = self.grants.get(grant_type)
+        if grant is None:
+            raise UnsupportedGrantTypeError(grant_type)
+        if grant_type not in client.grant_types.split():
+            raise UnauthorizedClientError(f"The client may not use the {grant_type} grant.")
+        return grant(request, client)
+
+    # -- grants --------------------------------------------------------------------------
+
+    def password_grant(self, request: TokenRequest, client: Client) -> dict:
+        """RFC 6749 §4.3, first-party clients only; the session's ceiling is fixed here."""
+        if not client.first_party:
+            raise UnauthorizedClientError("Only first-party clients may use the password grant.")
+        username, password = request.require("username"), request.require("password")
+        ceiling = self._narrow(split_scopes(client.scope), request.get("scope"))
+        asked_entity = request.get("legal_entity_id")
+        if self.throttle is not None:
+            self.throttle.check(username, request.remote_addr)
+
+        customer = storage.find_customer(username)
+        # Unknown email, wrong password, blocked customer: one answer, one argon2id verification.
+        valid = verify_password(customer.password_hash if customer else None, password)
+        if not valid or customer.status != "active":
+            if self.throttle is not None:
+                self.throttle.failed(username, request.remote_addr)
+            audit.record(
+                "login.failed",
+                actor_type="client",
+                actor_id=client.client_id,
+                customer_id=customer.id if customer else None,
+                reason="blocked" if valid else "credentials",
+            )
+            db.session.commit()
+            raise InvalidGrantError("Invalid username or password.")
+        if self.throttle is not None:
+            self.throttle.succeeded(username, request.remote_addr)
+        if PASSWORD_HASHER.check_needs_rehash(customer.password_hash):
+            customer.password_hash = hash_password(password)
+
+        entities = storage.assigned_entities(customer.id)
+        assigned = {e["id"] for e in entities}
+        if asked_entity is not None:
+            if asked_entity not in assigned:
+                raise InvalidGrantError("The customer is not assigned to that legal entity.")
+            entity = asked_entity
+        elif customer.default_legal_entity_id in assigned:
+            entity = customer.default_legal_entity_id
+        elif len(assigned) == 1:
+            entity = next(iter(assigned))
+        else:
+            entity = None
+
+        now = utcnow()
+        ttl = client.refresh_token_ttl or self.settings.refresh_absolute_ttl
+        session = Session(
+            id=new_id("sid"),
+            customer_id=customer.id,
+            client_id=client.client_id,
+            scope=join_scopes(ceiling),
+            legal_entity_id=entity,
+            auth_time=now,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+            idle_expires_at=now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
+        )
+        db.session.add(session)
+        refresh_token = new_token()
+        db.session.flush()
+        storage.insert_refresh_token(hash_token(refresh_token), session.id, None, entity, now)
+        audit.record(
+            "login.succeeded",
+            actor_type="customer",
+            actor_id=customer.id,
+            customer_id=customer.id,
+            target=session.id,
+            client_id=client.client_id,
+            legal_entity_id=entity,
+        )
+        return self._customer_response(
+            client,
+            customer.id,
+            session,
+            entity,
+            entities,
+            ceiling,
+            refresh_token,
+            now,
+            session.idle_expires_at,
+        )
+
+    def refresh_token_grant(self, request: TokenRequest, client: Client) -> dict:
+        """RFC 6749 §6 with rotation and legal-entity switching (DESIGN section 4)."""
+        presented = request.require("refresh_token")
+        asked_entity = request.get("legal_entity_id")
+        asked_scope = request.get("scope")
+        token_hash = hash_token(presented)
+        found = storage.load_refresh_token(token_hash)
+        # "...the refresh token was issued to the authenticated client" (§6): else invalid_grant,
+        # with the same words as for an unknown token.
+        if found is None or found[1].client_id != client.client_id:
+            raise InvalidGrantError("The refresh token is invalid.")
+        token, session, customer = found
+        now = utcnow()
+        params = grace.fingerprint(client.client_id, asked_entity, asked_scope)
+        if token.consumed_at is not None:
+            return self._reused(presented, token, session, params, now)
+        self._check_session(session, customer, now)
+
+        entities = storage.assigned_entities(customer.id)
+        assigned = {e["id"] for e in entities}
+        if asked_entity is not None:
+            # A refused switch changes nothing: the presented token stays valid.
+            if asked_entity not in assigned:
+                raise InvalidGrantError("The customer is not assigned to that legal entity.")
+            entity = asked_entity
+        else:
+            entity = session.legal_entity_id if session.legal_entity_id in assigned else None
+        ceiling = split_scopes(session.scope)
+        scope_ceiling = self._narrow(ceiling, asked_scope)
+
+        if not storage.consume(token_hash, now):
+            # Lost a race with a concurrent refresh of the same token: read what it decided.
+            db.session.rollback()
+            found = storage.load_refresh_token(token_hash)
+            if found is None:
+                raise InvalidGrantError("The refresh token is invalid.")
+            token, session, _ = found
+            return self._reused(presented, token, session, params, utcnow())
+
+        successor = new_token()
+        storage.insert_refresh_token(hash_token(successor), session.id, token_hash, entity, now)
+        idle_expires_at = min(
+            now + timedelta(seconds=self.settings.refresh_idle_ttl), session.expires_at
+        )
+        storage.touch_session(session.id, entity, now, idle_expires_at)
+        if entity != session.legal_entity_id:
+            audit.record(
+                "session.switched",
+                actor_type="customer",
+                actor_id=customer.id,
+                customer_id=customer.id,
+                target=session.id,
+                previous=session.legal_entity_id,
+                legal_entity_id=entity,
+            )
+        response = self._customer_response(
+            client,
+            customer.id,
+            session,
+            entity,
+            entities,
+            scope_ceiling,
+            successor,
+            now,
+            idle_expires_at,
+        )
+        self._keep_for_grace(presented, params, response)
+        return response
+
+    def client_credentials_grant(self, request: TokenRequest, client: Client) -> dict:
+        """RFC 6749 §4.4: confidential clients only, for themselves; no refresh token."""
+        if client.is_public:
+            raise UnauthorizedClientError("Public clients may not use client_credentials.")
+        scope = join_scopes(self._narrow(split_scopes(client.scope), request.get("scope")))
+        access_token, expires_in = self._access_token(client, client.client_id, scope)
+        return {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": scope,
+        }
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _narrow(ceiling: frozenset[str], asked: str | None) -> frozenset[str]:
+        """RFC 6749 §3.3 / §6: a requested scope must lie within what may be granted."""
+        if asked is None:
+            return ceiling
+        wanted = split_scopes(asked)
+        if not wanted <= ceiling:
+            raise InvalidScopeError("The requested scope exceeds what the client may hold.")
+        return wanted
+
+    def _check_session(self, session: Session, customer: Customer, now: datetime) -> None:
+        if session.revoked_at is not None:
+            raise InvalidGrantError("The session was revoked.")
+        if now >= session.idle_expires_at or now >= session.expires_at:
+            raise InvalidGrantError("The session has expired.")
+        if customer.status != "active":
+            raise InvalidGrantError("The customer is blocked.")
+
+    def _reused(
+        self, presented: str, token: RefreshToken, session: Session, params: str, now: datetime
+    ) -> dict:
+        """A consumed token again: within the grace window the same answer for the same
+        request (retries, second tabs); after it, assume theft and revoke the whole family."""
+        age = (now - token.consumed_at).total_seconds()
+        if age <= self.settings.refresh_grace_seconds and session.revoked_at is None:
+            try:
+                blob = self.store.get(grace.store_key(presented))
+            except StoreUnavailable:
+                blob = None
+            opened = grace.open_sealed(presented, blob) if blob else None
+            if opened is not None and opened[0] == params:
+                return opened[1]
+            raise InvalidGrantError("The refresh token was already used.")
+        if session.revoked_at is None:
+            revoke_session(session, "refresh_token_reuse", actor_type="system", actor_id=None)
+            audit.record(
+                "refresh_token.reuse_detected",
+                actor_type="client",
+                actor_id=session.client_id,
+                customer_id=session.customer_id,
+                target=session.id,
+                consumed_seconds_ago=round(age, 3),
+            )
+            db.session.commit()
+        raise InvalidGrantError("The refresh token was already used.")
+
+    def _keep_for_grace(self, presented: str, params: str, response: dict) -> None:
+        """Written before the commit, so a concurrent loser that waited on our row lock finds it."""
+        if self.settings.refresh_grace_seconds <= 0:
+            return
+        try:
+            self.store.set(
+                grace.store_key(presented),
+                grace.seal(presented, params, response),
+                self.settings.refresh_grace_seconds + 1,
+            )
+        except StoreUnavailable:
+            log.warning("store unavailable: no grace response kept for this rotation")
+
+    def _access_token(
+        self,
+        client: Client,
+        subject: str,
+        scope: str,
+        *,
+        session: Session | None = None,
+        legal_entity_id: str | None = None,
+    ) -> tuple[str, int]:
+        """An RFC 9068 JWT access token and its lifetime in seconds."""
+        ttl = client.access_token_ttl or self.settings.access_token_ttl
+        now = int(time.time())
+        claims = {
+            "iss": self.settings.issuer,
+            "sub": subject,
+            "aud": client.audience or self.settings.audience,
+            "exp": now + ttl,
+            "iat": now,
+            "jti": new_token(16),
+            "client_id": client.client_id,
+            "scope": scope,
+        }
+        if session is not None:
+            claims["sid"] = session.id
+            claims["auth_time"] = int(session.auth_time.timestamp())
+            if legal_entity_id is not None:
+                claims["legal_entity_id"] = legal_entity_id
+        return self.keyring.current.encode_jwt(claims), ttl
+
+    def _customer_response(
+        self,
+        client: Client,
+        customer_id: str,
+        session: Session,
+        entity: str | None,
+        entities: list[dict],
+        scope_ceiling: frozenset[str],
+        refresh_token: str,
+        now: datetime,
+        idle_expires_at: datetime,
+    ) -> dict:
+        scope = effective_scopes(
+            storage.group_grants(customer_id, entity), entity, scope_ceiling, self.baseline
+        )
+        access_token, expires_in = self._access_token(
+            client, customer_id, scope, session=session, legal_entity_id=entity
+        )
+        refresh_expires = min(idle_expires_at, session.expires_at)
+        return {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "scope": scope,
+            "refresh_token": refresh_token,
+            "refresh_token_expires_in": int((refresh_expires - now).total_seconds()),
+            "legal_entity_id": entity,
+            "legal_entities": entities,
+        }

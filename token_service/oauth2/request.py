@@ -1,0 +1,121 @@
+"""Parsing a token-endpoint request and authenticating its client (RFC 6749 §2.3, §3.2)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote_plus
+
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
+
+from ..models import Client
+from ..security import verify_client_secret
+
+MAX_PARAM_LENGTH = {
+    "username": 320,
+    "password": 1024,
+    "legal_entity_id": 64,
+    "client_id": 128,
+    "scope": 2048,
+    "refresh_token": 256,
+    "token": 4096,
+}
+DEFAULT_MAX_LENGTH = 4096
+
+
+@dataclass
+class TokenRequest:
+    """What the protocol layer needs of an HTTP request, already validated for form."""
+
+    params: dict[str, str]
+    authorization: str | None = None
+    remote_addr: str | None = None
+    client: Client | None = field(default=None)
+    auth_method: str | None = None
+
+    def get(self, name: str) -> str | None:
+        return self.params.get(name)
+
+    def require(self, name: str) -> str:
+        value = self.params.get(name)
+        if value is None:
+            raise InvalidRequestError(f"Missing '{name}' parameter.")
+        return value
+
+
+def parse_form(content_type: str | None, body: bytes, max_bytes: int) -> dict[str, str]:
+    """RFC 6749 §3.2: form-encoded UTF-8 body, no parameter twice; blank means omitted."""
+    mimetype = (content_type or "").split(";", 1)[0].strip().lower()
+    if mimetype != "application/x-www-form-urlencoded":
+        raise InvalidRequestError("The request body must be application/x-www-form-urlencoded.")
+    if len(body) > max_bytes:
+        raise InvalidRequestError(f"The request body exceeds {max_bytes} bytes.")
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=32, errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequestError("The request body is not valid UTF-8 form data.") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        # "Request and response parameters MUST NOT be included more than once." (§3.2)
+        if name in params:
+            raise InvalidRequestError(f"Parameter '{name}' is repeated.")
+        if len(value) > MAX_PARAM_LENGTH.get(name, DEFAULT_MAX_LENGTH):
+            raise InvalidRequestError(f"Parameter '{name}' is too long.")
+        if "\x00" in value:
+            raise InvalidRequestError(f"Parameter '{name}' contains a NUL character.")
+        params[name] = value
+    # "Parameters sent without a value MUST be treated as if they were omitted." (§3.1)
+    return {name: value for name, value in params.items() if value != ""}
+
+
+def _basic_credentials(authorization: str) -> tuple[str, str]:
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded, then joined by ':' and base64ed."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        raise InvalidClientError(status_code=401, description="Unsupported Authorization scheme.")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClientError(
+            status_code=401, description="Malformed Basic credentials."
+        ) from None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep or not client_id:
+        raise InvalidClientError(status_code=401, description="Malformed Basic credentials.")
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+def authenticate_client(request: TokenRequest, load_client) -> Client:
+    """Authenticate by client_secret_basic, client_secret_post or none (public clients).
+
+    `load_client(client_id)` returns a Client or None. Failures are `invalid_client`, with
+    401 and `WWW-Authenticate` when the client tried the Authorization header (§5.2).
+    """
+    form_id, form_secret = request.get("client_id"), request.get("client_secret")
+    if request.authorization:
+        # "The client MUST NOT use more than one authentication method in each request." (§2.3)
+        if form_secret is not None:
+            raise InvalidRequestError("Use one client authentication method, not two.")
+        client_id, secret = _basic_credentials(request.authorization)
+        if form_id is not None and form_id != client_id:
+            raise InvalidRequestError("'client_id' does not match the Authorization header.")
+        method, status = "client_secret_basic", 401
+    elif form_secret is not None:
+        client_id, secret, method, status = form_id, form_secret, "client_secret_post", 400
+    else:
+        client_id, secret, method, status = form_id, None, "none", 401
+    if not client_id:
+        raise InvalidClientError(status_code=401, description="Client authentication is required.")
+
+    client = load_client(client_id)
+    if method == "none":
+        if client is None or not client.is_public:
+            raise InvalidClientError(
+                status_code=status, description="Client authentication failed."
+            )
+    elif client is None or client.is_public or not verify_client_secret(client.secret_hash, secret):
+        raise InvalidClientError(status_code=status, description="Client authentication failed.")
+    request.client, request.auth_method = client, method
+    return client

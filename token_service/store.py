@@ -1,0 +1,168 @@
+"""The fast shared store: deny-lists, throttling counters, grace responses.
+
+Redis when `REDIS_URL` is set; otherwise an in-process stand-in that serves one process only
+and says so at start-up. Both speak the same small interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+#: Channel on which every revocation is published (see docs in README).
+REVOCATION_CHANNEL = "token-service:revocations"
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached; callers decide whether to fail open or closed."""
+
+
+class Store(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+    def set(self, key: str, value: bytes, ttl: int) -> None: ...
+    def exists(self, *keys: str) -> int: ...
+    def delete(self, key: str) -> None: ...
+    def incr(self, key: str, ttl: int) -> int: ...
+    def ttl(self, key: str) -> int: ...
+    def publish(self, channel: str, message: str) -> None: ...
+    def ping(self) -> bool: ...
+
+
+class MemoryStore:
+    """In-process store for the embedded default: correct for a single process only."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, float]] = {}
+        self._lock = threading.Lock()
+        self.published: list[tuple[str, str]] = []
+
+    def _live(self, key: str, now: float) -> tuple[bytes, float] | None:
+        item = self._data.get(key)
+        if item is not None and item[1] <= now:
+            del self._data[key]
+            return None
+        return item
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            item = self._live(key, time.monotonic())
+            return item[0] if item else None
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        with self._lock:
+            self._data[key] = (value, time.monotonic() + ttl)
+            if len(self._data) > 100_000:
+                self._sweep()
+
+    def exists(self, *keys: str) -> int:
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for k in keys if self._live(k, now))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def incr(self, key: str, ttl: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            item = self._live(key, now)
+            value = int(item[0]) + 1 if item else 1
+            self._data[key] = (str(value).encode(), item[1] if item else now + ttl)
+            return value
+
+    def ttl(self, key: str) -> int:
+        now = time.monotonic()
+        with self._lock:
+            item = self._live(key, now)
+            return max(0, round(item[1] - now)) if item else -2
+
+    def publish(self, channel: str, message: str) -> None:
+        self.published.append((channel, message))
+        del self.published[:-1000]
+
+    def ping(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.published.clear()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, exp) in self._data.items() if exp <= now]:
+            del self._data[key]
+
+
+class RedisStore:
+    """Redis-backed store; every failure surfaces as StoreUnavailable."""
+
+    def __init__(self, url: str, prefix: str = "ts:") -> None:
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
+        )
+        self.prefix = prefix
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except self._errors as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def get(self, key: str) -> bytes | None:
+        return self._call(self._redis.get, self.prefix + key)
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        self._call(lambda: self._redis.set(self.prefix + key, value, ex=max(1, ttl)))
+
+    def exists(self, *keys: str) -> int:
+        return self._call(self._redis.exists, *(self.prefix + k for k in keys))
+
+    def delete(self, key: str) -> None:
+        self._call(self._redis.delete, self.prefix + key)
+
+    def incr(self, key: str, ttl: int) -> int:
+        def run() -> int:
+            pipe = self._redis.pipeline()
+            pipe.incr(self.prefix + key)
+            pipe.expire(self.prefix + key, ttl, nx=True)
+            return pipe.execute()[0]
+
+        return self._call(run)
+
+    def ttl(self, key: str) -> int:
+        return self._call(self._redis.ttl, self.prefix + key)
+
+    def publish(self, channel: str, message: str) -> None:
+        self._call(self._redis.publish, channel, message)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except self._errors:
+            return False
+
+    def flush(self) -> None:
+        """Delete this store's keys (tests)."""
+        keys = list(self._redis.scan_iter(match=self.prefix + "*", count=1000))
+        if keys:
+            self._redis.delete(*keys)
+
+
+def make_store(redis_url: str | None) -> Store:
+    """Redis if configured, else the in-process stand-in (announced, since it is not shared)."""
+    if redis_url:
+        return RedisStore(redis_url)
+    log.warning(
+        "REDIS_URL is not set: using the in-process store. Deny-lists, throttling and grace "
+        "responses are not shared between processes; run one worker, or set REDIS_URL."
+    )
+    return MemoryStore()

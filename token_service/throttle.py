@@ -1,0 +1,86 @@
+"""Login throttling per account and per client address, in the shared store.
+
+After a few free failures, each further failure locks the key for 2^n seconds, capped
+(`login_throttle_max_delay`, default 15 min): an attacker can slow a victim's logins down,
+never lock them out for good. Counters forget after a day without failures. A successful login
+resets its account's counter; the address counter decays on its own (a valid login must not
+let an attacker reset the address he guesses from). Unknown and known emails count alike.
+If the store is down, logins go on unthrottled (fail open: argon2id still bounds guessing) and
+the outage is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+FAILURE_MEMORY = 86400
+ADDRESS_FACTOR = 4  # an office behind one NAT address gets more free attempts than one account
+
+
+class TooManyAttempts(OAuth2Error):
+    """HTTP 429 with Retry-After; nothing else about the account changes."""
+
+    error = "slow_down"
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(description="Too many failed logins. Retry later.")
+        self.retry_after = max(1, retry_after)
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]
+
+
+def _keys(username: str, address: str | None) -> list[tuple[str, int]]:
+    account = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    keys = [(f"throttle:acct:{account}", 1)]
+    if address:
+        keys.append((f"throttle:addr:{address}", ADDRESS_FACTOR))
+    return keys
+
+
+class LoginThrottle:
+    def __init__(self, store: Store, settings) -> None:
+        self.store = store
+        self.free = settings.login_throttle_free_attempts
+        self.cap = settings.login_throttle_max_delay
+
+    def check(self, username: str, address: str | None) -> None:
+        """Raise TooManyAttempts while either key is locked."""
+        try:
+            for key, _ in _keys(username, address):
+                remaining = self.store.ttl(key + ":lock")
+                if remaining > 0:
+                    raise TooManyAttempts(remaining)
+        except StoreUnavailable:
+            log.error("store unavailable: login throttling is off")
+
+    def failed(self, username: str, address: str | None) -> int:
+        """Count a failure; returns the lock in seconds now in force (0 if none)."""
+        longest = 0
+        try:
+            for key, factor in _keys(username, address):
+                failures = self.store.incr(key, FAILURE_MEMORY)
+                over = failures - self.free * factor
+                if over > 0:
+                    delay = min(2 ** min(over - 1, 20), self.cap)
+                    self.store.set(key + ":lock", b"1", delay)
+                    longest = max(longest, delay)
+        except StoreUnavailable:
+            log.error("store unavailable: login failure not counted")
+        return longest
+
+    def succeeded(self, username: str, address: str | None) -> None:
+        key = _keys(username, None)[0][0]
+        try:
+            self.store.delete(key)
+            self.store.delete(key + ":lock")
+        except StoreUnavailable:
+            log.error("store unavailable: login counter not reset")
