@@ -17,6 +17,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .extensions import db
     from .keys import KeyRing
     from .oauth2.grants import TokenEndpoint
+    from .oauth2.introspect import Introspection
     from .store import make_store
     from .throttle import LoginThrottle
 
@@ -49,6 +50,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["keyring"] = keyring
     app.extensions["login_throttle"] = throttle
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
+    app.extensions["introspection"] = Introspection(settings, keyring)
 
     from .api import errors, oauth, public
 

@@ -17,15 +17,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 STAMP = "%Y%m%dT%H%M%S%fZ"  # microseconds: names sort in creation order
 
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
 
 
 def _int_b64(n: int, length: int | None = None) -> str:
@@ -129,6 +137,25 @@ class SigningKey:
             return r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return key.sign(signing_input)
 
+    def verify(self, signing_input: bytes, signature: bytes) -> bool:
+        """Check a signature made by this key (for introspection and revocation)."""
+        public = self.private_key.public_key()
+        try:
+            if self.alg == "RS256":
+                public.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+            elif self.alg == "ES256":
+                if len(signature) != 64:
+                    return False
+                der = encode_dss_signature(
+                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+                )
+                public.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+            else:
+                public.verify(signature, signing_input)
+        except InvalidSignature:
+            return False
+        return True
+
     def encode_jwt(self, claims: dict) -> str:
         """Compact JWS of `claims` with header {alg, kid, typ: at+jwt}."""
         payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
@@ -205,6 +232,26 @@ class KeyRing:
         """Serialized JWKS: the keys a verifier must accept now."""
         self._maybe_reload()
         return self._jwks_json
+
+    def decode(self, token: str) -> dict | None:
+        """Claims of a JWT signed by one of our published keys, else None. Checks the
+        signature and `typ` only: the caller checks expiry and revocation."""
+        try:
+            header_b64, payload_b64, signature_b64 = token.split(".")
+            header = json.loads(_b64decode(header_b64))
+            if not isinstance(header, dict) or header.get("typ") != "at+jwt":
+                return None
+            self._maybe_reload()
+            key = next((k for k in self._keys if k.kid == header.get("kid")), None)
+            if key is None or header.get("alg") != key.alg:
+                return None
+            signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+            if not key.verify(signing_input, _b64decode(signature_b64)):
+                return None
+            claims = json.loads(_b64decode(payload_b64))
+        except (ValueError, UnicodeError):
+            return None
+        return claims if isinstance(claims, dict) else None
 
     def all_keys(self) -> list[SigningKey]:
         self._maybe_reload()

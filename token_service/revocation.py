@@ -1,8 +1,14 @@
 """Revoking sessions and access tokens: the database row, the deny-list, the announcement.
 
-Deny-list keys live as long as the longest access token could, then expire by themselves.
-Every revocation is published on REVOCATION_CHANNEL as JSON:
-`{"type": "sid" | "jti", "value": "...", "exp": <unix time until which to deny>, "reason": "..."}`.
+Deny-list entries in the store, each kept as long as the longest access token can live:
+- `deny:sid:<sid>` = a unix time T: every access token of that session with `iat` < T is
+  revoked. Tokens issued later (after a permission change, at the next refresh) are not, so one
+  key serves both a revoked session (which gets no new tokens) and a changed one.
+- `deny:jti:<jti>` = "1": that one access token is revoked.
+
+Every entry is also published on REVOCATION_CHANNEL as JSON, for resource servers that follow:
+`{"type": "sid" | "jti", "value": "...", "not_before": T (sid only), "exp": <unix time after
+which the entry can be forgotten>, "reason": "..."}`.
 """
 
 from __future__ import annotations
@@ -20,27 +26,49 @@ from .store import REVOCATION_CHANNEL, StoreUnavailable
 log = logging.getLogger(__name__)
 
 
-def _deny(kind: str, value: str, ttl: int, reason: str) -> None:
-    store = current_app.extensions["token_store"]
+def _store():
+    return current_app.extensions["token_store"]
+
+
+def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **extra) -> bool:
     try:
-        store.set(f"deny:{kind}:{value}", b"1", ttl)
-        message = {"type": kind, "value": value, "exp": int(time.time()) + ttl, "reason": reason}
+        store = _store()
+        store.set(f"deny:{kind}:{value}", stored, ttl)
+        message = {"type": kind, "value": value, **extra, "exp": int(time.time()) + ttl}
+        message["reason"] = reason
         store.publish(REVOCATION_CHANNEL, json.dumps(message, separators=(",", ":")))
     except StoreUnavailable:
-        # The database row is the source of truth; introspection fails closed while the
-        # store is down, and the access tokens expire within their short lifetime.
-        log.error("store unavailable: %s:%s not deny-listed", kind, value)
+        # The database stays the source of truth for sessions; introspection of access tokens
+        # fails closed while the store is down, and access tokens expire within minutes.
+        log.error("store unavailable: %s deny-list entry not written", kind)
+        return False
+    return True
 
 
-def deny_session(sid: str, reason: str) -> None:
-    """Deny-list every access token of session `sid` for as long as they can live."""
-    _deny("sid", sid, current_app.config["SETTINGS"].access_token_ttl_max, reason)
+def deny_session(sid: str, reason: str) -> bool:
+    """Revoke every access token issued so far in session `sid` (not those issued later)."""
+    # iat has one-second resolution: deny the whole current second, so that no token issued
+    # before this call survives (one issued later in the same second is refused too, and its
+    # client simply refreshes again).
+    not_before = int(time.time()) + 1
+    ttl = current_app.config["SETTINGS"].access_token_ttl_max + 1
+    return _announce("sid", sid, ttl, reason, str(not_before).encode(), not_before=not_before)
 
 
-def deny_access_token(jti: str, ttl: int, reason: str) -> None:
-    """Deny-list one access token until it expires."""
-    if ttl > 0:
-        _deny("jti", jti, ttl, reason)
+def deny_access_token(jti: str, ttl: int, reason: str) -> bool:
+    """Revoke one access token until it expires."""
+    return ttl <= 0 or _announce("jti", jti, ttl, reason, b"1")
+
+
+def is_denied(sid: str | None, jti: str, iat: int) -> bool:
+    """True if this access token was revoked. Raises StoreUnavailable: callers fail closed."""
+    store = _store()
+    if store.exists(f"deny:jti:{jti}"):
+        return True
+    if sid is None:
+        return False
+    not_before = store.get(f"deny:sid:{sid}")
+    return not_before is not None and iat < int(not_before)
 
 
 def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: str | None) -> None:

@@ -29,3 +29,17 @@ def token():
     response = current_app.extensions["token_endpoint"].handle(token_request())
     db.session.commit()
     return jsonify(response), 200, NO_STORE
+
+
+@bp.post("/introspect")
+def introspect():
+    answer = current_app.extensions["introspection"].introspect(token_request())
+    db.session.rollback()  # read-only
+    return jsonify(answer), 200, NO_STORE
+
+
+@bp.post("/revoke")
+def revoke():
+    current_app.extensions["introspection"].revoke(token_request())
+    db.session.commit()
+    return "", 200, NO_STORE

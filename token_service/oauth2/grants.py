@@ -24,6 +24,7 @@ from ..revocation import revoke_session
 from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
 from ..store import Store, StoreUnavailable
+from ..throttle import TooManyAttempts
 from . import grace, storage
 from .request import TokenRequest, authenticate_client
 
@@ -65,7 +66,18 @@ class TokenEndpoint:
         ceiling = self._narrow(split_scopes(client.scope), request.get("scope"))
         asked_entity = request.get("legal_entity_id")
         if self.throttle is not None:
-            self.throttle.check(username, request.remote_addr)
+            try:
+                self.throttle.check(username, request.remote_addr)
+            except TooManyAttempts:
+                audit.record(
+                    "login.throttled",
+                    actor_type="client",
+                    actor_id=client.client_id,
+                    target=username.strip().lower(),
+                    address=request.remote_addr,
+                )
+                db.session.commit()
+                raise
 
         customer = storage.find_customer(username)
         # Unknown email, wrong password, blocked customer: one answer, one argon2id verification.

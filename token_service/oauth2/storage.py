@@ -111,3 +111,16 @@ def count_live_sessions(customer_id: str) -> int:
         .select_from(Session)
         .where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
     )
+
+
+def load_session(session_id: str) -> tuple[Session, Customer] | None:
+    row = db.session.execute(
+        select(Session, Customer)
+        .join(Customer, Customer.id == Session.customer_id)
+        .where(Session.id == session_id)
+    ).first()
+    return tuple(row) if row else None
+
+
+def is_assigned(customer_id: str, legal_entity_id: str) -> bool:
+    return db.session.get(Assignment, (customer_id, legal_entity_id)) is not None

@@ -1,0 +1,199 @@
+"""Token introspection (RFC 7662) and revocation (RFC 7009), for access and refresh tokens."""
+
+from __future__ import annotations
+
+import time
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+
+from .. import audit
+from ..keys import KeyRing
+from ..models import Client, utcnow
+from ..revocation import deny_access_token, is_denied, revoke_session
+from ..security import hash_token
+from ..store import StoreUnavailable
+from . import storage
+from .request import TokenRequest, authenticate_client
+
+INTROSPECT_SCOPE = "token.introspect"
+INACTIVE = {"active": False}
+
+
+class InsufficientScope(OAuth2Error):
+    """The client authenticated but may not introspect."""
+
+    error = "insufficient_scope"
+    status_code = 403
+
+
+class TemporarilyUnavailable(OAuth2Error):
+    error = "temporarily_unavailable"
+    status_code = 503
+
+    def get_headers(self):
+        return [*super().get_headers(), ("Retry-After", "1")]
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2
+
+
+class Introspection:
+    """POST /oauth/introspect and POST /oauth/revoke without the HTTP."""
+
+    def __init__(self, settings, keyring: KeyRing) -> None:
+        self.settings = settings
+        self.keyring = keyring
+
+    # -- RFC 7662 -----------------------------------------------------------------------
+
+    def introspect(self, request: TokenRequest) -> dict:
+        client = authenticate_client(request, storage.load_client)
+        # "the authorization server MUST require some form of authorization to access this
+        # endpoint" (RFC 7662 §2.1): here, a confidential client holding token.introspect.
+        if client.is_public or INTROSPECT_SCOPE not in client.scope.split():
+            raise InsufficientScope("The client may not introspect tokens.")
+        token = request.require("token")
+        hint = request.get("token_type_hint")
+        order = [self._access, self._refresh]
+        if hint == "refresh_token" or not _looks_like_jwt(token):
+            order.reverse()
+        for lookup in order:
+            answer = lookup(token)
+            if answer is not None:
+                return answer
+        return dict(INACTIVE)
+
+    def _access(self, token: str) -> dict | None:
+        """Active claims of a live access token; {"active": false} if ours but not live;
+        None if it is not one of our access tokens at all."""
+        claims = self.keyring.decode(token) if _looks_like_jwt(token) else None
+        if claims is None:
+            return None
+        try:
+            exp, iat, jti = int(claims["exp"]), int(claims["iat"]), str(claims["jti"])
+        except (KeyError, TypeError, ValueError):
+            return dict(INACTIVE)
+        if claims.get("iss") != self.settings.issuer or exp <= time.time():
+            return dict(INACTIVE)
+        sid = claims.get("sid")
+        try:
+            if is_denied(sid, jti, iat):
+                return dict(INACTIVE)
+        except StoreUnavailable:
+            # Never call a possibly deny-listed token active: fail closed, and say so.
+            raise TemporarilyUnavailable("Revocation state is unavailable.") from None
+        if sid is not None and not self._customer_token_live(claims):
+            return dict(INACTIVE)
+        return {
+            "active": True,
+            "token_type": "Bearer",
+            "scope": claims.get("scope", ""),
+            "client_id": claims.get("client_id"),
+            "sub": claims.get("sub"),
+            "exp": exp,
+            "iat": iat,
+            "iss": claims.get("iss"),
+            "aud": claims.get("aud"),
+            "jti": jti,
+            "sid": sid,
+            "legal_entity_id": claims.get("legal_entity_id"),
+        }
+
+    def _customer_token_live(self, claims: dict) -> bool:
+        """The session lives, the customer is active and still assigned to the token's entity."""
+        session = storage.load_session(claims["sid"])
+        if session is None:
+            return False
+        session, customer = session
+        now = utcnow()
+        if session.revoked_at is not None or customer.status != "active":
+            return False
+        if now >= session.expires_at or now >= session.idle_expires_at:
+            return False
+        entity = claims.get("legal_entity_id")
+        return entity is None or storage.is_assigned(customer.id, entity)
+
+    def _refresh(self, token: str) -> dict | None:
+        found = storage.load_refresh_token(hash_token(token))
+        if found is None:
+            return None
+        refresh, session, customer = found
+        now = utcnow()
+        expires = min(session.expires_at, session.idle_expires_at)
+        live = (
+            refresh.consumed_at is None
+            and session.revoked_at is None
+            and customer.status == "active"
+            and now < expires
+            and (
+                session.legal_entity_id is None
+                or storage.is_assigned(customer.id, session.legal_entity_id)
+            )
+        )
+        if not live:
+            return dict(INACTIVE)
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "scope": session.scope,
+            "client_id": session.client_id,
+            "sub": customer.id,
+            "exp": int(expires.timestamp()),
+            "iat": int(refresh.created_at.timestamp()),
+            "iss": self.settings.issuer,
+            "aud": None,
+            "jti": None,
+            "sid": session.id,
+            "legal_entity_id": session.legal_entity_id,
+        }
+
+    # -- RFC 7009 -----------------------------------------------------------------------
+
+    def revoke(self, request: TokenRequest) -> None:
+        """Revoke a token the authenticated client holds. Unknown, invalid, expired or another
+        client's tokens are answered like success: "invalid tokens do not cause an error
+        response" (RFC 7009 §2.2), and nothing tells a caller whether a token exists."""
+        client = authenticate_client(request, storage.load_client)
+        token = request.require("token")
+        if request.get("token_type_hint") == "refresh_token" or not _looks_like_jwt(token):
+            self._revoke_refresh(client, token) or self._revoke_access(client, token)
+        else:
+            self._revoke_access(client, token) or self._revoke_refresh(client, token)
+
+    def _revoke_refresh(self, client: Client, token: str) -> bool:
+        found = storage.load_refresh_token(hash_token(token))
+        if found is None:
+            return False
+        _, session, _ = found
+        if session.client_id == client.client_id:
+            # "If the particular token is a refresh token ... the authorization server SHOULD
+            # also invalidate all access tokens based on the same authorization grant" (§2.1).
+            revoke_session(
+                session, "revoked_by_client", actor_type="client", actor_id=client.client_id
+            )
+        return True
+
+    def _revoke_access(self, client: Client, token: str) -> bool:
+        claims = self.keyring.decode(token) if _looks_like_jwt(token) else None
+        if claims is None:
+            return False
+        if (
+            claims.get("client_id") == client.client_id
+            and claims.get("iss") == self.settings.issuer
+        ):
+            try:
+                ttl = int(claims["exp"]) - int(time.time()) + 1
+                jti = str(claims["jti"])
+            except (KeyError, TypeError, ValueError):
+                return True
+            if ttl > 0 and not deny_access_token(jti, ttl, "revoked_by_client"):
+                raise TemporarilyUnavailable("The token could not be revoked. Retry shortly.")
+            audit.record(
+                "access_token.revoked",
+                actor_type="client",
+                actor_id=client.client_id,
+                customer_id=claims.get("sid") and claims.get("sub"),
+                target=jti,
+            )
+        return True
