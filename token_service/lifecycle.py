@@ -30,7 +30,7 @@ def _live_sessions(customer_ids, legal_entity_ids=None) -> list[Session]:
 
 def _deny(sessions, reason: str) -> None:
     for session in sessions:
-        deny_session(session.id, reason)
+        deny_session(session, reason)
 
 
 def remove_membership(group_id: str, customer_id: str, *, actor: tuple[str, str | None]) -> None:

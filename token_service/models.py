@@ -230,6 +230,9 @@ class Session(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    # Unix time from which access tokens of this session are valid again after a deny-listing
+    # (see revocation.deny_session): the token endpoint issues nothing older.
+    tokens_not_before: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class RefreshToken(db.Model):

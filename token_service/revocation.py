@@ -31,6 +31,7 @@ def _store():
 
 
 def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **extra) -> bool:
+    """Write a deny-list entry and publish it; False if the store is down."""
     try:
         store = _store()
         store.set(f"deny:{kind}:{value}", stored, ttl)
@@ -45,14 +46,16 @@ def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **ext
     return True
 
 
-def deny_session(sid: str, reason: str) -> bool:
-    """Revoke every access token issued so far in session `sid` (not those issued later)."""
+def deny_session(session: Session, reason: str) -> bool:
+    """Revoke every access token issued so far in `session` (not those issued later)."""
     # iat has one-second resolution: deny the whole current second, so that no token issued
-    # before this call survives (one issued later in the same second is refused too, and its
-    # client simply refreshes again).
+    # before this call survives. The session row remembers it, and the token endpoint waits
+    # out the rest of the second before it issues this session's next token.
     not_before = int(time.time()) + 1
+    session.tokens_not_before = not_before
     ttl = current_app.config["SETTINGS"].access_token_ttl_max + 1
-    return _announce("sid", sid, ttl, reason, str(not_before).encode(), not_before=not_before)
+    stored = str(not_before).encode()
+    return _announce("sid", session.id, ttl, reason, stored, not_before=not_before)
 
 
 def deny_access_token(jti: str, ttl: int, reason: str) -> bool:
@@ -84,4 +87,4 @@ def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: 
             target=session.id,
             reason=reason,
         )
-    deny_session(session.id, reason)
+    deny_session(session, reason)

@@ -48,7 +48,8 @@ def register(app: Flask) -> None:
                 body = {"error": "invalid_request", "error_description": "Request too large."}
                 return jsonify(body), 400, NO_STORE
             body = {"error": "invalid_request", "error_description": error.name}
-            return jsonify(body), error.code, {**NO_STORE, **dict(error.get_headers())}
+            extra = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+            return jsonify(body), error.code, {**NO_STORE, **extra}
         return jsonify({"error": code, "message": error.description}), error.code
 
     @app.errorhandler(DBAPIError)

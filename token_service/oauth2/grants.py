@@ -190,6 +190,12 @@ class TokenEndpoint:
             token, session, _ = found
             return self._reused(presented, token, session, params, utcnow())
 
+        if session.tokens_not_before is not None:
+            # Just deny-listed (a permission change): a token stamped with the same second
+            # would be refused, so issue from the next second on.
+            wait = session.tokens_not_before - time.time()
+            if wait > 0:
+                time.sleep(wait)
         successor = new_token()
         storage.insert_refresh_token(hash_token(successor), session.id, token_hash, entity, now)
         idle_expires_at = min(

@@ -90,8 +90,9 @@ def _basic_credentials(authorization: str) -> tuple[str, str]:
 def authenticate_client(request: TokenRequest, load_client) -> Client:
     """Authenticate by client_secret_basic, client_secret_post or none (public clients).
 
-    `load_client(client_id)` returns a Client or None. Failures are `invalid_client`, with
-    401 and `WWW-Authenticate` when the client tried the Authorization header (§5.2).
+    `load_client(client_id)` returns a Client or None. Failures are `invalid_client` with 401
+    and `WWW-Authenticate: Basic` whatever the method tried: §5.2 requires it for the
+    Authorization header and allows it otherwise, and one answer tells an attacker less.
     """
     form_id, form_secret = request.get("client_id"), request.get("client_secret")
     if request.authorization:
@@ -101,21 +102,24 @@ def authenticate_client(request: TokenRequest, load_client) -> Client:
         client_id, secret = _basic_credentials(request.authorization)
         if form_id is not None and form_id != client_id:
             raise InvalidRequestError("'client_id' does not match the Authorization header.")
-        method, status = "client_secret_basic", 401
+        method = "client_secret_basic"
     elif form_secret is not None:
-        client_id, secret, method, status = form_id, form_secret, "client_secret_post", 400
+        client_id, secret, method = form_id, form_secret, "client_secret_post"
     else:
-        client_id, secret, method, status = form_id, None, "none", 401
+        client_id, secret, method = form_id, None, "none"
     if not client_id:
         raise InvalidClientError(status_code=401, description="Client authentication is required.")
 
     client = load_client(client_id)
     if method == "none":
-        if client is None or not client.is_public:
-            raise InvalidClientError(
-                status_code=status, description="Client authentication failed."
-            )
-    elif client is None or client.is_public or not verify_client_secret(client.secret_hash, secret):
-        raise InvalidClientError(status_code=status, description="Client authentication failed.")
+        authenticated = client is not None and client.is_public
+    else:
+        authenticated = (
+            client is not None
+            and not client.is_public
+            and verify_client_secret(client.secret_hash, secret)
+        )
+    if not authenticated:
+        raise InvalidClientError(status_code=401, description="Client authentication failed.")
     request.client, request.auth_method = client, method
     return client

@@ -139,6 +139,7 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('revoked_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('revoked_reason', sa.String(length=64), nullable=True),
+    sa.Column('tokens_not_before', sa.BigInteger(), nullable=True),
     sa.ForeignKeyConstraint(['client_id'], ['clients.client_id'], name=op.f('fk_sessions_client_id_clients'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_sessions_customer_id_customers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sessions'))

@@ -1,0 +1,166 @@
+"""Introspection (RFC 7662) and revocation (RFC 7009): live answers, revocations show at once."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from token_service.store import REVOCATION_CHANNEL
+
+INACTIVE = {"active": False}
+
+
+def basic(client_id: str, secret: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+@pytest.fixture
+def introspect(app, client):
+    headers = basic("order-service", app.secrets["order-service"])
+
+    def call(token: str, **extra):
+        r = client.post("/oauth/introspect", data={"token": token, **extra}, headers=headers)
+        assert r.status_code == 200, r.get_data(as_text=True)
+        assert r.headers["Cache-Control"] == "no-store"
+        return r.json
+
+    return call
+
+
+@pytest.fixture
+def revoke(client):
+    def call(token: str, client_id: str = "storefront", **extra):
+        r = client.post("/oauth/revoke", data={"token": token, "client_id": client_id, **extra})
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return r
+
+    return call
+
+
+def test_active_access_token(introspect, storefront):
+    login = storefront.login()
+    answer = introspect(login.json["access_token"])
+    assert answer["active"] is True
+    assert answer["token_type"] == "Bearer"
+    assert answer["scope"] == login.json["scope"]
+    assert answer["client_id"] == "storefront"
+    assert answer["legal_entity_id"] == "acme"
+    assert answer["iss"] == "http://issuer.test"
+    assert answer["aud"] == "commerce-api"
+    assert {"sub", "exp", "iat", "jti", "sid"} <= set(answer)
+
+
+def test_active_refresh_token(introspect, storefront):
+    login = storefront.login()
+    answer = introspect(login.json["refresh_token"], token_type_hint="refresh_token")
+    assert answer["active"] is True
+    assert answer["token_type"] == "refresh_token"
+    assert answer["legal_entity_id"] == "acme"
+    # Rotated: the old one is no longer active.
+    storefront.refresh(login.json["refresh_token"])
+    assert introspect(login.json["refresh_token"]) == INACTIVE
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage",
+        "a.b.c",
+        "eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.eyJzdWIiOiJ4In0.",
+        "x" * 3000,
+    ],
+)
+def test_junk_is_inactive(introspect, token):
+    assert introspect(token) == INACTIVE
+
+
+def test_client_credentials_token_is_active(app, client, introspect):
+    r = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers=basic("admin-cli", app.secrets["admin-cli"]),
+    )
+    answer = introspect(r.json["access_token"])
+    assert answer["active"] is True
+    assert answer["sub"] == "admin-cli"
+    assert answer["sid"] is None
+
+
+def test_introspection_needs_the_right(app, client, storefront):
+    token = storefront.login().json["access_token"]
+    no_auth = client.post("/oauth/introspect", data={"token": token})
+    assert no_auth.status_code == 401
+    public = client.post("/oauth/introspect", data={"token": token, "client_id": "storefront"})
+    assert public.status_code == 403
+    admin = client.post(
+        "/oauth/introspect",
+        data={"token": token},
+        headers=basic("admin-cli", app.secrets["admin-cli"]),
+    )
+    assert admin.status_code == 403
+    assert admin.json["error"] == "insufficient_scope"
+
+
+def test_revoking_refresh_token_ends_session_and_its_access_tokens(
+    app, introspect, revoke, storefront
+):
+    login = storefront.login()
+    second = storefront.refresh(login.json["refresh_token"])
+    revoke(second.json["refresh_token"])
+    assert introspect(login.json["access_token"]) == INACTIVE
+    assert introspect(second.json["access_token"]) == INACTIVE
+    assert introspect(second.json["refresh_token"]) == INACTIVE
+    assert storefront.refresh(second.json["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_revoking_access_token_denies_only_it(introspect, revoke, storefront):
+    login = storefront.login()
+    revoke(login.json["access_token"], token_type_hint="access_token")
+    assert introspect(login.json["access_token"]) == INACTIVE
+    refreshed = storefront.refresh(login.json["refresh_token"])
+    assert introspect(refreshed.json["access_token"])["active"] is True
+
+
+def test_revocation_is_published(app, revoke, storefront):
+    store = app.extensions["token_store"]
+    if app.backend == "postgres":
+        pubsub = store._redis.pubsub()
+        pubsub.subscribe(REVOCATION_CHANNEL)
+        pubsub.get_message(timeout=1)  # the subscription confirmation
+    login = storefront.login()
+    revoke(login.json["refresh_token"])
+    if app.backend == "postgres":
+        message = pubsub.get_message(timeout=2)
+        pubsub.close()
+        payload = json.loads(message["data"])
+    else:
+        payload = json.loads(store.published[-1][1])
+    sid = json.loads(base64.urlsafe_b64decode(login.json["access_token"].split(".")[1] + "=="))[
+        "sid"
+    ]
+    assert payload["type"] == "sid"
+    assert payload["value"] == sid
+    assert payload["reason"] == "revoked_by_client"
+    assert payload["not_before"] <= payload["exp"]
+
+
+def test_unknown_and_foreign_tokens_revoke_nothing(app, introspect, revoke, storefront):
+    login = storefront.login()
+    revoke("no-such-token")
+    # Another client cannot revoke the storefront's tokens; the answer does not tell.
+    r = app.test_client().post(
+        "/oauth/revoke",
+        data={"token": login.json["refresh_token"]},
+        headers=basic("order-service", app.secrets["order-service"]),
+    )
+    assert r.status_code == 200
+    assert introspect(login.json["refresh_token"])["active"] is True
+
+
+def test_revoke_needs_client_authentication(client, storefront):
+    login = storefront.login()
+    r = client.post("/oauth/revoke", data={"token": login.json["refresh_token"]})
+    assert r.status_code == 401
+    assert r.json["error"] == "invalid_client"

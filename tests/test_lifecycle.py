@@ -1,0 +1,206 @@
+"""Lifecycle: membership, assignment, block and entity changes reach live sessions at once;
+login throttling; audit events (DESIGN §4, the lifecycle issue)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from sqlalchemy import select
+
+from token_service import directory, lifecycle
+from token_service.extensions import db
+from token_service.models import AuditEvent, Customer
+
+ACTOR = ("client", "admin-cli")
+INACTIVE = {"active": False}
+
+
+@pytest.fixture
+def introspect(app, client):
+    raw = f"order-service:{app.secrets['order-service']}".encode()
+    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+    return lambda token: (
+        client.post("/oauth/introspect", data={"token": token}, headers=headers).json
+    )
+
+
+def alice(app) -> str:
+    with app.app_context():
+        return db.session.scalar(select(Customer.id).where(Customer.email == "alice@acme.test"))
+
+
+def actions(app) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def test_removing_membership_denies_live_token_and_next_refresh_reflects_it(
+    app, storefront, introspect
+):
+    login = storefront.login()
+    customer = alice(app)
+    with app.app_context():
+        admin_group = directory.group_of("acme", "ADMIN").id
+        lifecycle.remove_membership(admin_group, customer, actor=ACTOR)
+        db.session.commit()
+    assert introspect(login.json["access_token"]) == INACTIVE
+    r = storefront.refresh(login.json["refresh_token"])
+    assert r.status_code == 200
+    assert "order.order_read_le" not in r.json["scope"]
+    assert introspect(r.json["access_token"])["active"] is True
+    assert "group.member_removed" in actions(app)
+
+
+def test_membership_change_elsewhere_leaves_token_alone(app, storefront, introspect):
+    login = storefront.login(legal_entity_id="globex")
+    customer = alice(app)
+    with app.app_context():
+        lifecycle.remove_membership(directory.group_of("acme", "ADMIN").id, customer, actor=ACTOR)
+        db.session.commit()
+    assert introspect(login.json["access_token"])["active"] is True
+
+
+def test_removing_assignment(app, storefront, introspect):
+    login = storefront.login()
+    customer = alice(app)
+    with app.app_context():
+        lifecycle.remove_assignment(customer, "acme", actor=ACTOR)
+        db.session.commit()
+        assert db.session.get(Customer, customer).default_legal_entity_id is None
+    assert introspect(login.json["access_token"]) == INACTIVE
+    assert introspect(login.json["refresh_token"]) == INACTIVE
+    r = storefront.refresh(login.json["refresh_token"])
+    assert r.json["legal_entity_id"] is None
+    assert r.json["legal_entities"] == [{"id": "globex", "name": "Globex"}]
+    again = storefront.refresh(r.json["refresh_token"], legal_entity_id="acme")
+    assert again.json["error"] == "invalid_grant"
+
+
+def test_blocking_revokes_every_session(app, storefront, introspect):
+    first, second = storefront.login(), storefront.login(legal_entity_id="globex")
+    customer = alice(app)
+    with app.app_context():
+        lifecycle.block_customer(customer, actor=ACTOR)
+        db.session.commit()
+    for login in (first, second):
+        assert introspect(login.json["access_token"]) == INACTIVE
+        assert storefront.refresh(login.json["refresh_token"]).json["error"] == "invalid_grant"
+    assert storefront.login().json["error"] == "invalid_grant"
+    with app.app_context():
+        lifecycle.unblock_customer(customer, actor=ACTOR)
+        db.session.commit()
+    assert storefront.login().status_code == 200
+    # Revoked sessions stay revoked.
+    assert storefront.refresh(first.json["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_deleting_entity(app, storefront, introspect):
+    login = storefront.login(legal_entity_id="globex")
+    with app.app_context():
+        with pytest.raises(directory.DirectoryError) as refused:
+            lifecycle.delete_legal_entity("globex", actor=ACTOR)
+        assert refused.value.status == 409
+        lifecycle.delete_legal_entity("globex", cascade=True, actor=ACTOR)
+        db.session.commit()
+    assert introspect(login.json["access_token"]) == INACTIVE
+    r = storefront.refresh(login.json["refresh_token"])
+    assert r.json["legal_entity_id"] is None
+    assert [e["id"] for e in r.json["legal_entities"]] == ["acme"]
+
+
+def test_deleting_company_with_subsidiary_needs_cascade(app):
+    with app.app_context():
+        with pytest.raises(directory.DirectoryError):
+            lifecycle.delete_legal_entity("acme", actor=ACTOR)
+        deleted = lifecycle.delete_legal_entity("acme", cascade=True, actor=ACTOR)
+        db.session.commit()
+    assert set(deleted) == {"acme", "acme-logistics"}
+
+
+def test_membership_requires_assignment(app):
+    with app.app_context():
+        bob = db.session.scalar(select(Customer.id).where(Customer.email == "bob@acme.test"))
+        with pytest.raises(directory.DirectoryError) as err:
+            directory.add_member(directory.group_of("globex", "BUYER").id, bob)
+        assert err.value.status == 409
+
+
+def test_group_scope_change_denies_members_tokens(app, storefront, introspect):
+    login = storefront.login()
+    bob = storefront.login("bob@acme.test")
+    with app.app_context():
+        group = directory.group_of("acme", "ADMIN").id
+        lifecycle.set_group_scopes_now(group, ["order.order_read_le"], actor=ACTOR)
+        db.session.commit()
+    assert introspect(login.json["access_token"]) == INACTIVE
+    assert introspect(bob.json["access_token"])["active"] is True  # not a member
+
+
+def test_session_idle_expiry_at_introspection(app, storefront, introspect):
+    from datetime import timedelta
+
+    from token_service.models import Session, utcnow
+
+    login = storefront.login()
+    with app.app_context():
+        db.session.execute(db.update(Session).values(idle_expires_at=utcnow() - timedelta(1)))
+        db.session.commit()
+    assert introspect(login.json["access_token"]) == INACTIVE
+    assert introspect(login.json["refresh_token"]) == INACTIVE
+
+
+def test_login_audit_events(app, storefront):
+    storefront.login()
+    storefront.login(password="wrong")
+    login = storefront.login()
+    storefront.refresh(login.json["refresh_token"], legal_entity_id="globex")
+    assert actions(app) == [
+        "login.succeeded",
+        "login.failed",
+        "login.succeeded",
+        "session.switched",
+    ]
+
+
+# -- throttling -----------------------------------------------------------------------------
+
+
+def test_throttle_after_free_attempts_then_backoff(app, storefront):
+    free = app.config["SETTINGS"].login_throttle_free_attempts
+    for _ in range(free):
+        assert storefront.login(password="wrong").status_code == 400
+    assert storefront.login(password="wrong").status_code == 400  # counted, locks
+    throttled = storefront.login()  # even the right password waits
+    assert throttled.status_code == 429
+    assert throttled.json["error"] == "slow_down"
+    assert int(throttled.headers["Retry-After"]) >= 1
+    assert "login.throttled" in actions(app)
+    # Other accounts are not affected by alice's lock.
+    assert storefront.login("bob@acme.test").status_code == 200
+
+
+def test_unknown_email_is_throttled_alike(app, storefront):
+    free = app.config["SETTINGS"].login_throttle_free_attempts
+    for _ in range(free + 1):
+        storefront.login("ghost@acme.test")
+    assert storefront.login("ghost@acme.test").status_code == 429
+
+
+def test_success_resets_the_account_counter(app, storefront):
+    free = app.config["SETTINGS"].login_throttle_free_attempts
+    for _ in range(free):
+        storefront.login(password="wrong")
+    assert storefront.login().status_code == 200
+    for _ in range(free):
+        assert storefront.login(password="wrong").status_code == 400
+
+
+def test_backoff_is_capped(app):
+    from token_service.throttle import LoginThrottle
+
+    throttle = LoginThrottle(app.extensions["token_store"], app.config["SETTINGS"])
+    delays = [throttle.failed("victim@acme.test", None) for _ in range(40)]
+    assert delays[: throttle.free] == [0] * throttle.free
+    assert delays[throttle.free : throttle.free + 4] == [1, 2, 4, 8]
+    assert max(delays) == throttle.cap == delays[-1]
