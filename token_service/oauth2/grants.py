@@ -5,6 +5,7 @@ a grant commits itself only where a failure must leave a trace (audit, a revoked
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import datetime, timedelta
 
@@ -30,6 +31,8 @@ from .request import TokenRequest, authenticate_client
 
 log = logging.getLogger(__name__)
 
+GRANT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+
 
 class TokenEndpoint:
     """POST /oauth/token, without the HTTP: a TokenRequest in, a JSON-able response out."""
@@ -51,7 +54,9 @@ class TokenEndpoint:
         client = authenticate_client(request, storage.load_client)
         grant = self.grants.get(grant_type)
         if grant is None:
-            raise UnsupportedGrantTypeError(grant_type)
+            # Echo the value only if it is a plausible grant type (RFC 6749 §5.2 charset).
+            shown = grant_type if GRANT_TYPE_SHAPE.fullmatch(grant_type) else "(unreadable)"
+            raise UnsupportedGrantTypeError(shown)
         if grant_type not in client.grant_types.split():
             raise UnauthorizedClientError(f"The client may not use the {grant_type} grant.")
         return grant(request, client)

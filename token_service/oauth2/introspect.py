@@ -83,7 +83,7 @@ class Introspection:
         except StoreUnavailable:
             # Never call a possibly deny-listed token active: fail closed, and say so.
             raise TemporarilyUnavailable("Revocation state is unavailable.") from None
-        if sid is not None and not self._customer_token_live(claims):
+        if sid is not None and not self._customer_token_live(claims, iat):
             return dict(INACTIVE)
         return {
             "active": True,
@@ -100,7 +100,7 @@ class Introspection:
             "legal_entity_id": claims.get("legal_entity_id"),
         }
 
-    def _customer_token_live(self, claims: dict) -> bool:
+    def _customer_token_live(self, claims: dict, iat: int) -> bool:
         """The session lives, the customer is active and still assigned to the token's entity."""
         session = storage.load_session(claims["sid"])
         if session is None:
@@ -108,6 +108,9 @@ class Introspection:
         session, customer = session
         now = utcnow()
         if session.revoked_at is not None or customer.status != "active":
+            return False
+        # The database's copy of the deny-list cut-off: holds even if the store lost its entry.
+        if session.tokens_not_before is not None and iat < session.tokens_not_before:
             return False
         if now >= session.expires_at or now >= session.idle_expires_at:
             return False

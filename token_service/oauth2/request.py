@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote_plus
 
@@ -22,6 +23,13 @@ MAX_PARAM_LENGTH = {
     "token": 4096,
 }
 DEFAULT_MAX_LENGTH = 4096
+_SAFE_NAME = re.compile(r"[a-z_]{1,32}")
+
+
+def describe(name: str) -> str:
+    """A parameter name fit for error_description (RFC 6749 §5.2 allows only printable
+    ASCII without '"' and '\\'): unknown or odd names are not echoed."""
+    return f"'{name}'" if _SAFE_NAME.fullmatch(name) else "A parameter"
 
 
 @dataclass
@@ -60,11 +68,11 @@ def parse_form(content_type: str | None, body: bytes, max_bytes: int) -> dict[st
     for name, value in pairs:
         # "Request and response parameters MUST NOT be included more than once." (§3.2)
         if name in params:
-            raise InvalidRequestError(f"Parameter '{name}' is repeated.")
+            raise InvalidRequestError(f"{describe(name)} is repeated.")
         if len(value) > MAX_PARAM_LENGTH.get(name, DEFAULT_MAX_LENGTH):
-            raise InvalidRequestError(f"Parameter '{name}' is too long.")
+            raise InvalidRequestError(f"{describe(name)} is too long.")
         if "\x00" in value:
-            raise InvalidRequestError(f"Parameter '{name}' contains a NUL character.")
+            raise InvalidRequestError(f"{describe(name)} contains a NUL character.")
         params[name] = value
     # "Parameters sent without a value MUST be treated as if they were omitted." (§3.1)
     return {name: value for name, value in params.items() if value != ""}
