@@ -204,3 +204,30 @@ def test_backoff_is_capped(app):
     assert delays[: throttle.free] == [0] * throttle.free
     assert delays[throttle.free : throttle.free + 4] == [1, 2, 4, 8]
     assert max(delays) == throttle.cap == delays[-1]
+
+
+def test_absolute_expiry_ends_session_despite_activity(app, storefront, introspect):
+    from datetime import timedelta
+
+    from token_service.models import Session, utcnow
+
+    login = storefront.login()
+    with app.app_context():
+        db.session.execute(db.update(Session).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    assert introspect(login.json["refresh_token"]) == INACTIVE
+    assert introspect(login.json["access_token"]) == INACTIVE
+    assert storefront.refresh(login.json["refresh_token"]).json["error"] == "invalid_grant"
+
+
+def test_refresh_extends_idle_expiry_up_to_absolute(app, storefront):
+    from datetime import timedelta
+
+    from token_service.models import Session, utcnow
+
+    login = storefront.login()
+    with app.app_context():
+        db.session.execute(db.update(Session).values(expires_at=utcnow() + timedelta(hours=1)))
+        db.session.commit()
+    r = storefront.refresh(login.json["refresh_token"])
+    assert 3500 < r.json["refresh_token_expires_in"] <= 3600
