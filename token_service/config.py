@@ -74,6 +74,9 @@ class Settings:
     max_form_bytes: int = 8192
     login_throttle_free_attempts: int = 5
     login_throttle_max_delay: int = 900
+    # Reverse proxies in front of the service whose X-Forwarded-For is trusted (throttling by
+    # client address needs the real address).
+    trusted_proxies: int = 0
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -118,6 +121,9 @@ class Settings:
             refresh_grace_seconds=_int(env, "TOKEN_SERVICE_REFRESH_GRACE", 10, minimum=0),
             baseline_scopes=baseline,
             group_templates=templates,
+            login_throttle_free_attempts=_int(env, "TOKEN_SERVICE_LOGIN_FREE_ATTEMPTS", 5),
+            login_throttle_max_delay=_int(env, "TOKEN_SERVICE_LOGIN_MAX_DELAY", 900),
+            trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(
