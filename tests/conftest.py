@@ -18,6 +18,7 @@ from token_service.database import upgrade
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
 from token_service.keys import KeyRing
+from token_service.oauth2.storage import forget_client
 from token_service.store import MemoryStore, RedisStore
 
 PG_ADMIN_URL = os.environ.get(
@@ -98,6 +99,7 @@ def reset(app) -> dict[str, str]:
                 db.session.execute(text(f"DELETE FROM {table}"))
         db.session.commit()
         app.extensions["token_store"].flush()
+        forget_client()
         secrets = load_demo()
         db.session.commit()
     return secrets

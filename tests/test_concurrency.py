@@ -31,11 +31,12 @@ def _race(app, params: list[dict]) -> list:
     return results
 
 
-def _children(app, parent_hash_of) -> int:
+def _tokens_in_session_of(app, token_hash) -> int:
     with app.app_context():
-        return db.session.scalar(
-            select(func.count()).where(RefreshToken.parent_hash == parent_hash_of)
+        sid = db.session.scalar(
+            select(RefreshToken.session_id).where(RefreshToken.token_hash == token_hash)
         )
+        return db.session.scalar(select(func.count()).where(RefreshToken.session_id == sid))
 
 
 @pytest.mark.parametrize("entities", [False, True], ids=["same-params", "different-entities"])
@@ -56,7 +57,7 @@ def test_exactly_one_rotation(app, storefront, entities):
     statuses = [r.status_code for r in results]
     assert set(statuses) <= {200, 400}, statuses
     # Exactly one successor exists in the database, whatever the others were told.
-    assert _children(app, hash_token(token)) == 1
+    assert _tokens_in_session_of(app, hash_token(token)) == 2
     successors = {r.json["refresh_token"] for r in results if r.status_code == 200}
     assert len(successors) == 1, "every 200 carries the one successor (grace replay)"
     if not entities:

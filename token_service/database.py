@@ -13,10 +13,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def configure_engine(url: str) -> dict:
-    """Engine options: SQLite gets a busy timeout; PostgreSQL a pre-pinged pool."""
+    """Engine options: SQLite gets a busy timeout. PostgreSQL connections are not pinged before
+    use (a round trip per request): a dead one fails its request, which the view retries once
+    on a fresh connection (see api/oauth.py), and the pool replaces them all."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 10, "isolation_level": None}}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5, "pool_recycle": 1800}
+    return {"pool_size": 5, "max_overflow": 5, "pool_recycle": 1800}
 
 
 @event.listens_for(Engine, "connect")

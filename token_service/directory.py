@@ -23,6 +23,7 @@ from .models import (
     Scope,
     new_id,
 )
+from .oauth2.storage import forget_client
 from .scopes import split_scopes
 from .security import hash_client_secret, hash_password, new_token
 
@@ -267,6 +268,7 @@ def create_client(
     )
     db.session.add(client)
     db.session.flush()
+    forget_client(client_id)
     return client, secret
 
 
@@ -280,4 +282,5 @@ def rotate_client_secret(client_id: str) -> str:
     secret = new_token()
     client.secret_hash = hash_client_secret(secret)
     client.version += 1
+    forget_client(client_id)
     return secret

@@ -243,7 +243,8 @@ class RefreshToken(db.Model):
     session_id: Mapped[str] = mapped_column(
         ForeignKey("sessions.id", ondelete="CASCADE"), index=True
     )
-    parent_hash: Mapped[str | None] = mapped_column(String(64))
+    # Set when the token is consumed: the token that replaced it (its grace response's key).
+    successor_hash: Mapped[str | None] = mapped_column(String(64))
     legal_entity_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

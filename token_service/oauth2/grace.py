@@ -24,8 +24,11 @@ def _key(token: str) -> bytes:
     ).derive(token.encode())
 
 
-def store_key(token: str) -> str:
-    return "grace:" + hashlib.sha256(b"grace\x00" + token.encode()).hexdigest()
+def store_key(token: str, successor_hash: str) -> str:
+    """One key per rotation attempt: only the attempt that won is ever looked up, through the
+    successor recorded on the consumed row."""
+    digest = hashlib.sha256(b"grace\x00" + token.encode()).hexdigest()
+    return f"grace:{digest}:{successor_hash[:32]}"
 
 
 def fingerprint(client_id: str, legal_entity_id: str | None, scope: str | None) -> str:

@@ -20,7 +20,7 @@ from .. import audit
 from ..config import Settings
 from ..extensions import db
 from ..keys import KeyRing
-from ..models import Client, Customer, RefreshToken, Session, new_id, utcnow
+from ..models import Client, Session, new_id, utcnow
 from ..revocation import revoke_session
 from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
@@ -104,7 +104,7 @@ class TokenEndpoint:
         if PASSWORD_HASHER.check_needs_rehash(customer.password_hash):
             customer.password_hash = hash_password(password)
 
-        entities = storage.assigned_entities(customer.id)
+        entities, grants = storage.entitlements(customer.id)
         assigned = {e["id"] for e in entities}
         if asked_entity is not None:
             if asked_entity not in assigned:
@@ -134,7 +134,7 @@ class TokenEndpoint:
         db.session.add(session)
         refresh_token = new_token()
         db.session.flush()
-        storage.insert_refresh_token(hash_token(refresh_token), session.id, None, entity, now)
+        storage.insert_refresh_token(hash_token(refresh_token), session.id, entity, now)
         audit.record(
             "login.succeeded",
             actor_type="customer",
@@ -146,10 +146,10 @@ class TokenEndpoint:
         )
         return self._customer_response(
             client,
-            customer.id,
             session,
             entity,
             entities,
+            grants,
             ceiling,
             refresh_token,
             now,
@@ -162,74 +162,69 @@ class TokenEndpoint:
         asked_entity = request.get("legal_entity_id")
         asked_scope = request.get("scope")
         token_hash = hash_token(presented)
-        found = storage.load_refresh_token(token_hash)
-        # "...the refresh token was issued to the authenticated client" (§6): else invalid_grant,
-        # with the same words as for an unknown token.
-        if found is None or found[1].client_id != client.client_id:
-            raise InvalidGrantError("The refresh token is invalid.")
-        token, session, customer = found
-        now = utcnow()
         params = grace.fingerprint(client.client_id, asked_entity, asked_scope)
-        if token.consumed_at is not None:
-            return self._reused(presented, token, session, params, now)
-        self._check_session(session, customer, now)
-
-        entities = storage.assigned_entities(customer.id)
-        assigned = {e["id"] for e in entities}
-        if asked_entity is not None:
-            # A refused switch changes nothing: the presented token stays valid.
-            if asked_entity not in assigned:
-                raise InvalidGrantError("The customer is not assigned to that legal entity.")
-            entity = asked_entity
-        else:
-            entity = session.legal_entity_id if session.legal_entity_id in assigned else None
-        ceiling = split_scopes(session.scope)
-        scope_ceiling = self._narrow(ceiling, asked_scope)
-
-        if not storage.consume(token_hash, now):
-            # Lost a race with a concurrent refresh of the same token: read what it decided.
-            db.session.rollback()
-            found = storage.load_refresh_token(token_hash)
-            if found is None:
+        with storage.refresh_connection() as conn:
+            found = storage.load_refresh(token_hash, conn)
+            # "...the refresh token was issued to the authenticated client" (§6): else
+            # invalid_grant, in the same words as for an unknown token.
+            if found is None or found.client_id != client.client_id:
                 raise InvalidGrantError("The refresh token is invalid.")
-            token, session, _ = found
-            return self._reused(presented, token, session, params, utcnow())
+            now = utcnow()
+            if found.consumed_at is not None:
+                return self._reused(presented, found, params, now)
+            self._check_session(found, now)
 
-        if session.tokens_not_before is not None:
-            # Just deny-listed (a permission change): a token stamped with the same second
-            # would be refused, so issue from the next second on.
-            wait = session.tokens_not_before - time.time()
-            if wait > 0:
-                time.sleep(wait)
-        successor = new_token()
-        storage.insert_refresh_token(hash_token(successor), session.id, token_hash, entity, now)
-        idle_expires_at = min(
-            now + timedelta(seconds=self.settings.refresh_idle_ttl), session.expires_at
-        )
-        storage.touch_session(session.id, entity, now, idle_expires_at)
-        if entity != session.legal_entity_id:
-            audit.record(
-                "session.switched",
-                actor_type="customer",
-                actor_id=customer.id,
-                customer_id=customer.id,
-                target=session.id,
-                previous=session.legal_entity_id,
-                legal_entity_id=entity,
+            entities, grants = storage.entitlements(found.customer_id, conn)
+            assigned = {e["id"] for e in entities}
+            if asked_entity is not None:
+                # A refused switch changes nothing: the presented token stays valid.
+                if asked_entity not in assigned:
+                    raise InvalidGrantError("The customer is not assigned to that legal entity.")
+                entity = asked_entity
+            else:
+                entity = found.legal_entity_id if found.legal_entity_id in assigned else None
+            scope_ceiling = self._narrow(split_scopes(found.scope), asked_scope)
+            if found.tokens_not_before is not None:
+                # Just deny-listed (a permission change): a token stamped with the same second
+                # would be refused, so issue from the next second on.
+                wait = found.tokens_not_before - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+
+            successor = new_token()
+            successor_hash = hash_token(successor)
+            idle_expires_at = min(
+                now + timedelta(seconds=self.settings.refresh_idle_ttl), found.expires_at
             )
-        response = self._customer_response(
-            client,
-            customer.id,
-            session,
-            entity,
-            entities,
-            scope_ceiling,
-            successor,
-            now,
-            idle_expires_at,
-        )
-        self._keep_for_grace(presented, params, response)
-        return response
+            response = self._customer_response(
+                client,
+                found,
+                entity,
+                entities,
+                grants,
+                scope_ceiling,
+                successor,
+                now,
+                idle_expires_at,
+            )
+            # Kept before the rotation, under the successor's name: a concurrent loser finds
+            # the winner's answer through the successor recorded on the consumed row.
+            self._keep_for_grace(presented, successor_hash, params, response)
+            won = storage.rotate(
+                conn,
+                old_hash=token_hash,
+                new_hash=successor_hash,
+                customer_id=found.customer_id,
+                legal_entity_id=entity,
+                previous_entity=found.legal_entity_id,
+                now=now,
+                idle_expires_at=idle_expires_at,
+            )
+            if won:
+                return response
+            # Lost the race to a concurrent refresh of the same token: read what it decided.
+            found = storage.load_refresh(token_hash, conn)
+        return self._reused(presented, found, params, utcnow())
 
     def client_credentials_grant(self, request: TokenRequest, client: Client) -> dict:
         """RFC 6749 §4.4: confidential clients only, for themselves; no refresh token."""
@@ -256,49 +251,52 @@ class TokenEndpoint:
             raise InvalidScopeError("The requested scope exceeds what the client may hold.")
         return wanted
 
-    def _check_session(self, session: Session, customer: Customer, now: datetime) -> None:
-        if session.revoked_at is not None:
+    def _check_session(self, found: storage.RefreshRow, now: datetime) -> None:
+        if found.revoked_at is not None:
             raise InvalidGrantError("The session was revoked.")
-        if now >= session.idle_expires_at or now >= session.expires_at:
+        if now >= found.idle_expires_at or now >= found.expires_at:
             raise InvalidGrantError("The session has expired.")
-        if customer.status != "active":
+        if found.customer_status != "active":
             raise InvalidGrantError("The customer is blocked.")
 
     def _reused(
-        self, presented: str, token: RefreshToken, session: Session, params: str, now: datetime
+        self, presented: str, found: storage.RefreshRow, params: str, now: datetime
     ) -> dict:
         """A consumed token again: within the grace window the same answer for the same
         request (retries, second tabs); after it, assume theft and revoke the whole family."""
-        age = (now - token.consumed_at).total_seconds()
-        if age <= self.settings.refresh_grace_seconds and session.revoked_at is None:
+        age = (now - found.consumed_at).total_seconds()
+        if age <= self.settings.refresh_grace_seconds and found.revoked_at is None:
             try:
-                blob = self.store.get(grace.store_key(presented))
+                key = grace.store_key(presented, found.successor_hash or "")
+                blob = self.store.get(key)
             except StoreUnavailable:
                 blob = None
             opened = grace.open_sealed(presented, blob) if blob else None
             if opened is not None and opened[0] == params:
                 return opened[1]
             raise InvalidGrantError("The refresh token was already used.")
-        if session.revoked_at is None:
+        if found.revoked_at is None:
+            session = db.session.get(Session, found.session_id)
             revoke_session(session, "refresh_token_reuse", actor_type="system", actor_id=None)
             audit.record(
                 "refresh_token.reuse_detected",
                 actor_type="client",
-                actor_id=session.client_id,
-                customer_id=session.customer_id,
-                target=session.id,
+                actor_id=found.client_id,
+                customer_id=found.customer_id,
+                target=found.session_id,
                 consumed_seconds_ago=round(age, 3),
             )
             db.session.commit()
         raise InvalidGrantError("The refresh token was already used.")
 
-    def _keep_for_grace(self, presented: str, params: str, response: dict) -> None:
-        """Written before the commit, so a concurrent loser that waited on our row lock finds it."""
+    def _keep_for_grace(
+        self, presented: str, successor_hash: str, params: str, response: dict
+    ) -> None:
         if self.settings.refresh_grace_seconds <= 0:
             return
         try:
             self.store.set(
-                grace.store_key(presented),
+                grace.store_key(presented, successor_hash),
                 grace.seal(presented, params, response),
                 self.settings.refresh_grace_seconds + 1,
             )
@@ -311,7 +309,8 @@ class TokenEndpoint:
         subject: str,
         scope: str,
         *,
-        session: Session | None = None,
+        sid: str | None = None,
+        auth_time: datetime | None = None,
         legal_entity_id: str | None = None,
     ) -> tuple[str, int]:
         """An RFC 9068 JWT access token and its lifetime in seconds."""
@@ -327,9 +326,9 @@ class TokenEndpoint:
             "client_id": client.client_id,
             "scope": scope,
         }
-        if session is not None:
-            claims["sid"] = session.id
-            claims["auth_time"] = int(session.auth_time.timestamp())
+        if sid is not None:
+            claims["sid"] = sid
+            claims["auth_time"] = int(auth_time.timestamp())
             if legal_entity_id is not None:
                 claims["legal_entity_id"] = legal_entity_id
         return self.keyring.current.encode_jwt(claims), ttl
@@ -337,20 +336,25 @@ class TokenEndpoint:
     def _customer_response(
         self,
         client: Client,
-        customer_id: str,
-        session: Session,
+        session,
         entity: str | None,
         entities: list[dict],
+        grants: list,
         scope_ceiling: frozenset[str],
         refresh_token: str,
         now: datetime,
         idle_expires_at: datetime,
     ) -> dict:
-        scope = effective_scopes(
-            storage.group_grants(customer_id, entity), entity, scope_ceiling, self.baseline
-        )
+        """The token response for a customer; `session` is a Session or a RefreshRow."""
+        scope = effective_scopes(grants, entity, scope_ceiling, self.baseline)
+        sid = session.id if isinstance(session, Session) else session.session_id
         access_token, expires_in = self._access_token(
-            client, customer_id, scope, session=session, legal_entity_id=entity
+            client,
+            session.customer_id,
+            scope,
+            sid=sid,
+            auth_time=session.auth_time,
+            legal_entity_id=entity,
         )
         refresh_expires = min(idle_expires_at, session.expires_at)
         return {

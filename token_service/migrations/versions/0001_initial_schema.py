@@ -164,7 +164,7 @@ def upgrade() -> None:
     op.create_table('refresh_tokens',
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('session_id', sa.String(length=64), nullable=False),
-    sa.Column('parent_hash', sa.String(length=64), nullable=True),
+    sa.Column('successor_hash', sa.String(length=64), nullable=True),
     sa.Column('legal_entity_id', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('consumed_at', sa.DateTime(timezone=True), nullable=True),
