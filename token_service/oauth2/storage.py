@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import insert, literal, select, text, union_all, update
+from sqlalchemy import bindparam, insert, literal, select, text, union_all, update
 from sqlalchemy.engine import Connection
 
 from ..extensions import db
@@ -113,19 +113,20 @@ class Entitlements(NamedTuple):
     grants: list[GroupGrant]
 
 
+# Built once: composing a statement costs more than running it on the hot path.
+_ENTITLEMENTS = union_all(
+    select(literal("e").label("kind"), LegalEntity.id.label("a"), LegalEntity.name.label("b"))
+    .join(Assignment, Assignment.legal_entity_id == LegalEntity.id)
+    .where(Assignment.customer_id == bindparam("customer_id")),
+    select(literal("g"), GroupMember.legal_entity_id, GroupScope.scope)
+    .join(GroupScope, GroupScope.group_id == GroupMember.group_id)
+    .where(GroupMember.customer_id == bindparam("customer_id")),
+)
+
+
 def entitlements(customer_id: str, conn: Connection | None = None) -> Entitlements:
     """Assignments and every group scope of a customer, in one round trip."""
-    assigned = (
-        select(literal("e").label("kind"), LegalEntity.id.label("a"), LegalEntity.name.label("b"))
-        .join(Assignment, Assignment.legal_entity_id == LegalEntity.id)
-        .where(Assignment.customer_id == customer_id)
-    )
-    granted = (
-        select(literal("g"), GroupMember.legal_entity_id, GroupScope.scope)
-        .join(GroupScope, GroupScope.group_id == GroupMember.group_id)
-        .where(GroupMember.customer_id == customer_id)
-    )
-    rows = (conn or db.session).execute(union_all(assigned, granted)).all()
+    rows = (conn or db.session).execute(_ENTITLEMENTS, {"customer_id": customer_id}).all()
     entities = sorted(
         ({"id": a, "name": b} for kind, a, b in rows if kind == "e"),
         key=lambda e: (e["name"], e["id"]),
@@ -153,21 +154,26 @@ class RefreshRow(NamedTuple):
     customer_status: str
 
 
-_REFRESH_COLUMNS = (
-    RefreshToken.token_hash,
-    RefreshToken.consumed_at,
-    RefreshToken.successor_hash,
-    Session.id,
-    Session.client_id,
-    Session.customer_id,
-    Session.scope,
-    Session.legal_entity_id,
-    Session.auth_time,
-    Session.expires_at,
-    Session.idle_expires_at,
-    Session.revoked_at,
-    Session.tokens_not_before,
-    Customer.status,
+_LOAD_REFRESH = (
+    select(
+        RefreshToken.token_hash,
+        RefreshToken.consumed_at,
+        RefreshToken.successor_hash,
+        Session.id,
+        Session.client_id,
+        Session.customer_id,
+        Session.scope,
+        Session.legal_entity_id,
+        Session.auth_time,
+        Session.expires_at,
+        Session.idle_expires_at,
+        Session.revoked_at,
+        Session.tokens_not_before,
+        Customer.status,
+    )
+    .join(Session, Session.id == RefreshToken.session_id)
+    .join(Customer, Customer.id == Session.customer_id)
+    .where(RefreshToken.token_hash == bindparam("token_hash"))
 )
 
 
@@ -183,16 +189,7 @@ def refresh_connection():
 
 def load_refresh(token_hash: str, conn: Connection | None = None) -> RefreshRow | None:
     """The presented token with its session and its customer's status, in one round trip."""
-    row = (
-        (conn or db.session)
-        .execute(
-            select(*_REFRESH_COLUMNS)
-            .join(Session, Session.id == RefreshToken.session_id)
-            .join(Customer, Customer.id == Session.customer_id)
-            .where(RefreshToken.token_hash == token_hash)
-        )
-        .first()
-    )
+    row = (conn or db.session).execute(_LOAD_REFRESH, {"token_hash": token_hash}).first()
     return RefreshRow(*row) if row else None
 
 
