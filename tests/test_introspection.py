@@ -164,3 +164,61 @@ def test_revoke_needs_client_authentication(client, storefront):
     r = client.post("/oauth/revoke", data={"token": login.json["refresh_token"]})
     assert r.status_code == 401
     assert r.json["error"] == "invalid_client"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forge(header: dict, claims: dict, signature: bytes = b"") -> str:
+    head = _b64(json.dumps(header).encode())
+    body = _b64(json.dumps(claims).encode())
+    return f"{head}.{body}.{_b64(signature)}"
+
+
+def test_forged_tokens_are_inactive(app, client, introspect, storefront):
+    import hashlib
+    import hmac
+    import time
+
+    real = storefront.login().json["access_token"]
+    header = json.loads(base64.urlsafe_b64decode(real.split(".")[0] + "=="))
+    claims = json.loads(base64.urlsafe_b64decode(real.split(".")[1] + "=="))
+    jwk = client.get("/jwks.json").json["keys"][0]
+    public_pem = (
+        app.extensions["keyring"]
+        .current.private_key.public_key()
+        .public_bytes(
+            encoding=__import__(
+                "cryptography.hazmat.primitives.serialization"
+            ).hazmat.primitives.serialization.Encoding.PEM,
+            format=__import__(
+                "cryptography.hazmat.primitives.serialization"
+            ).hazmat.primitives.serialization.PublicFormat.SubjectPublicKeyInfo,
+        )
+    )
+
+    def hs256(h, c, secret):
+        unsigned = _forge(h, c).rsplit(".", 1)[0]
+        return unsigned + "." + _b64(hmac.new(secret, unsigned.encode(), hashlib.sha256).digest())
+
+    real_sig = base64.urlsafe_b64decode(real.split(".")[2] + "==")
+    forged = {
+        "alg none": _forge({**header, "alg": "none"}, claims),
+        "HS256 with the public key": hs256({**header, "alg": "HS256"}, claims, public_pem),
+        "HS256 with the JWK n": hs256({**header, "alg": "HS256"}, claims, jwk["n"].encode()),
+        "unknown kid": _forge({**header, "kid": "nope"}, claims, real_sig),
+        "wrong typ": _forge({**header, "typ": "JWT"}, claims, real_sig),
+        "missing typ": _forge({k: v for k, v in header.items() if k != "typ"}, claims, real_sig),
+        "tampered scope": _forge(header, {**claims, "scope": "admin.manage"}, real_sig),
+        "tampered entity": _forge(header, {**claims, "legal_entity_id": "globex"}, real_sig),
+    }
+    for name, token in forged.items():
+        assert introspect(token) == INACTIVE, name
+    key = app.extensions["keyring"].current
+    now = int(time.time())
+    expired = key.encode_jwt({**claims, "exp": now - 1, "iat": now - 301})
+    other_issuer = key.encode_jwt({**claims, "iss": "http://evil.test"})
+    assert introspect(expired) == INACTIVE
+    assert introspect(other_issuer) == INACTIVE
+    assert introspect(real)["active"] is True
