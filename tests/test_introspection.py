@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from token_service.store import REVOCATION_CHANNEL
 
@@ -188,14 +189,7 @@ def test_forged_tokens_are_inactive(app, client, introspect, storefront):
     public_pem = (
         app.extensions["keyring"]
         .current.private_key.public_key()
-        .public_bytes(
-            encoding=__import__(
-                "cryptography.hazmat.primitives.serialization"
-            ).hazmat.primitives.serialization.Encoding.PEM,
-            format=__import__(
-                "cryptography.hazmat.primitives.serialization"
-            ).hazmat.primitives.serialization.PublicFormat.SubjectPublicKeyInfo,
-        )
+        .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
 
     def hs256(h, c, secret):
