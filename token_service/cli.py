@@ -180,7 +180,11 @@ def serve_command(workers: int | None) -> None:
 
 
 def register_commands(app: Flask) -> None:
-    for command in (migrate_command, demo_command, keys_group, customers_group, clients_group):
+    from .maintenance import prune_command
+
+    for command in (
+        migrate_command, demo_command, keys_group, customers_group, clients_group, prune_command
+    ):
         app.cli.add_command(command)
 
 

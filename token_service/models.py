@@ -226,9 +226,9 @@ class Session(db.Model):
     auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    idle_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     revoked_reason: Mapped[str | None] = mapped_column(String(64))
     # Unix time from which access tokens of this session are valid again after a deny-listing
     # (see revocation.deny_session): the token endpoint issues nothing older.

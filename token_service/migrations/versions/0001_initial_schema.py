@@ -146,6 +146,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sessions_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sessions_expires_at'), ['expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sessions_idle_expires_at'), ['idle_expires_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sessions_revoked_at'), ['revoked_at'], unique=False)
 
     op.create_table('group_members',
     sa.Column('group_id', sa.String(length=64), nullable=False),
@@ -188,6 +191,9 @@ def downgrade() -> None:
 
     op.drop_table('group_members')
     with op.batch_alter_table('sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sessions_revoked_at'))
+        batch_op.drop_index(batch_op.f('ix_sessions_idle_expires_at'))
+        batch_op.drop_index(batch_op.f('ix_sessions_expires_at'))
         batch_op.drop_index(batch_op.f('ix_sessions_customer_id'))
 
     op.drop_table('sessions')

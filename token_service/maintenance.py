@@ -1,0 +1,112 @@
+"""Housekeeping that is safe to run while serving: pruning dead sessions and spent tokens.
+
+Deletes in small batches, each its own short transaction, so that the token endpoint never
+waits long on a lock. A consumed refresh token is evidence for reuse detection for as long as
+its session lives, so by default only whole dead sessions go (expired or revoked, with all
+their tokens); `consumed_older_than` also prunes long-consumed tokens of live sessions, at the
+price of detecting their replay as an unknown token (still refused, but the session survives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import click
+from flask.cli import with_appcontext
+from sqlalchemy import delete, or_, select
+
+from .extensions import db
+from .models import RefreshToken, Session, utcnow
+
+
+@dataclass
+class PruneResult:
+    sessions: int = 0
+    tokens: int = 0
+    batches: int = 0
+
+
+def prune(
+    *,
+    batch_size: int = 1000,
+    keep_dead_for: timedelta = timedelta(days=1),
+    consumed_older_than: timedelta | None = None,
+    max_batches: int | None = None,
+    progress=None,
+) -> PruneResult:
+    """Delete dead sessions (and their tokens) and, optionally, long-consumed tokens."""
+    result = PruneResult()
+    cutoff = utcnow() - keep_dead_for
+    dead = or_(
+        Session.expires_at < cutoff,
+        Session.idle_expires_at < cutoff,
+        Session.revoked_at < cutoff,
+    )
+    while max_batches is None or result.batches < max_batches:
+        ids = select(Session.id).where(dead).limit(batch_size).scalar_subquery()
+        tokens = db.session.execute(
+            delete(RefreshToken).where(RefreshToken.session_id.in_(ids))
+        ).rowcount
+        sessions = db.session.execute(delete(Session).where(Session.id.in_(ids))).rowcount
+        db.session.commit()
+        result.tokens += tokens
+        result.sessions += sessions
+        result.batches += 1
+        if progress:
+            progress(result)
+        if sessions == 0:
+            break
+    if consumed_older_than is not None:
+        consumed_cutoff = utcnow() - consumed_older_than
+        while max_batches is None or result.batches < max_batches:
+            hashes = (
+                select(RefreshToken.token_hash)
+                .where(RefreshToken.consumed_at < consumed_cutoff)
+                .limit(batch_size)
+                .scalar_subquery()
+            )
+            tokens = db.session.execute(
+                delete(RefreshToken).where(RefreshToken.token_hash.in_(hashes))
+            ).rowcount
+            db.session.commit()
+            result.tokens += tokens
+            result.batches += 1
+            if progress:
+                progress(result)
+            if tokens == 0:
+                break
+    return result
+
+
+@click.command("prune")
+@click.option("--batch-size", default=1000, show_default=True)
+@click.option(
+    "--keep-dead-days",
+    default=1.0,
+    show_default=True,
+    help="Keep expired or revoked sessions this long (for the admin's session list).",
+)
+@click.option(
+    "--consumed-older-than-days",
+    type=float,
+    default=None,
+    help="Also prune tokens of live sessions consumed this long ago.",
+)
+@with_appcontext
+def prune_command(batch_size: int, keep_dead_days: float, consumed_older_than_days) -> None:
+    """Delete dead sessions and spent refresh tokens, in batches (safe while serving)."""
+    consumed = (
+        timedelta(days=consumed_older_than_days) if consumed_older_than_days is not None else None
+    )
+
+    def show(r: PruneResult) -> None:
+        click.echo(f"\rbatches {r.batches}: {r.sessions} sessions, {r.tokens} tokens", nl=False)
+
+    result = prune(
+        batch_size=batch_size,
+        keep_dead_for=timedelta(days=keep_dead_days),
+        consumed_older_than=consumed,
+        progress=show,
+    )
+    click.echo(f"\npruned {result.sessions} sessions and {result.tokens} refresh tokens")
