@@ -58,13 +58,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
     app.extensions["introspection"] = Introspection(settings, keyring)
 
-    from .api import errors, oauth, public
+    from .api import admin, errors, oauth, openapi, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(oauth.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(openapi.bp)
     errors.register(app)
 
     from .cli import register_commands
 
     register_commands(app)
+    from .admin_cli import register as register_admin_cli
+
+    register_admin_cli(app)
     return app

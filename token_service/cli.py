@@ -96,6 +96,29 @@ def keys_prune() -> None:
         click.echo(f"deleted {path}")
 
 
+@keys_group.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """A new key (TOKEN_SERVICE_SIGNING_ALG) signs from now on; the previous one stays
+    published until every token it signed has expired. Audited, like the admin API's."""
+    from . import audit
+
+    keyring = current_app.extensions["keyring"]
+    previous = keyring.all_keys()
+    key = keyring.generate(_settings().signing_alg)
+    audit.record(
+        "signing_key.rotated",
+        actor_type="system",
+        actor_id="cli",
+        target=key.kid,
+        alg=key.alg,
+        previous=previous[0].kid if previous else None,
+    )
+    db.session.commit()
+    was = f" (was {previous[0].kid})" if previous else ""
+    click.echo(f"signing with {key.alg} key {key.kid}{was}")
+
+
 @click.group("customers")
 def customers_group() -> None:
     """Customers."""
@@ -183,7 +206,12 @@ def register_commands(app: Flask) -> None:
     from .maintenance import prune_command
 
     for command in (
-        migrate_command, demo_command, keys_group, customers_group, clients_group, prune_command
+        migrate_command,
+        demo_command,
+        keys_group,
+        customers_group,
+        clients_group,
+        prune_command,
     ):
         app.cli.add_command(command)
 

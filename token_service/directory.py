@@ -284,3 +284,184 @@ def rotate_client_secret(client_id: str) -> str:
     client.version += 1
     forget_client(client_id)
     return secret
+
+
+# -- changes and removals (admin API) ---------------------------------------------------------
+
+ENTITY_CHANGES = ("name", "parent_id", "account_limit")
+CUSTOMER_CHANGES = ("email", "password", "default_legal_entity_id")
+CLIENT_CHANGES = (
+    "name",
+    "scope",
+    "grant_types",
+    "audience",
+    "first_party",
+    "access_token_ttl",
+    "refresh_token_ttl",
+)
+
+
+def _unknown_changes(changes: dict, allowed) -> None:
+    unknown = set(changes) - set(allowed)
+    if unknown:
+        raise ValueError(f"unknown changes: {sorted(unknown)}")
+
+
+def update_legal_entity(legal_entity_id: str, changes: dict) -> LegalEntity:
+    """Rename, set or clear the account limit, move a subsidiary (never into a cycle)."""
+    _unknown_changes(changes, ENTITY_CHANGES)
+    entity = db.session.get(LegalEntity, legal_entity_id)
+    if entity is None:
+        raise DirectoryError("legal entity not found", status=404)
+    if "parent_id" in changes and changes["parent_id"] != entity.parent_id:
+        parent_id = changes["parent_id"]
+        if entity.type == "COMPANY":
+            raise DirectoryError("a company has no parent", field="parent_id")
+        if not parent_id:
+            raise DirectoryError("a subsidiary needs parent_id", field="parent_id")
+        if db.session.get(LegalEntity, parent_id) is None:
+            raise DirectoryError("parent legal entity not found", field="parent_id")
+        if _would_cycle(entity.id, parent_id):
+            raise DirectoryError("the parent would make a cycle", status=409, field="parent_id")
+        entity.parent_id = parent_id
+    if "name" in changes:
+        entity.name = changes["name"]
+    if "account_limit" in changes:
+        limit = changes["account_limit"] or {}
+        entity.account_limit_currency = limit.get("currency")
+        entity.account_limit_value = limit.get("value")
+    entity.version += 1
+    db.session.flush()
+    return entity
+
+
+def update_customer(customer_id: str, changes: dict) -> Customer:
+    """Change email (unique, case-insensitive), password (None: no password login) or the
+    default legal entity (one the customer is assigned to, or None)."""
+    _unknown_changes(changes, CUSTOMER_CHANGES)
+    customer = db.session.get(Customer, customer_id)
+    if customer is None:
+        raise DirectoryError("customer not found", status=404)
+    if "email" in changes:
+        email = changes["email"].strip().lower()
+        if "@" not in email or len(email) > 320:
+            raise DirectoryError("a valid email is required", field="email")
+        taken = db.session.scalar(
+            select(Customer.id).where(Customer.email == email, Customer.id != customer_id)
+        )
+        if taken:
+            raise DirectoryError("a customer with this email exists", status=409, field="email")
+        customer.email = email
+    if "password" in changes:
+        password = changes["password"]
+        customer.password_hash = hash_password(password) if password else None
+    if "default_legal_entity_id" in changes:
+        entity_id = changes["default_legal_entity_id"]
+        if entity_id is not None and db.session.get(Assignment, (customer_id, entity_id)) is None:
+            raise DirectoryError(
+                "the customer is not assigned to that legal entity",
+                status=409,
+                field="default_legal_entity_id",
+            )
+        customer.default_legal_entity_id = entity_id
+    customer.version += 1
+    db.session.flush()
+    return customer
+
+
+def set_assignment_type(customer_id: str, legal_entity_id: str, type: str) -> Assignment:
+    """Change what a customer is to an entity (PRIMARY, BILLING, LOGISTICS, CONTACT)."""
+    if type not in ASSIGNMENT_TYPES:
+        raise DirectoryError(f"type must be one of {', '.join(ASSIGNMENT_TYPES)}", field="type")
+    assignment = db.session.get(Assignment, (customer_id, legal_entity_id))
+    if assignment is None:
+        raise DirectoryError("not assigned", status=404)
+    assignment.type = type
+    db.session.flush()
+    return assignment
+
+
+def delete_group(group_id: str) -> None:
+    """Delete a custom group that has no members left; predefined groups stay (409)."""
+    group = db.session.get(CustomerGroup, group_id)
+    if group is None:
+        raise DirectoryError("group not found", status=404)
+    if group.predefined:
+        raise DirectoryError("predefined groups cannot be deleted", status=409)
+    if db.session.scalar(select(GroupMember.customer_id).where(GroupMember.group_id == group_id)):
+        raise DirectoryError("the group still has members", status=409)
+    db.session.delete(group)  # its scopes go with it (foreign key cascade)
+    db.session.flush()
+
+
+def add_scope(name: str, description: str = "") -> Scope:
+    """Add a custom scope to the catalogue; 409 if the name is taken."""
+    if db.session.get(Scope, name) is not None:
+        raise DirectoryError("scope exists", status=409, field="name")
+    scope = Scope(name=name, description=description, predefined=False)
+    db.session.add(scope)
+    db.session.flush()
+    return scope
+
+
+def update_client(client_id: str, changes: dict, *, max_access_ttl: int, max_refresh_ttl: int):
+    """Change a client's name, ceiling, grant types, audience, first-party flag or token
+    lifetimes (None: the service default; bounded by the service maximums)."""
+    _unknown_changes(changes, CLIENT_CHANGES)
+    client = db.session.get(Client, client_id)
+    if client is None:
+        raise DirectoryError("client not found", status=404)
+    if "grant_types" in changes:
+        grant_types = list(dict.fromkeys(changes["grant_types"]))
+        bad = set(grant_types) - set(GRANT_TYPES)
+        if bad:
+            raise DirectoryError(
+                f"unsupported grant types: {' '.join(sorted(bad))}", field="grant_types"
+            )
+        if client.is_public and "client_credentials" in grant_types:
+            raise DirectoryError(
+                "a public client cannot use client_credentials", field="grant_types"
+            )
+        client.grant_types = " ".join(grant_types)
+    if "scope" in changes:
+        scopes = split_scopes(changes["scope"])
+        check_catalogue(scopes)
+        client.scope = " ".join(sorted(scopes))
+    set_client_lifetimes(
+        client, changes, max_access_ttl=max_access_ttl, max_refresh_ttl=max_refresh_ttl
+    )
+    if "name" in changes:
+        client.name = changes["name"]
+    if "audience" in changes:
+        client.audience = changes["audience"]
+    if "first_party" in changes:
+        client.first_party = bool(changes["first_party"])
+    client.version += 1
+    db.session.flush()
+    forget_client(client_id)
+    return client
+
+
+def delete_client(client_id: str) -> None:
+    """Delete a client; its sessions and refresh tokens go with it (revoke them first)."""
+    client = db.session.get(Client, client_id)
+    if client is None:
+        raise DirectoryError("client not found", status=404)
+    db.session.delete(client)
+    db.session.flush()
+    forget_client(client_id)
+
+
+def set_client_lifetimes(
+    client: Client, changes: dict, *, max_access_ttl: int, max_refresh_ttl: int
+) -> None:
+    """Apply `access_token_ttl` / `refresh_token_ttl` from `changes` (None: the default)."""
+    for name, maximum in (
+        ("access_token_ttl", max_access_ttl),
+        ("refresh_token_ttl", max_refresh_ttl),
+    ):
+        if name in changes:
+            ttl = changes[name]
+            if ttl is not None and not 1 <= ttl <= maximum:
+                raise DirectoryError(f"{name} must be from 1 to {maximum}", field=name)
+            setattr(client, name, ttl)

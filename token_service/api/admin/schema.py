@@ -74,6 +74,7 @@ class Str(Schema):
     enum: tuple[str, ...] | None = None
     nullable: bool = False
     description: str = ""
+    examples: tuple[str, ...] = ()
 
     def _check(self, value, path, errors):
         if not isinstance(value, str):
@@ -98,6 +99,8 @@ class Str(Schema):
             schema["enum"] = list(self.enum)
             return schema
         schema["maxLength"] = self.max_length
+        if self.examples:
+            schema["examples"] = list(self.examples)
         if self.min_length:
             schema["minLength"] = self.min_length
         if self.pattern is not None:
@@ -174,6 +177,7 @@ class Bool(Schema):
 class Arr(Schema):
     items: Schema = field(default_factory=Str)
     max_items: int = 100
+    min_items: int = 0
     nullable: bool = False
     description: str = ""
 
@@ -181,13 +185,16 @@ class Arr(Schema):
         if not isinstance(value, list):
             errors[path] = "must be an array"
             return None
-        if len(value) > self.max_items:
-            errors[path] = f"must have at most {self.max_items} items"
+        if not self.min_items <= len(value) <= self.max_items:
+            errors[path] = f"must have {self.min_items} to {self.max_items} items"
             return None
         return [self.items.check(item, f"{path}[{i}]", errors) for i, item in enumerate(value)]
 
     def _json_schema(self):
-        return {"type": "array", "items": self.items.json_schema(), "maxItems": self.max_items}
+        schema = {"type": "array", "items": self.items.json_schema(), "maxItems": self.max_items}
+        if self.min_items:
+            schema["minItems"] = self.min_items
+        return schema
 
 
 @dataclass

@@ -1,0 +1,494 @@
+"""/admin/customers: customers, their assignments, their sessions, their effective scopes."""
+
+from __future__ import annotations
+
+from flask import current_app, url_for
+from sqlalchemy import select
+
+from ... import audit, directory, lifecycle
+from ...extensions import db
+from ...models import (
+    ASSIGNMENT_TYPES,
+    Assignment,
+    Client,
+    Customer,
+    GroupMember,
+    GroupScope,
+    LegalEntity,
+    Scope,
+    Session,
+    utcnow,
+)
+from ...oauth2 import storage
+from ...revocation import revoke_session
+from ...scopes import effective_scopes, split_scopes
+from . import representations as rep
+from .errors import ApiError, not_found
+from .query import Param, arg, arg_choice, page
+from .routing import actor, check_version, no_content, operation, respond
+from .schema import EMAIL_PATTERN, ID_PATTERN, Obj, Prop, Str, validated
+
+TAG = "Customers"
+CUSTOMER_ID = "<customer_id>"
+PASSWORD = Str(min_length=8, max_length=1024, description="At least 8 characters.")
+CREATE = Obj(
+    {
+        "id": Prop(Str(max_length=64, pattern=ID_PATTERN, description="Chosen id (optional).")),
+        "email": Prop(Str(max_length=320, pattern=EMAIL_PATTERN), required=True),
+        "password": Prop(
+            Str(
+                min_length=8,
+                max_length=1024,
+                nullable=True,
+                description="Optional: without one the customer cannot log in by password.",
+            )
+        ),
+        "default_legal_entity_id": Prop(
+            Str(
+                max_length=64,
+                nullable=True,
+                description="The customer is assigned to it (CONTACT) and it becomes the "
+                "default legal entity.",
+            )
+        ),
+    }
+)
+UPDATE = Obj(
+    {
+        "email": Prop(Str(max_length=320, pattern=EMAIL_PATTERN)),
+        "password": Prop(
+            Str(
+                min_length=8,
+                max_length=1024,
+                nullable=True,
+                description="null removes the password (no password login).",
+            )
+        ),
+        "default_legal_entity_id": Prop(
+            Str(max_length=64, nullable=True, description="One the customer is assigned to.")
+        ),
+    }
+)
+ASSIGN = Obj(
+    {
+        "legal_entity_id": Prop(Str(max_length=64, examples=("globex",)), required=True),
+        "type": Prop(Str(enum=ASSIGNMENT_TYPES, description="Default CONTACT.")),
+    }
+)
+ASSIGNMENT_UPDATE = Obj({"type": Prop(Str(enum=ASSIGNMENT_TYPES), required=True)})
+
+
+def _customer(customer_id: str, *, lock: bool = False) -> Customer:
+    customer = db.session.get(Customer, customer_id, with_for_update=lock)
+    if customer is None:
+        raise not_found("customer")
+    return customer
+
+
+def _record(action: str, customer_id: str, **details) -> None:
+    kind, who = actor()
+    audit.record(action, actor_type=kind, actor_id=who, customer_id=customer_id, **details)
+
+
+# -- customers --------------------------------------------------------------------------------
+
+
+@operation(
+    "POST",
+    "/customers",
+    summary="Create a customer",
+    tag=TAG,
+    body=CREATE,
+    body_name="CustomerCreate",
+    responses={201: "Customer"},
+    conflicts=True,
+)
+def create_customer():
+    """Emails are unique whatever their case (409 if taken)."""
+    body = validated(CREATE)
+    if "id" in body and db.session.get(Customer, body["id"]) is not None:
+        raise ApiError.of(409, "a customer with this id exists", "id")
+    default = body.get("default_legal_entity_id")
+    if default is not None and db.session.get(LegalEntity, default) is None:
+        raise ApiError.of(404, "legal entity not found", "default_legal_entity_id")
+    customer = directory.create_customer(
+        body["email"], body.get("password"), id=body.get("id"), default_legal_entity_id=None
+    )
+    _record("customer.created", customer.id, default_legal_entity_id=default)
+    if default is not None:
+        directory.assign(customer.id, default)
+        customer.default_legal_entity_id = default
+        _record("assignment.created", customer.id, target=default, type="CONTACT")
+    db.session.flush()
+    location = url_for("admin.get_customer", customer_id=customer.id)
+    return respond(rep.customer(customer), 201, customer.version, location)
+
+
+@operation(
+    "GET",
+    "/customers",
+    summary="List customers",
+    tag=TAG,
+    query=(
+        Param("email", {"type": "string", "maxLength": 320}, "Email contains (any case)."),
+        Param("legal_entity_id", {"type": "string", "maxLength": 64}, "Assigned to."),
+    ),
+    paginated=True,
+    responses={200: "CustomerPage"},
+)
+def list_customers():
+    """Ordered by email."""
+    query = select(Customer)
+    email, entity = arg("email", 320), arg("legal_entity_id", 64)
+    if email:
+        query = query.where(Customer.email.contains(email.lower(), autoescape=True))
+    if entity is not None:
+        query = query.join(Assignment, Assignment.customer_id == Customer.id).where(
+            Assignment.legal_entity_id == entity
+        )
+    return page(query, [(Customer.email, False)], rep.customer)
+
+
+@operation(
+    "GET",
+    f"/customers/{CUSTOMER_ID}",
+    summary="Get a customer",
+    tag=TAG,
+    responses={200: "Customer"},
+    etag=True,
+)
+def get_customer(customer_id: str):
+    customer = _customer(customer_id)
+    return respond(rep.customer(customer), version=customer.version)
+
+
+@operation(
+    "PATCH",
+    f"/customers/{CUSTOMER_ID}",
+    summary="Update a customer",
+    tag=TAG,
+    body=UPDATE,
+    body_name="CustomerUpdate",
+    responses={200: "Customer"},
+    conflicts=True,
+    etag=True,
+)
+def update_customer(customer_id: str):
+    """Change the email, the password, or the default legal entity (one the customer is
+    assigned to, else 409)."""
+    body = validated(UPDATE)
+    check_version(_customer(customer_id, lock=True).version)
+    customer = directory.update_customer(customer_id, body)
+    _record("customer.updated", customer_id, changed=sorted(body))
+    return respond(rep.customer(customer), version=customer.version)
+
+
+@operation(
+    "DELETE",
+    f"/customers/{CUSTOMER_ID}",
+    summary="Delete a customer",
+    tag=TAG,
+    responses={204: None},
+    etag=True,
+)
+def delete_customer(customer_id: str):
+    """Revokes every session first, so their access tokens stop at once."""
+    customer = _customer(customer_id, lock=True)
+    check_version(customer.version)
+    kind, who = actor()
+    live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
+    for session in db.session.scalars(live):
+        revoke_session(session, "customer_deleted", actor_type=kind, actor_id=who)
+    db.session.delete(customer)  # assignments, memberships and sessions go with it
+    db.session.flush()
+    _record("customer.deleted", customer_id, email=customer.email)
+    return no_content()
+
+
+@operation(
+    "POST",
+    f"/customers/{CUSTOMER_ID}/block",
+    summary="Block a customer",
+    tag=TAG,
+    responses={200: "Customer"},
+    etag=True,
+)
+def block_customer(customer_id: str):
+    """Every session is revoked and its access tokens stop at once; no new login."""
+    check_version(_customer(customer_id, lock=True).version)
+    lifecycle.block_customer(customer_id, actor=actor())
+    customer = _customer(customer_id)
+    return respond(rep.customer(customer), version=customer.version)
+
+
+@operation(
+    "POST",
+    f"/customers/{CUSTOMER_ID}/unblock",
+    summary="Unblock a customer",
+    tag=TAG,
+    responses={200: "Customer"},
+    etag=True,
+)
+def unblock_customer(customer_id: str):
+    """The customer may log in again; revoked sessions stay revoked."""
+    check_version(_customer(customer_id, lock=True).version)
+    lifecycle.unblock_customer(customer_id, actor=actor())
+    customer = _customer(customer_id)
+    return respond(rep.customer(customer), version=customer.version)
+
+
+# -- assignments ------------------------------------------------------------------------------
+
+
+def _assignment_row(customer_id: str, entity_id: str):
+    row = db.session.execute(
+        select(Assignment, LegalEntity.name)
+        .join(LegalEntity, LegalEntity.id == Assignment.legal_entity_id)
+        .where(Assignment.customer_id == customer_id, Assignment.legal_entity_id == entity_id)
+    ).first()
+    if row is None:
+        raise not_found("assignment")
+    return rep.assignment(row[0], row[1])
+
+
+@operation(
+    "GET",
+    f"/customers/{CUSTOMER_ID}/assignments",
+    summary="List a customer's assignments",
+    tag=TAG,
+    paginated=True,
+    responses={200: "AssignmentPage"},
+)
+def list_assignments(customer_id: str):
+    """Ordered by legal entity id."""
+    _customer(customer_id)
+    query = select(Assignment).where(Assignment.customer_id == customer_id)
+    return page(
+        query,
+        [(Assignment.legal_entity_id, False)],
+        lambda row: rep.assignment(row, row.legal_entity.name),
+    )
+
+
+@operation(
+    "POST",
+    f"/customers/{CUSTOMER_ID}/assignments",
+    summary="Assign a customer to a legal entity",
+    tag=TAG,
+    body=ASSIGN,
+    body_name="AssignmentCreate",
+    responses={201: "Assignment"},
+    conflicts=True,
+)
+def create_assignment(customer_id: str):
+    """The customer joins the entity's CONTACT group; 409 if already assigned."""
+    body = validated(ASSIGN)
+    _customer(customer_id)
+    entity_id = body["legal_entity_id"]
+    directory.assign(customer_id, entity_id, body.get("type", "CONTACT"))
+    _record("assignment.created", customer_id, target=entity_id, type=body.get("type", "CONTACT"))
+    location = url_for("admin.get_assignment", customer_id=customer_id, entity_id=entity_id)
+    return respond(_assignment_row(customer_id, entity_id), 201, location=location)
+
+
+@operation(
+    "GET",
+    f"/customers/{CUSTOMER_ID}/assignments/<entity_id>",
+    summary="Get an assignment",
+    tag=TAG,
+    responses={200: "Assignment"},
+)
+def get_assignment(customer_id: str, entity_id: str):
+    return respond(_assignment_row(customer_id, entity_id))
+
+
+@operation(
+    "PATCH",
+    f"/customers/{CUSTOMER_ID}/assignments/<entity_id>",
+    summary="Change an assignment's type",
+    tag=TAG,
+    body=ASSIGNMENT_UPDATE,
+    body_name="AssignmentUpdate",
+    responses={200: "Assignment"},
+)
+def update_assignment(customer_id: str, entity_id: str):
+    """PRIMARY, BILLING, LOGISTICS or CONTACT; group memberships stay as they are."""
+    body = validated(ASSIGNMENT_UPDATE)
+    directory.set_assignment_type(customer_id, entity_id, body["type"])
+    _record("assignment.updated", customer_id, target=entity_id, type=body["type"])
+    return respond(_assignment_row(customer_id, entity_id))
+
+
+@operation(
+    "DELETE",
+    f"/customers/{CUSTOMER_ID}/assignments/<entity_id>",
+    summary="Unassign a customer from a legal entity",
+    tag=TAG,
+    responses={204: None},
+)
+def delete_assignment(customer_id: str, entity_id: str):
+    """The customer leaves the entity's groups; sessions acting for it lose their access tokens
+    at once and continue without an entity at the next refresh."""
+    _customer(customer_id)
+    lifecycle.remove_assignment(customer_id, entity_id, actor=actor())
+    return no_content()
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+
+def _session(customer_id: str, session_id: str) -> Session:
+    session = db.session.get(Session, session_id)
+    if session is None or session.customer_id != customer_id:
+        raise not_found("session")
+    return session
+
+
+@operation(
+    "GET",
+    f"/customers/{CUSTOMER_ID}/sessions",
+    summary="List a customer's sessions",
+    tag=TAG,
+    query=(
+        Param(
+            "state",
+            {"type": "string", "enum": ["live", "revoked", "all"], "default": "all"},
+            "live: neither revoked nor expired.",
+        ),
+    ),
+    paginated=True,
+    responses={200: "SessionPage"},
+)
+def list_sessions(customer_id: str):
+    """Newest first."""
+    _customer(customer_id)
+    state = arg_choice("state", ("live", "revoked", "all")) or "all"
+    query = select(Session).where(Session.customer_id == customer_id)
+    if state == "revoked":
+        query = query.where(Session.revoked_at.is_not(None))
+    elif state == "live":
+        now = utcnow()
+        query = query.where(
+            Session.revoked_at.is_(None), Session.expires_at > now, Session.idle_expires_at > now
+        )
+    return page(query, [(Session.created_at, True), (Session.id, True)], rep.session)
+
+
+@operation(
+    "GET",
+    f"/customers/{CUSTOMER_ID}/sessions/<session_id>",
+    summary="Get a session",
+    tag=TAG,
+    responses={200: "Session"},
+)
+def get_session(customer_id: str, session_id: str):
+    return respond(rep.session(_session(customer_id, session_id)))
+
+
+@operation(
+    "DELETE",
+    f"/customers/{CUSTOMER_ID}/sessions/<session_id>",
+    summary="Revoke a session",
+    tag=TAG,
+    responses={200: "Session"},
+)
+def revoke_one_session(customer_id: str, session_id: str):
+    """Its refresh token stops working and its access tokens stop at once (idempotent)."""
+    session = _session(customer_id, session_id)
+    kind, who = actor()
+    revoke_session(session, "revoked_by_admin", actor_type=kind, actor_id=who)
+    return respond(rep.session(session))
+
+
+@operation(
+    "DELETE",
+    f"/customers/{CUSTOMER_ID}/sessions",
+    summary="Revoke all sessions of a customer",
+    tag=TAG,
+    responses={200: "RevokedSessions"},
+)
+def revoke_all_sessions(customer_id: str):
+    """Logs the customer out everywhere; the customer may log in again."""
+    _customer(customer_id)
+    kind, who = actor()
+    live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
+    sessions = list(db.session.scalars(live))
+    for session in sessions:
+        revoke_session(session, "revoked_by_admin", actor_type=kind, actor_id=who)
+    return respond({"revoked": len(sessions)})
+
+
+# -- effective scopes -------------------------------------------------------------------------
+
+
+@operation(
+    "GET",
+    f"/customers/{CUSTOMER_ID}/effective-scopes",
+    summary="Preview a customer's effective scopes",
+    tag=TAG,
+    query=(
+        Param(
+            "legal_entity_id",
+            {"type": "string", "maxLength": 64},
+            "Acting for this entity (must be assigned, else 409); absent: no entity.",
+        ),
+        Param(
+            "client_id",
+            {"type": "string", "maxLength": 128},
+            "Cap by this client's ceiling; absent: every catalogue scope.",
+        ),
+    ),
+    responses={200: "EffectiveScopes"},
+    conflicts=True,
+)
+def effective_scopes_preview(customer_id: str):
+    """The scopes a refresh would give now, computed by the token endpoint's own function,
+    with the groups (or the baseline) that contribute each one."""
+    customer = _customer(customer_id)
+    entity = arg("legal_entity_id", 64)
+    client_id = arg("client_id", 128)
+    entities, grants = storage.entitlements(customer_id)
+    if entity is not None and entity not in {e["id"] for e in entities}:
+        raise ApiError.of(
+            409, "the customer is not assigned to that legal entity", "legal_entity_id"
+        )
+    if client_id is None:
+        ceiling = frozenset(db.session.scalars(select(Scope.name)))
+    else:
+        client = db.session.get(Client, client_id)
+        if client is None:
+            raise ApiError.of(404, "client not found", "client_id")
+        ceiling = split_scopes(client.scope)
+    baseline = split_scopes(current_app.config["SETTINGS"].baseline_scopes)
+    scope = effective_scopes(grants, entity, ceiling, baseline)
+
+    # Attribution: the memberships that count for `entity` (effective_scopes' rule), by group.
+    counts = GroupMember.legal_entity_id.is_(None)
+    if entity is not None:
+        counts = counts | (GroupMember.legal_entity_id == entity)
+    rows = db.session.execute(
+        select(GroupScope.scope, GroupMember.group_id)
+        .join(GroupScope, GroupScope.group_id == GroupMember.group_id)
+        .where(GroupMember.customer_id == customer_id, counts)
+        .order_by(GroupMember.group_id)
+    )
+    sources: dict[str, list[str]] = {}
+    for name, group_id in rows:
+        sources.setdefault(name, []).append(group_id)
+    scopes = [
+        {
+            "scope": name,
+            "sources": (["baseline"] if name in baseline else []) + sources.get(name, []),
+        }
+        for name in scope.split()
+    ]
+    return respond(
+        {
+            "customer_id": customer_id,
+            "legal_entity_id": entity,
+            "client_id": client_id,
+            "customer_status": customer.status,
+            "scope": scope,
+            "scopes": scopes,
+        }
+    )

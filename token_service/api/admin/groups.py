@@ -1,0 +1,266 @@
+"""/admin/groups: customer groups, their scopes and their members."""
+
+from __future__ import annotations
+
+from flask import url_for
+from sqlalchemy import select
+
+from ... import audit, directory, lifecycle
+from ...extensions import db
+from ...models import GROUP_CODES, Customer, CustomerGroup, GroupMember, GroupScope
+from . import representations as rep
+from .errors import ApiError, not_found
+from .query import Param, arg, arg_choice, page
+from .routing import actor, check_version, no_content, operation, respond
+from .schema import SCOPE_PATTERN, TEXT_PATTERN, Arr, Obj, Prop, Str, validated
+
+TAG = "Groups"
+GROUP_ID = "<group_id>"
+SCOPES = Arr(
+    Str(max_length=128, pattern=SCOPE_PATTERN, examples=("order.order_read_le",)),
+    max_items=200,
+    description="Scopes of the catalogue.",
+)
+CREATE = Obj(
+    {
+        "name": Prop(Str(pattern=TEXT_PATTERN), required=True),
+        "legal_entity_id": Prop(
+            Str(
+                max_length=64,
+                nullable=True,
+                description="Absent or null: a tenant-wide group.",
+                examples=("acme",),
+            )
+        ),
+        "scopes": Prop(SCOPES),
+    }
+)
+UPDATE = Obj(
+    {
+        "name": Prop(Str(pattern=TEXT_PATTERN)),
+        "scopes": Prop(
+            Arr(
+                Str(max_length=128, pattern=SCOPE_PATTERN),
+                max_items=200,
+                description="Replaces the scopes; members' live access tokens where the group "
+                "counts stop at once, and their next refresh has the new scopes.",
+            )
+        ),
+    }
+)
+ADD_MEMBER = Obj({"customer_id": Prop(Str(max_length=64), required=True)})
+
+
+def _group(group_id: str, *, lock: bool = False) -> CustomerGroup:
+    group = db.session.get(CustomerGroup, group_id, with_for_update=lock)
+    if group is None:
+        raise not_found("group")
+    return group
+
+
+def _scopes_of(group_id: str) -> list[str]:
+    return list(db.session.scalars(select(GroupScope.scope).where(GroupScope.group_id == group_id)))
+
+
+def _render(group: CustomerGroup) -> dict:
+    return rep.group(group, _scopes_of(group.id))
+
+
+def _record(action: str, target: str, **details) -> None:
+    kind, who = actor()
+    audit.record(action, actor_type=kind, actor_id=who, target=target, **details)
+
+
+@operation(
+    "POST",
+    "/groups",
+    summary="Create a custom group",
+    tag=TAG,
+    body=CREATE,
+    body_name="GroupCreate",
+    responses={201: "Group"},
+    conflicts=True,
+)
+def create_group():
+    """In a legal entity, or tenant-wide (counts in every entity) without `legal_entity_id`."""
+    body = validated(CREATE)
+    group = directory.create_group(
+        body["name"], body.get("scopes", []), legal_entity_id=body.get("legal_entity_id")
+    )
+    _record(
+        "group.created",
+        group.id,
+        legal_entity_id=group.legal_entity_id,
+        scopes=sorted(set(body.get("scopes", []))),
+    )
+    location = url_for("admin.get_group", group_id=group.id)
+    return respond(_render(group), 201, group.version, location)
+
+
+@operation(
+    "GET",
+    "/groups",
+    summary="List groups",
+    tag=TAG,
+    query=(
+        Param("legal_entity_id", {"type": "string", "maxLength": 64}),
+        Param("code", {"type": "string", "enum": list(GROUP_CODES)}),
+        Param(
+            "tenant_wide",
+            {"type": "string", "enum": ["true", "false"]},
+            "true: only tenant-wide groups; false: only groups of an entity.",
+        ),
+    ),
+    paginated=True,
+    responses={200: "GroupPage"},
+)
+def list_groups():
+    """Ordered by id."""
+    query = select(CustomerGroup)
+    entity, code = arg("legal_entity_id", 64), arg_choice("code", GROUP_CODES)
+    tenant_wide = arg_choice("tenant_wide", ("true", "false"))
+    if entity is not None:
+        query = query.where(CustomerGroup.legal_entity_id == entity)
+    if code is not None:
+        query = query.where(CustomerGroup.code == code)
+    if tenant_wide == "true":
+        query = query.where(CustomerGroup.legal_entity_id.is_(None))
+    elif tenant_wide == "false":
+        query = query.where(CustomerGroup.legal_entity_id.is_not(None))
+    return page(query, [(CustomerGroup.id, False)], _render)
+
+
+@operation(
+    "GET",
+    f"/groups/{GROUP_ID}",
+    summary="Get a group",
+    tag=TAG,
+    responses={200: "Group"},
+    etag=True,
+)
+def get_group(group_id: str):
+    group = _group(group_id)
+    return respond(_render(group), version=group.version)
+
+
+@operation(
+    "PATCH",
+    f"/groups/{GROUP_ID}",
+    summary="Rename a group or replace its scopes",
+    tag=TAG,
+    body=UPDATE,
+    body_name="GroupUpdate",
+    responses={200: "Group"},
+    etag=True,
+)
+def update_group(group_id: str):
+    """Predefined groups too: their scopes started from the templates, and may be tuned."""
+    body = validated(UPDATE)
+    group = _group(group_id, lock=True)
+    check_version(group.version)
+    if "scopes" in body:
+        lifecycle.set_group_scopes_now(group_id, body["scopes"], actor=actor())
+    if "name" in body:
+        group.name = body["name"]
+        _record("group.renamed", group_id, name=body["name"])
+    if body:
+        group.version += 1
+    db.session.flush()
+    return respond(_render(group), version=group.version)
+
+
+@operation(
+    "DELETE",
+    f"/groups/{GROUP_ID}",
+    summary="Delete a custom group",
+    tag=TAG,
+    responses={204: None},
+    conflicts=True,
+    etag=True,
+)
+def delete_group(group_id: str):
+    """Predefined groups cannot be deleted (409). Members are removed first, so their live
+    access tokens where the group counted stop at once."""
+    group = _group(group_id, lock=True)
+    check_version(group.version)
+    if group.predefined:
+        raise ApiError.of(409, "predefined groups cannot be deleted")
+    members = db.session.scalars(
+        select(GroupMember.customer_id).where(GroupMember.group_id == group_id)
+    )
+    for customer_id in list(members):
+        lifecycle.remove_membership(group_id, customer_id, actor=actor())
+    directory.delete_group(group_id)
+    _record("group.deleted", group_id, name=group.name, legal_entity_id=group.legal_entity_id)
+    return no_content()
+
+
+# -- members ----------------------------------------------------------------------------------
+
+
+@operation(
+    "GET",
+    f"/groups/{GROUP_ID}/members",
+    summary="List a group's members",
+    tag=TAG,
+    paginated=True,
+    responses={200: "MemberPage"},
+)
+def list_members(group_id: str):
+    """Ordered by customer id."""
+    _group(group_id)
+    query = select(GroupMember).where(GroupMember.group_id == group_id)
+    emails = {}
+
+    def render(row: GroupMember) -> dict:
+        if row.customer_id not in emails:
+            emails[row.customer_id] = db.session.scalar(
+                select(Customer.email).where(Customer.id == row.customer_id)
+            )
+        return rep.member(row, emails[row.customer_id])
+
+    return page(query, [(GroupMember.customer_id, False)], render)
+
+
+@operation(
+    "POST",
+    f"/groups/{GROUP_ID}/members",
+    summary="Add a customer to a group",
+    tag=TAG,
+    body=ADD_MEMBER,
+    body_name="MemberCreate",
+    responses={201: "Member"},
+    conflicts=True,
+)
+def add_member(group_id: str):
+    """An entity's group takes only customers assigned to that entity (409 otherwise); the
+    next refresh acting there has the group's scopes."""
+    body = validated(ADD_MEMBER)
+    _group(group_id)
+    customer = db.session.get(Customer, body["customer_id"])
+    if customer is None:
+        raise ApiError.of(404, "customer not found", "customer_id")
+    member = directory.add_member(group_id, customer.id)
+    kind, who = actor()
+    audit.record(
+        "group.member_added",
+        actor_type=kind,
+        actor_id=who,
+        customer_id=customer.id,
+        target=group_id,
+    )
+    return respond(rep.member(member, customer.email), 201)
+
+
+@operation(
+    "DELETE",
+    f"/groups/{GROUP_ID}/members/<customer_id>",
+    summary="Remove a customer from a group",
+    tag=TAG,
+    responses={204: None},
+)
+def remove_member(group_id: str, customer_id: str):
+    """The customer's live access tokens where the group counts stop at once."""
+    _group(group_id)
+    lifecycle.remove_membership(group_id, customer_id, actor=actor())
+    return no_content()

@@ -1,0 +1,188 @@
+"""/admin/legal-entities: companies and their subsidiaries."""
+
+from __future__ import annotations
+
+from flask import url_for
+from sqlalchemy import select
+
+from ... import audit, directory, lifecycle
+from ...extensions import db
+from ...models import LegalEntity
+from . import representations as rep
+from .errors import not_found
+from .query import Param, arg, arg_bool, arg_choice, page
+from .routing import actor, check_version, no_content, operation, respond
+from .schema import ID_PATTERN, TEXT_PATTERN, Money, Obj, Prop, Str, validated
+
+TAG = "Legal entities"
+TYPES = ("COMPANY", "SUBSIDIARY")
+
+ACCOUNT_LIMIT = Obj(
+    {
+        "currency": Prop(Str(max_length=3, pattern="^[A-Z]{3}$"), required=True),
+        "value": Prop(Money(), required=True),
+    },
+    nullable=True,
+    description="Credit limit; null for none.",
+)
+CREATE = Obj(
+    {
+        "id": Prop(Str(max_length=64, pattern=ID_PATTERN, description="Chosen id (optional).")),
+        "name": Prop(Str(pattern=TEXT_PATTERN), required=True),
+        "type": Prop(Str(enum=TYPES, description="Default COMPANY.")),
+        "parent_id": Prop(
+            Str(
+                max_length=64,
+                nullable=True,
+                description="Subsidiaries only.",
+                examples=("acme",),
+            )
+        ),
+        "account_limit": Prop(ACCOUNT_LIMIT),
+    }
+)
+UPDATE = Obj(
+    {
+        "name": Prop(Str(pattern=TEXT_PATTERN)),
+        "parent_id": Prop(Str(max_length=64, description="Move a subsidiary (never a cycle).")),
+        "account_limit": Prop(ACCOUNT_LIMIT),
+    }
+)
+ENTITY_ID = "<entity_id>"
+
+
+def _entity(entity_id: str, *, lock: bool = False) -> LegalEntity:
+    entity = db.session.get(LegalEntity, entity_id, with_for_update=lock)
+    if entity is None:
+        raise not_found("legal entity")
+    return entity
+
+
+def _plain_limit(limit: dict | None) -> dict | None:
+    return None if limit is None else {"currency": limit["currency"], "value": limit["value"]}
+
+
+@operation(
+    "POST",
+    "/legal-entities",
+    summary="Create a legal entity",
+    tag=TAG,
+    body=CREATE,
+    body_name="LegalEntityCreate",
+    responses={201: "LegalEntity"},
+    conflicts=True,
+)
+def create_legal_entity():
+    """A COMPANY, or a SUBSIDIARY of `parent_id`; it comes with its predefined ADMIN, BUYER,
+    REQUESTER and CONTACT groups."""
+    body = validated(CREATE)
+    entity = directory.create_legal_entity(
+        body["name"],
+        type=body.get("type", "COMPANY"),
+        parent_id=body.get("parent_id"),
+        id=body.get("id"),
+        account_limit=_plain_limit(body.get("account_limit")),
+    )
+    audit.record(
+        "legal_entity.created",
+        actor_type=actor()[0],
+        actor_id=actor()[1],
+        target=entity.id,
+        type=entity.type,
+        parent_id=entity.parent_id,
+    )
+    location = url_for("admin.get_legal_entity", entity_id=entity.id)
+    return respond(rep.legal_entity(entity), 201, entity.version, location)
+
+
+@operation(
+    "GET",
+    "/legal-entities",
+    summary="List legal entities",
+    tag=TAG,
+    query=(
+        Param("name", {"type": "string", "maxLength": 255}, "Name contains (any case)."),
+        Param("type", {"type": "string", "enum": list(TYPES)}),
+        Param("parent_id", {"type": "string", "maxLength": 64}, "Subsidiaries of."),
+    ),
+    paginated=True,
+    responses={200: "LegalEntityPage"},
+)
+def list_legal_entities():
+    """Ordered by name."""
+    query = select(LegalEntity)
+    name, type_, parent_id = arg("name"), arg_choice("type", TYPES), arg("parent_id", 64)
+    if name:
+        query = query.where(LegalEntity.name.icontains(name, autoescape=True))
+    if type_:
+        query = query.where(LegalEntity.type == type_)
+    if parent_id is not None:
+        query = query.where(LegalEntity.parent_id == parent_id)
+    return page(query, [(LegalEntity.name, False), (LegalEntity.id, False)], rep.legal_entity)
+
+
+@operation(
+    "GET",
+    f"/legal-entities/{ENTITY_ID}",
+    summary="Get a legal entity",
+    tag=TAG,
+    responses={200: "LegalEntity"},
+    etag=True,
+)
+def get_legal_entity(entity_id: str):
+    entity = _entity(entity_id)
+    return respond(rep.legal_entity(entity), version=entity.version)
+
+
+@operation(
+    "PATCH",
+    f"/legal-entities/{ENTITY_ID}",
+    summary="Update a legal entity",
+    tag=TAG,
+    body=UPDATE,
+    body_name="LegalEntityUpdate",
+    responses={200: "LegalEntity"},
+    conflicts=True,
+    etag=True,
+)
+def update_legal_entity(entity_id: str):
+    """Rename, set or clear the account limit, or move a subsidiary to another parent."""
+    body = validated(UPDATE)
+    check_version(_entity(entity_id, lock=True).version)
+    if "account_limit" in body:
+        body["account_limit"] = _plain_limit(body["account_limit"])
+    entity = directory.update_legal_entity(entity_id, body)
+    changed = sorted(body)
+    audit.record(
+        "legal_entity.updated",
+        actor_type=actor()[0],
+        actor_id=actor()[1],
+        target=entity_id,
+        changed=changed,
+    )
+    return respond(rep.legal_entity(entity), version=entity.version)
+
+
+@operation(
+    "DELETE",
+    f"/legal-entities/{ENTITY_ID}",
+    summary="Delete a legal entity",
+    tag=TAG,
+    query=(
+        Param(
+            "cascade",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "Also delete subsidiaries and unassign customers.",
+        ),
+    ),
+    responses={204: None},
+    conflicts=True,
+    etag=True,
+)
+def delete_legal_entity(entity_id: str):
+    """Refused (409) while it has subsidiaries or assigned customers, unless `cascade=true`;
+    sessions acting for a deleted entity lose their access tokens at once."""
+    cascade = arg_bool("cascade")
+    check_version(_entity(entity_id, lock=True).version)
+    lifecycle.delete_legal_entity(entity_id, cascade=cascade, actor=actor())
+    return no_content()

@@ -1,0 +1,154 @@
+"""The admin blueprint and its one way of declaring a route.
+
+`@operation(...)` registers a view together with what the OpenAPI document says about it
+(body, query parameters, responses), and wraps it: authenticate, run the view, commit a write
+or roll back a read. Each request is one transaction; an error anywhere rolls it all back.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flask import Blueprint, Response, g, jsonify, request
+
+from ...extensions import db
+from . import errors
+from .auth import Principal, authenticate
+from .errors import ApiError
+from .query import PAGE_PARAMS, Param
+from .schema import Obj, clean_text
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+errors.register(bp)
+
+MAX_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented admin endpoint."""
+
+    method: str
+    rule: str  # Flask form: /legal-entities/<entity_id>
+    endpoint: str
+    summary: str
+    tag: str
+    write: bool
+    body: Obj | None = None
+    body_name: str | None = None
+    query: tuple[Param, ...] = ()
+    responses: dict[int, str | None] = field(default_factory=dict)
+    conflicts: bool = False
+    etag: bool = False
+    description: str = ""
+
+    @property
+    def path(self) -> str:
+        """OpenAPI form: /admin/legal-entities/{entity_id}"""
+        return "/admin" + re.sub(r"<(?:[a-z]+:)?(\w+)>", r"{\1}", self.rule)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"<(?:[a-z]+:)?(\w+)>", self.rule)
+
+
+#: Every admin operation, in declaration order: the OpenAPI document is built from this.
+OPERATIONS: list[Operation] = []
+
+
+def operation(
+    method: str,
+    rule: str,
+    *,
+    summary: str,
+    tag: str,
+    responses: dict[int, str | None],
+    body: Obj | None = None,
+    body_name: str | None = None,
+    query: tuple[Param, ...] = (),
+    paginated: bool = False,
+    conflicts: bool = False,
+    etag: bool = False,
+    description: str = "",
+) -> Callable:
+    """Declare an admin endpoint. `responses` maps success statuses to a component schema name
+    (None: no body); error responses are derived (401/403 always, 404 with path parameters,
+    400/422 with a body, 409 if `conflicts`, 412 if `etag` on a write)."""
+    write = method != "GET"
+
+    def decorator(view: Callable) -> Callable:
+        op = Operation(
+            method=method,
+            rule=rule,
+            endpoint=view.__name__,
+            summary=summary,
+            tag=tag,
+            write=write,
+            body=body,
+            body_name=body_name,
+            query=tuple(query) + (PAGE_PARAMS if paginated else ()),
+            responses=responses,
+            conflicts=conflicts,
+            etag=etag,
+            description=description or (view.__doc__ or "").strip(),
+        )
+        OPERATIONS.append(op)
+
+        @functools.wraps(view)
+        def wrapper(**kwargs):
+            g.admin = authenticate(write)
+            for name, value in kwargs.items():
+                # An identifier no row can have: answer before the database sees it.
+                if len(value) > MAX_ID_LENGTH or clean_text(value):
+                    raise ApiError.of(404, f"{name} not found")
+            result = view(**kwargs)
+            if write:
+                db.session.commit()
+            else:
+                db.session.rollback()
+            return result
+
+        bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+        return wrapper
+
+    return decorator
+
+
+def principal() -> Principal:
+    return g.admin
+
+
+def actor() -> tuple[str, str]:
+    """(actor_type, actor_id) of the caller, for audit events and lifecycle functions."""
+    return g.admin.actor
+
+
+def check_version(version: int) -> None:
+    """Honour `If-Match` (optimistic locking): 412 unless it names the current version."""
+    if "If-Match" not in request.headers:
+        return
+    if not request.if_match.contains(str(version)):
+        raise ApiError(
+            412,
+            "precondition_failed",
+            "The resource changed since it was read: fetch it again and retry.",
+        )
+
+
+def respond(body: dict, status: int = 200, version: int | None = None, location: str | None = None):
+    """JSON with `ETag` from the row version, and `Location` for a creation."""
+    response: Response = jsonify(body)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    if version is not None:
+        response.set_etag(str(version))
+    if location is not None:
+        response.headers["Location"] = location
+    return response
+
+
+def no_content():
+    return "", 204, {"Cache-Control": "no-store"}

@@ -1,0 +1,501 @@
+"""GET /openapi.json: the OpenAPI 3.1 description of every route of the service.
+
+The public routes (token, introspection, revocation, keys, discovery, health) are described
+here by hand; the admin routes are generated from their `@operation` declarations, with the
+same body schemas that validate requests, so the document cannot drift from the code. A test
+checks that every URL rule of the app is in the document, and fuzzes the app against it.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import metadata
+
+from flask import Blueprint, current_app, jsonify
+
+from .admin import OPERATIONS
+from .admin.auth import MANAGE_SCOPE, READ_SCOPE
+from .admin.representations import SCHEMAS as ADMIN_SCHEMAS
+
+bp = Blueprint("openapi", __name__)
+
+OAS_VERSION = "3.1.0"
+REF = "#/components/schemas/"
+ERROR_RESPONSES = {
+    400: "The request cannot be read: not JSON, or a malformed query parameter.",
+    401: "No access token, or an invalid, expired or revoked one.",
+    403: "The access token lacks the scope, or belongs to a customer.",
+    404: "No such resource (or a referenced one in the body is missing).",
+    409: "The change conflicts with the current data.",
+    412: "`If-Match` names an older version: fetch the resource again.",
+    422: "The body is well-formed but invalid; `fields` says what is wrong where.",
+    503: "The database or the revocation store is unavailable; retry.",
+}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": REF + name}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _header(description: str, schema: dict | None = None) -> dict:
+    return {"description": description, "schema": schema or {"type": "string"}}
+
+
+NO_STORE = _header("`no-store`: token responses are never cached.")
+
+
+def _oauth_error(description: str, *, challenge: bool = False, retry: bool = False) -> dict:
+    headers = {"Cache-Control": NO_STORE}
+    if challenge:
+        headers["WWW-Authenticate"] = _header("Present when the client used HTTP Basic.")
+    if retry:
+        headers["Retry-After"] = _header("Seconds to wait.", {"type": "integer"})
+    return {"description": description, "headers": headers, "content": _json(_ref("OAuthError"))}
+
+
+def _form(properties: dict, required: list[str]) -> dict:
+    return {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {"type": "object", "properties": properties, "required": required}
+            }
+        },
+    }
+
+
+_STR = {"type": "string"}
+CLIENT_AUTH = [{"clientBasic": []}, {}]
+TOKEN_PARAMS = {
+    "grant_type": {"type": "string", "enum": ["password", "refresh_token", "client_credentials"]},
+    "client_id": {**_STR, "description": "client_secret_post or public clients."},
+    "client_secret": {**_STR, "description": "client_secret_post."},
+    "username": {**_STR, "description": "password grant: the customer's email."},
+    "password": {**_STR, "description": "password grant."},
+    "refresh_token": {**_STR, "description": "refresh_token grant."},
+    "scope": {**_STR, "description": "Narrow the ceiling (space-separated)."},
+    "legal_entity_id": {
+        **_STR,
+        "description": "Act for this legal entity (password and refresh grants): a refresh "
+        "with it switches company without a new login.",
+    },
+}
+REVOCATION_PARAMS = {
+    "token": _STR,
+    "token_type_hint": {"type": "string", "enum": ["access_token", "refresh_token"]},
+}
+
+
+def _public_paths() -> dict:
+    return {
+        "/oauth/token": {
+            "post": {
+                "tags": ["OAuth"],
+                "operationId": "token",
+                "summary": "Token endpoint (RFC 6749)",
+                "description": "Grants `password` (first-party clients), `refresh_token` "
+                "(rotation, legal-entity switching) and `client_credentials`. Client "
+                "authentication: client_secret_basic, client_secret_post, or none for public "
+                "clients. Errors are RFC 6749 §5.2 JSON.",
+                "security": CLIENT_AUTH,
+                "requestBody": _form(TOKEN_PARAMS, ["grant_type"]),
+                "responses": {
+                    "200": {
+                        "description": "Tokens.",
+                        "headers": {"Cache-Control": NO_STORE},
+                        "content": _json(_ref("TokenResponse")),
+                    },
+                    "400": _oauth_error("Invalid request, grant, scope or grant type."),
+                    "401": _oauth_error("Client authentication failed.", challenge=True),
+                    "429": _oauth_error("Too many failed logins: wait.", retry=True),
+                    "503": _oauth_error("A backend is unavailable.", retry=True),
+                },
+            }
+        },
+        "/oauth/introspect": {
+            "post": {
+                "tags": ["OAuth"],
+                "operationId": "introspect",
+                "summary": "Token introspection (RFC 7662)",
+                "description": "For clients holding `token.introspect`; access and refresh "
+                'tokens. Anything not active is exactly `{"active": false}`.',
+                "security": CLIENT_AUTH,
+                "requestBody": _form(REVOCATION_PARAMS, ["token"]),
+                "responses": {
+                    "200": {
+                        "description": "The token's state.",
+                        "headers": {"Cache-Control": NO_STORE},
+                        "content": _json(_ref("Introspection")),
+                    },
+                    "400": _oauth_error("Invalid request."),
+                    "401": _oauth_error("Client authentication failed.", challenge=True),
+                    "403": _oauth_error("The client may not introspect."),
+                    "503": _oauth_error("Revocation state unavailable.", retry=True),
+                },
+            }
+        },
+        "/oauth/revoke": {
+            "post": {
+                "tags": ["OAuth"],
+                "operationId": "revoke",
+                "summary": "Token revocation (RFC 7009)",
+                "description": "A refresh token revokes its whole session; an access token is "
+                "deny-listed by `jti`. Unknown tokens: 200.",
+                "security": CLIENT_AUTH,
+                "requestBody": _form(REVOCATION_PARAMS, ["token"]),
+                "responses": {
+                    "200": {"description": "Revoked (or unknown)."},
+                    "400": _oauth_error("Invalid request."),
+                    "401": _oauth_error("Client authentication failed.", challenge=True),
+                    "503": _oauth_error("The revocation could not be stored.", retry=True),
+                },
+            }
+        },
+        "/jwks.json": {
+            "get": {
+                "tags": ["Discovery"],
+                "operationId": "jwks",
+                "summary": "Published signing keys (RFC 7517)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The keys a verifier must accept now.",
+                        "content": {"application/jwk-set+json": {"schema": _ref("JWKS")}},
+                    }
+                },
+            }
+        },
+        "/.well-known/oauth-authorization-server": {
+            "get": _discovery("discovery", "Authorization server metadata (RFC 8414)")
+        },
+        "/.well-known/openid-configuration": {
+            "get": _discovery("discovery_openid", "The same metadata at the OpenID location")
+        },
+        "/healthz": {
+            "get": {
+                "tags": ["Operations"],
+                "operationId": "healthz",
+                "summary": "Liveness",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The process is up.", "content": _json(_ref("Health"))}
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["Operations"],
+                "operationId": "readyz",
+                "summary": "Readiness: the database and the store answer",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready.", "content": _json(_ref("Readiness"))},
+                    "503": {"description": "Not ready.", "content": _json(_ref("Readiness"))},
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "tags": ["Operations"],
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {"description": "OpenAPI 3.1.", "content": _json({"type": "object"})}
+                },
+            }
+        },
+    }
+
+
+def _discovery(operation_id: str, summary: str) -> dict:
+    return {
+        "tags": ["Discovery"],
+        "operationId": operation_id,
+        "summary": summary,
+        "security": [],
+        "responses": {
+            "200": {"description": "Metadata.", "content": _json(_ref("ServerMetadata"))},
+            "503": {"description": "No signing key.", "content": _json(_ref("Error"))},
+        },
+    }
+
+
+def _public_schemas() -> dict:
+    nullable_str = {"type": ["string", "null"]}
+    return {
+        "Error": {
+            "type": "object",
+            "description": "Every admin error (and every non-OAuth error).",
+            "properties": {
+                "error": {"type": "string", "description": "A machine-readable code."},
+                "message": {"type": "string"},
+                "fields": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "What is wrong with which field (path like a.b[0]).",
+                },
+            },
+            "required": ["error", "message"],
+            "additionalProperties": False,
+        },
+        "OAuthError": {
+            "type": "object",
+            "description": "RFC 6749 §5.2.",
+            "properties": {
+                "error": _STR,
+                "error_description": _STR,
+                "error_uri": _STR,
+            },
+            "required": ["error"],
+        },
+        "TokenResponse": {
+            "type": "object",
+            "properties": {
+                "access_token": {**_STR, "description": "An RFC 9068 JWT."},
+                "token_type": {"type": "string", "enum": ["Bearer"]},
+                "expires_in": {"type": "integer"},
+                "scope": _STR,
+                "refresh_token": _STR,
+                "refresh_token_expires_in": {"type": "integer"},
+                "legal_entity_id": nullable_str,
+                "legal_entities": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"id": _STR, "name": _STR},
+                        "required": ["id", "name"],
+                    },
+                },
+            },
+            "required": ["access_token", "token_type", "expires_in", "scope"],
+        },
+        "Introspection": {
+            "type": "object",
+            "properties": {
+                "active": {"type": "boolean"},
+                "token_type": _STR,
+                "scope": _STR,
+                "client_id": _STR,
+                "sub": _STR,
+                "exp": {"type": "integer"},
+                "iat": {"type": "integer"},
+                "iss": _STR,
+                "aud": nullable_str,
+                "jti": nullable_str,
+                "sid": nullable_str,
+                "legal_entity_id": nullable_str,
+            },
+            "required": ["active"],
+        },
+        "JWKS": {
+            "type": "object",
+            "properties": {
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"kty": _STR, "kid": _STR, "alg": _STR, "use": _STR},
+                        "required": ["kty", "kid"],
+                    },
+                }
+            },
+            "required": ["keys"],
+        },
+        "ServerMetadata": {
+            "type": "object",
+            "properties": {
+                "issuer": _STR,
+                "token_endpoint": _STR,
+                "jwks_uri": _STR,
+                "introspection_endpoint": _STR,
+                "revocation_endpoint": _STR,
+                "grant_types_supported": {"type": "array", "items": _STR},
+                "scopes_supported": {"type": "array", "items": _STR},
+            },
+            "required": ["issuer", "token_endpoint", "jwks_uri"],
+        },
+        "Health": {
+            "type": "object",
+            "properties": {"status": {"type": "string", "enum": ["ok"]}},
+            "required": ["status"],
+        },
+        "Readiness": {
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                "checks": {"type": "object", "additionalProperties": _STR},
+            },
+            "required": ["status", "checks"],
+        },
+    }
+
+
+def _page(item: str) -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "Pass as `cursor` for the next page; null on the last page.",
+            },
+        },
+        "required": ["items", "next_cursor"],
+        "additionalProperties": False,
+    }
+
+
+def _error(status: int, *, challenge: bool = False) -> dict:
+    response = {"description": ERROR_RESPONSES[status], "content": _json(_ref("Error"))}
+    if challenge:
+        response["headers"] = {"WWW-Authenticate": _header("RFC 6750 §3 challenge.")}
+    if status == 503:
+        response["headers"] = {"Retry-After": _header("Seconds.", {"type": "integer"})}
+    return response
+
+
+def _admin_operation(op, schemas: dict) -> dict:
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+        }
+        for name in op.path_params
+    ]
+    for param in op.query:
+        parameters.append(
+            {
+                "name": param.name,
+                "in": "query",
+                "required": param.required,
+                "schema": param.schema,
+                **({"description": param.description} if param.description else {}),
+            }
+        )
+    if op.etag and op.write:
+        parameters.append(
+            {
+                "name": "If-Match",
+                "in": "header",
+                "required": False,
+                "description": "The `ETag` last read: 412 if the resource changed since.",
+                "schema": {"type": "string", "pattern": '^(\\*|"[0-9]{1,9}")$'},
+            }
+        )
+    responses: dict[str, dict] = {}
+    for status, schema_name in op.responses.items():
+        response: dict = {"description": "Success."}
+        headers = {}
+        if schema_name is not None:
+            if schema_name.endswith("Page"):
+                schemas.setdefault(schema_name, _page(schema_name.removesuffix("Page")))
+            response["content"] = _json(_ref(schema_name))
+        if op.etag and status in (200, 201):
+            headers["ETag"] = _header("The version, for `If-Match`.")
+        if status == 201:
+            headers["Location"] = _header("URL of the new resource.")
+        if headers:
+            response["headers"] = headers
+        responses[str(status)] = response
+    errors = {401, 403, 503}
+    if op.body is not None or op.query:
+        errors.add(400)
+    if op.body is not None or op.path_params:
+        errors.add(404)
+    if op.write or op.conflicts:
+        errors.add(409)
+    if op.write and op.etag:
+        errors.add(412)
+    if op.body is not None:
+        errors.add(422)
+    for status in sorted(errors):
+        responses[str(status)] = _error(status, challenge=status in (401, 403))
+    scope = MANAGE_SCOPE if op.write else READ_SCOPE
+    result = {
+        "tags": [op.tag],
+        "operationId": op.endpoint,
+        "summary": op.summary,
+        "security": [{"adminToken": [scope]}],
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if op.description:
+        result["description"] = op.description
+    if op.body is not None:
+        schemas[op.body_name] = op.body.json_schema()
+        result["requestBody"] = {"required": True, "content": _json(_ref(op.body_name))}
+    return result
+
+
+def build_document(issuer: str) -> dict:
+    """The whole OpenAPI 3.1 document for a service at `issuer`."""
+    schemas = {**_public_schemas(), **copy.deepcopy(ADMIN_SCHEMAS)}
+    paths = _public_paths()
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _admin_operation(op, schemas)
+    try:
+        version = metadata.version("token-service")
+    except metadata.PackageNotFoundError:
+        version = "0.0.0"
+    return {
+        "openapi": OAS_VERSION,
+        "info": {
+            "title": "Token service",
+            "version": version,
+            "summary": "OAuth 2 token service for B2B commerce.",
+            "description": "Access tokens per legal entity (RFC 9068 JWTs), rotating refresh "
+            "tokens with company switching, introspection, revocation, and the admin API. "
+            "Admin calls take a bearer token from `client_credentials` with `admin.read` "
+            "(reads) or `admin.manage` (writes, and reads). Lists are cursor-paginated; "
+            "updates honour `If-Match` with the `ETag` of the last read.",
+        },
+        "servers": [{"url": issuer}],
+        "tags": [
+            {"name": name}
+            for name in dict.fromkeys(
+                ["OAuth", "Discovery", "Operations", *(op.tag for op in OPERATIONS)]
+            )
+        ],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "clientBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "client_secret_basic (RFC 6749 §2.3.1).",
+                },
+                "adminToken": {
+                    "type": "oauth2",
+                    "description": "A bearer access token from client_credentials.",
+                    "flows": {
+                        "clientCredentials": {
+                            "tokenUrl": f"{issuer}/oauth/token",
+                            "scopes": {
+                                READ_SCOPE: "Read the directory, keys and audit events.",
+                                MANAGE_SCOPE: "Change them (includes reading).",
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    document = current_app.extensions.get("openapi_document")
+    if document is None:
+        document = build_document(current_app.config["SETTINGS"].issuer)
+        current_app.extensions["openapi_document"] = document
+    response = jsonify(document)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
