@@ -49,7 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
-    store = test_config.get("STORE") or make_store(settings.redis_url)
+    store = test_config.get("STORE") or make_store(settings.redis_url, settings.redis_prefix)
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
     throttle = LoginThrottle(store, settings)
     app.extensions["token_store"] = store

@@ -77,6 +77,8 @@ class Settings:
     # Reverse proxies in front of the service whose X-Forwarded-For is trusted (throttling by
     # client address needs the real address).
     trusted_proxies: int = 0
+    # Prefix of every key in Redis: deployments sharing one Redis database stay apart.
+    redis_prefix: str = "ts:"
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -124,6 +126,7 @@ class Settings:
             login_throttle_free_attempts=_int(env, "TOKEN_SERVICE_LOGIN_FREE_ATTEMPTS", 5),
             login_throttle_max_delay=_int(env, "TOKEN_SERVICE_LOGIN_MAX_DELAY", 900),
             trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
+            redis_prefix=env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(

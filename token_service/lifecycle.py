@@ -61,6 +61,7 @@ def set_group_scopes_now(group_id: str, scopes, *, actor: tuple[str, str | None]
     if group is None:
         raise DirectoryError("group not found", status=404)
     set_group_scopes(group_id, scopes)
+    group.version += 1
     members = list(
         db.session.scalars(select(GroupMember.customer_id).where(GroupMember.group_id == group_id))
     )

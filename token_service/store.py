@@ -157,10 +157,10 @@ class RedisStore:
             self._redis.delete(*keys)
 
 
-def make_store(redis_url: str | None) -> Store:
+def make_store(redis_url: str | None, prefix: str = "ts:") -> Store:
     """Redis if configured, else the in-process stand-in (announced, since it is not shared)."""
     if redis_url:
-        return RedisStore(redis_url)
+        return RedisStore(redis_url, prefix)
     log.warning(
         "REDIS_URL is not set: using the in-process store. Deny-lists, throttling and grace "
         "responses are not shared between processes; run one worker, or set REDIS_URL."

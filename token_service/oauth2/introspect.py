@@ -83,6 +83,8 @@ class Introspection:
         except StoreUnavailable:
             # Never call a possibly deny-listed token active: fail closed, and say so.
             raise TemporarilyUnavailable("Revocation state is unavailable.") from None
+        if storage.load_client(str(claims.get("client_id"))) is None:
+            return dict(INACTIVE)  # a deleted client's tokens die with it
         if sid is not None and not self._customer_token_live(claims, iat):
             return dict(INACTIVE)
         return {
@@ -145,8 +147,6 @@ class Introspection:
             "exp": int(expires.timestamp()),
             "iat": int(refresh.created_at.timestamp()),
             "iss": self.settings.issuer,
-            "aud": None,
-            "jti": None,
             "sid": session.id,
             "legal_entity_id": session.legal_entity_id,
         }

@@ -163,8 +163,8 @@ def update_group(group_id: str):
     if "name" in body:
         group.name = body["name"]
         _record("group.renamed", group_id, name=body["name"])
-    if body:
-        group.version += 1
+        if "scopes" not in body:  # set_group_scopes_now bumps the version itself
+            group.version += 1
     db.session.flush()
     return respond(_render(group), version=group.version)
 
