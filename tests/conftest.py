@@ -4,7 +4,9 @@ real, emptied and reloaded with the demo data before each test."""
 
 from __future__ import annotations
 
+import base64
 import os
+import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -49,13 +51,8 @@ def pg_database():
     admin.dispose()
 
 
-def _settings(backend: str, keys_dir: Path, tmp_path_factory, request) -> Settings:
-    if backend == "postgres":
-        database_url = request.getfixturevalue("pg_database")
-        redis_url = REDIS_URL
-    else:
-        database_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
-        redis_url = None
+def settings_for(database_url: str, redis_url: str | None, keys_dir: Path) -> Settings:
+    """Default settings on these backends, with the test issuer."""
     return replace(
         Settings.from_env({}),
         database_url=database_url,
@@ -63,6 +60,13 @@ def _settings(backend: str, keys_dir: Path, tmp_path_factory, request) -> Settin
         issuer="http://issuer.test",
         keys_dir=keys_dir,
     )
+
+
+def _settings(backend: str, keys_dir: Path, tmp_path_factory, request) -> Settings:
+    if backend == "postgres":
+        return settings_for(request.getfixturevalue("pg_database"), REDIS_URL, keys_dir)
+    database_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    return settings_for(database_url, None, keys_dir)
 
 
 def build_app(settings: Settings):
@@ -136,3 +140,36 @@ class Storefront:
 @pytest.fixture
 def storefront(client) -> Storefront:
     return Storefront(client)
+
+
+def basic_auth(client_id: str, secret: str) -> dict:
+    """An `Authorization: Basic` header (RFC 7617) for a client."""
+    raw = f"{client_id}:{secret}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+@pytest.fixture
+def introspect(app, client):
+    """Introspect a token as order-service (which holds token.introspect); returns the JSON."""
+    headers = basic_auth("order-service", app.secrets["order-service"])
+
+    def call(token: str, **extra) -> dict:
+        r = client.post("/oauth/introspect", data={"token": token, **extra}, headers=headers)
+        assert r.status_code == 200, r.get_data(as_text=True)
+        assert r.headers["Cache-Control"] == "no-store"
+        return r.json
+
+    return call
+
+
+@pytest.fixture
+def isolated_keys(app, tmp_path, monkeypatch):
+    """A private copy of the keys directory, so that rotating keys leaves other tests alone."""
+    shared = app.extensions["keyring"]
+    for path in shared.keys_dir.glob("*.pem"):
+        shutil.copy2(path, tmp_path / path.name)
+    ring = KeyRing(tmp_path, shared.retention_seconds)
+    monkeypatch.setitem(app.extensions, "keyring", ring)
+    monkeypatch.setattr(app.extensions["token_endpoint"], "keyring", ring)
+    monkeypatch.setattr(app.extensions["introspection"], "keyring", ring)
+    return ring

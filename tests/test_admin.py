@@ -4,7 +4,6 @@ effect of each change on live tokens. Runs on both backends like every app-level
 from __future__ import annotations
 
 import base64
-import shutil
 import time
 
 import pytest
@@ -13,7 +12,6 @@ from sqlalchemy import select
 from token_service import directory
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
-from token_service.keys import KeyRing
 from token_service.models import AuditEvent, Customer
 from token_service.store import StoreUnavailable
 
@@ -69,28 +67,6 @@ class Admin:
 @pytest.fixture
 def admin(app, client) -> Admin:
     return Admin(client, "admin-cli", app.secrets["admin-cli"])
-
-
-@pytest.fixture
-def introspect(app, client):
-    raw = f"order-service:{app.secrets['order-service']}".encode()
-    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-    return lambda token: (
-        client.post("/oauth/introspect", data={"token": token}, headers=headers).json
-    )
-
-
-@pytest.fixture
-def isolated_keys(app, tmp_path, monkeypatch):
-    """A private copy of the keys directory, so that rotating keys leaves other tests alone."""
-    shared = app.extensions["keyring"]
-    for path in shared.keys_dir.glob("*.pem"):
-        shutil.copy2(path, tmp_path / path.name)
-    ring = KeyRing(tmp_path, shared.retention_seconds)
-    monkeypatch.setitem(app.extensions, "keyring", ring)
-    monkeypatch.setattr(app.extensions["token_endpoint"], "keyring", ring)
-    monkeypatch.setattr(app.extensions["introspection"], "keyring", ring)
-    return ring
 
 
 def customer_id(app, email: str) -> str:

@@ -3,7 +3,6 @@ shell, with the same effects as the admin API (live tokens, audit)."""
 
 from __future__ import annotations
 
-import base64
 import shutil
 
 import pytest
@@ -20,15 +19,6 @@ INACTIVE = {"active": False}
 @pytest.fixture
 def runner(app):
     return app.test_cli_runner()
-
-
-@pytest.fixture
-def introspect(app, client):
-    raw = f"order-service:{app.secrets['order-service']}".encode()
-    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-    return lambda token: (
-        client.post("/oauth/introspect", data={"token": token}, headers=headers).json
-    )
 
 
 def test_companies_create_and_list(app, runner):

@@ -4,32 +4,14 @@ without a restart."""
 
 from __future__ import annotations
 
-import base64
-from dataclasses import replace
-
 import pytest
-from conftest import Storefront, build_app, reset
+from conftest import Storefront, basic_auth, build_app, reset, settings_for
 from faults import CuttableProxy, ThrowawayRedis
 
-from token_service.config import Settings
 from token_service.extensions import db
 from token_service.store import RedisStore
 
 INACTIVE = {"active": False}
-
-
-def basic(client_id: str, secret: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
-def settings_for(database_url: str, redis_url: str | None, keys_dir) -> Settings:
-    return replace(
-        Settings.from_env({}),
-        database_url=database_url,
-        redis_url=redis_url,
-        issuer="http://issuer.test",
-        keys_dir=keys_dir,
-    )
 
 
 @pytest.fixture
@@ -53,7 +35,7 @@ def redis_app(pg_database, redis_server, keys_dir):
 def test_redis_down_and_back(redis_app, redis_server):
     client = redis_app.test_client()
     storefront = Storefront(client)
-    order_service = basic("order-service", redis_app.secrets["order-service"])
+    order_service = basic_auth("order-service", redis_app.secrets["order-service"])
 
     def introspect(token):
         return client.post("/oauth/introspect", data={"token": token}, headers=order_service)

@@ -6,28 +6,12 @@ import base64
 import json
 
 import pytest
+from conftest import basic_auth
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from token_service.store import REVOCATION_CHANNEL
 
 INACTIVE = {"active": False}
-
-
-def basic(client_id: str, secret: str) -> dict:
-    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
-
-
-@pytest.fixture
-def introspect(app, client):
-    headers = basic("order-service", app.secrets["order-service"])
-
-    def call(token: str, **extra):
-        r = client.post("/oauth/introspect", data={"token": token, **extra}, headers=headers)
-        assert r.status_code == 200, r.get_data(as_text=True)
-        assert r.headers["Cache-Control"] == "no-store"
-        return r.json
-
-    return call
 
 
 @pytest.fixture
@@ -81,7 +65,7 @@ def test_client_credentials_token_is_active(app, client, introspect):
     r = client.post(
         "/oauth/token",
         data={"grant_type": "client_credentials"},
-        headers=basic("admin-cli", app.secrets["admin-cli"]),
+        headers=basic_auth("admin-cli", app.secrets["admin-cli"]),
     )
     answer = introspect(r.json["access_token"])
     assert answer["active"] is True
@@ -98,7 +82,7 @@ def test_introspection_needs_the_right(app, client, storefront):
     admin = client.post(
         "/oauth/introspect",
         data={"token": token},
-        headers=basic("admin-cli", app.secrets["admin-cli"]),
+        headers=basic_auth("admin-cli", app.secrets["admin-cli"]),
     )
     assert admin.status_code == 403
     assert admin.json["error"] == "insufficient_scope"
@@ -154,7 +138,7 @@ def test_unknown_and_foreign_tokens_revoke_nothing(app, introspect, revoke, stor
     r = app.test_client().post(
         "/oauth/revoke",
         data={"token": login.json["refresh_token"]},
-        headers=basic("order-service", app.secrets["order-service"]),
+        headers=basic_auth("order-service", app.secrets["order-service"]),
     )
     assert r.status_code == 200
     assert introspect(login.json["refresh_token"])["active"] is True

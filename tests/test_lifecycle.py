@@ -3,8 +3,6 @@ login throttling; audit events (DESIGN §4, the lifecycle issue)."""
 
 from __future__ import annotations
 
-import base64
-
 import pytest
 from sqlalchemy import select
 
@@ -14,15 +12,6 @@ from token_service.models import AuditEvent, Customer
 
 ACTOR = ("client", "admin-cli")
 INACTIVE = {"active": False}
-
-
-@pytest.fixture
-def introspect(app, client):
-    raw = f"order-service:{app.secrets['order-service']}".encode()
-    headers = {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-    return lambda token: (
-        client.post("/oauth/introspect", data={"token": token}, headers=headers).json
-    )
 
 
 def alice(app) -> str:

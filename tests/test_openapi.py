@@ -211,20 +211,3 @@ def test_app_conforms_to_its_document(app, isolated_keys):
     documented = sum(len(item) for item in schema.raw_schema["paths"].values())
     assert operations == documented - 1  # all but GET /openapi.json, the document itself
     assert time.monotonic() - started < 120
-
-
-@pytest.fixture
-def isolated_keys(app, tmp_path, monkeypatch):
-    """Key rotation in the run writes to a private copy of the keys directory."""
-    import shutil
-
-    from token_service.keys import KeyRing
-
-    shared = app.extensions["keyring"]
-    for path in shared.keys_dir.glob("*.pem"):
-        shutil.copy2(path, tmp_path / path.name)
-    ring = KeyRing(tmp_path, shared.retention_seconds)
-    monkeypatch.setitem(app.extensions, "keyring", ring)
-    monkeypatch.setattr(app.extensions["token_endpoint"], "keyring", ring)
-    monkeypatch.setattr(app.extensions["introspection"], "keyring", ring)
-    return ring

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-
 import jwt
 import pytest
+from conftest import basic_auth
 from sqlalchemy import select
 
 from token_service import directory
@@ -26,11 +25,6 @@ def claims(response) -> dict:
 
 def scopes(response) -> frozenset[str]:
     return split_scopes(response.json["scope"])
-
-
-def basic(client_id: str, secret: str) -> dict:
-    raw = f"{client_id}:{secret}".encode()
-    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
 
 
 # -- password grant -------------------------------------------------------------------------
@@ -145,7 +139,7 @@ def test_password_grant_refused_to_non_first_party(app, client):
     r = client.post(
         "/oauth/token",
         data={"grant_type": "password", "username": "alice@acme.test", "password": "x"},
-        headers=basic("order-service", app.secrets["order-service"]),
+        headers=basic_auth("order-service", app.secrets["order-service"]),
     )
     assert r.status_code == 400
     assert r.json["error"] == "unauthorized_client"
@@ -326,7 +320,7 @@ def test_client_credentials_basic(app, client):
     r = client.post(
         "/oauth/token",
         data={"grant_type": "client_credentials"},
-        headers=basic("admin-cli", app.secrets["admin-cli"]),
+        headers=basic_auth("admin-cli", app.secrets["admin-cli"]),
     )
     assert r.status_code == 200, r.json
     assert set(r.json) == {"access_token", "token_type", "expires_in", "scope"}
@@ -353,7 +347,7 @@ def test_client_credentials_scope_beyond_ceiling(app, client):
     r = client.post(
         "/oauth/token",
         data={"grant_type": "client_credentials", "scope": "admin.read token.introspect"},
-        headers=basic("admin-cli", app.secrets["admin-cli"]),
+        headers=basic_auth("admin-cli", app.secrets["admin-cli"]),
     )
     assert r.json["error"] == "invalid_scope"
 
