@@ -193,7 +193,7 @@ def test_store_outage_fails_closed_with_503(app, admin, monkeypatch):
     def down(*args):
         raise StoreUnavailable("down")
 
-    monkeypatch.setattr(app.extensions["token_store"], "exists", down)
+    monkeypatch.setattr(app.extensions["token_store"], "get_many", down)
     r = admin.get("/customers")
     assert r.status_code == 503
     assert r.json["error"] == "temporarily_unavailable"

@@ -64,14 +64,13 @@ def deny_access_token(jti: str, ttl: int, reason: str) -> bool:
 
 
 def is_denied(sid: str | None, jti: str, iat: int) -> bool:
-    """True if this access token was revoked. Raises StoreUnavailable: callers fail closed."""
-    store = _store()
-    if store.exists(f"deny:jti:{jti}"):
+    """True if this access token was revoked (one store round trip). Raises StoreUnavailable:
+    callers fail closed."""
+    keys = [f"deny:jti:{jti}"] if sid is None else [f"deny:jti:{jti}", f"deny:sid:{sid}"]
+    values = _store().get_many(keys)
+    if values[0] is not None:
         return True
-    if sid is None:
-        return False
-    not_before = store.get(f"deny:sid:{sid}")
-    return not_before is not None and iat < int(not_before)
+    return sid is not None and values[1] is not None and iat < int(values[1])
 
 
 def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: str | None) -> None:

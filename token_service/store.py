@@ -23,6 +23,7 @@ class StoreUnavailable(RuntimeError):
 
 class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
+    def get_many(self, keys: list[str]) -> list[bytes | None]: ...
     def set(self, key: str, value: bytes, ttl: int) -> None: ...
     def exists(self, *keys: str) -> int: ...
     def delete(self, key: str) -> None: ...
@@ -51,6 +52,11 @@ class MemoryStore:
         with self._lock:
             item = self._live(key, time.monotonic())
             return item[0] if item else None
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        with self._lock:
+            return [item[0] if (item := self._live(key, now)) else None for key in keys]
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         with self._lock:
@@ -119,6 +125,9 @@ class RedisStore:
 
     def get(self, key: str) -> bytes | None:
         return self._call(self._redis.get, self.prefix + key)
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return self._call(self._redis.mget, [self.prefix + k for k in keys])
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self._call(lambda: self._redis.set(self.prefix + key, value, ex=max(1, ttl)))

@@ -163,7 +163,7 @@ class TokenEndpoint:
         asked_scope = request.get("scope")
         token_hash = hash_token(presented)
         params = grace.fingerprint(client.client_id, asked_entity, asked_scope)
-        with storage.refresh_connection() as conn:
+        with storage.hot_connection() as conn:
             found = storage.load_refresh(token_hash, conn)
             # "...the refresh token was issued to the authenticated client" (§6): else
             # invalid_grant, in the same words as for an unknown token.

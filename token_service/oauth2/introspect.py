@@ -103,21 +103,21 @@ class Introspection:
         }
 
     def _customer_token_live(self, claims: dict, iat: int) -> bool:
-        """The session lives, the customer is active and still assigned to the token's entity."""
-        session = storage.load_session(claims["sid"])
-        if session is None:
+        """The session lives, the customer is active and still assigned to the token's entity.
+        The deny-list says the same in the normal case; the database is asked too because it is
+        the truth when the store has lost entries."""
+        entity = claims.get("legal_entity_id")
+        with storage.hot_connection() as conn:
+            state = storage.session_state(conn, str(claims["sid"]), entity)
+        if state is None or state.revoked_at is not None or state.customer_status != "active":
             return False
-        session, customer = session
         now = utcnow()
-        if session.revoked_at is not None or customer.status != "active":
+        if now >= state.expires_at or now >= state.idle_expires_at:
             return False
         # The database's copy of the deny-list cut-off: holds even if the store lost its entry.
-        if session.tokens_not_before is not None and iat < session.tokens_not_before:
+        if state.tokens_not_before is not None and iat < state.tokens_not_before:
             return False
-        if now >= session.expires_at or now >= session.idle_expires_at:
-            return False
-        entity = claims.get("legal_entity_id")
-        return entity is None or storage.is_assigned(customer.id, entity)
+        return bool(state.assigned)
 
     def _refresh(self, token: str) -> dict | None:
         found = storage.load_refresh_token(hash_token(token))

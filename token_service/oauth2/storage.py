@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, insert, literal, select, text, union_all, update
+from sqlalchemy import Boolean, bindparam, insert, literal, select, text, union_all, update
 from sqlalchemy.engine import Connection
 
 from ..extensions import db
@@ -178,8 +178,10 @@ _LOAD_REFRESH = (
 
 
 @contextmanager
-def refresh_connection():
-    """The connection the refresh path runs on (see the module docstring)."""
+def hot_connection():
+    """The connection of the hot paths (refresh, introspection): on PostgreSQL autocommit, so
+    that reads cost no BEGIN and the rotation commits as one statement; on SQLite the request's
+    transaction (see the module docstring)."""
     if db.engine.dialect.name == "postgresql":
         with db.engine.connect() as conn:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -297,7 +299,47 @@ def insert_refresh_token(
     )
 
 
-# -- introspection and revocation (ORM: not on the refresh path) -----------------------------
+# -- introspection ---------------------------------------------------------------------------
+
+
+class SessionState(NamedTuple):
+    revoked_at: datetime | None
+    expires_at: datetime
+    idle_expires_at: datetime
+    tokens_not_before: int | None
+    customer_status: str
+    assigned: bool  # to the entity asked about (True when none was asked)
+
+
+_SESSION_STATE = (
+    select(
+        Session.revoked_at,
+        Session.expires_at,
+        Session.idle_expires_at,
+        Session.tokens_not_before,
+        Customer.status,
+        (Assignment.customer_id.is_not(None) | bindparam("no_entity", type_=Boolean)),
+    )
+    .join(Customer, Customer.id == Session.customer_id)
+    .outerjoin(
+        Assignment,
+        (Assignment.customer_id == Session.customer_id)
+        & (Assignment.legal_entity_id == bindparam("entity")),
+    )
+    .where(Session.id == bindparam("sid"))
+)
+
+
+def session_state(conn: Connection, sid: str, legal_entity_id: str | None) -> SessionState | None:
+    """Everything introspection needs to know of a session, in one round trip."""
+    row = conn.execute(
+        _SESSION_STATE,
+        {"sid": sid, "entity": legal_entity_id, "no_entity": legal_entity_id is None},
+    ).first()
+    return SessionState(*row) if row else None
+
+
+# -- revocation and reuse (ORM: off the hot paths) -------------------------------------------
 
 
 def load_refresh_token(token_hash: str) -> tuple[RefreshToken, Session, Customer] | None:
