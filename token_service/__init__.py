@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:  # Flask is imported by create_app only: token_service.resource needs none of it
+    from flask import Flask
 
 __all__ = ["create_app"]
 
@@ -12,6 +14,8 @@ __all__ = ["create_app"]
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings from the environment (or `test_config["SETTINGS"]`), database,
     store, key ring, blueprints, error handlers and CLI."""
+    from flask import Flask
+
     from .config import Settings
     from .database import configure_engine
     from .extensions import db

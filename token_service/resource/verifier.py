@@ -1,0 +1,304 @@
+"""Offline verification of RFC 9068 access tokens: signature from a cached JWKS, `typ`, an
+algorithm allow-list, `iss`, `aud`, `exp`/`nbf` with a small leeway."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import NamedTuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+#: Asymmetric algorithms only: never `none`, never HMAC (a public key is no secret).
+ALLOWED_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
+MAX_TOKEN_BYTES = 8192
+_TYPES = ("at+jwt", "application/at+jwt")
+
+
+class InvalidToken(Exception):
+    """The token must not be trusted; `reason` says why (for logs, not for callers)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AccessToken(NamedTuple):
+    """A verified access token (a named tuple: cheap to build on every request)."""
+
+    sub: str
+    client_id: str
+    scopes: frozenset[str]
+    legal_entity_id: str | None
+    sid: str | None
+    jti: str
+    exp: int
+    claims: dict
+
+    def has_scopes(self, *names: str) -> bool:
+        return self.scopes.issuperset(names)
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _int(segment: str) -> int:
+    return int.from_bytes(_b64decode(segment), "big")
+
+
+def _public_key(jwk: dict):
+    """A cryptography public key and its algorithm from a JWK, or None if unusable."""
+    kty = jwk.get("kty")
+    if kty == "RSA":
+        return rsa.RSAPublicNumbers(_int(jwk["e"]), _int(jwk["n"])).public_key(), "RS256"
+    if kty == "EC" and jwk.get("crv") == "P-256":
+        numbers = ec.EllipticCurvePublicNumbers(_int(jwk["x"]), _int(jwk["y"]), ec.SECP256R1())
+        return numbers.public_key(), "ES256"
+    if kty == "OKP" and jwk.get("crv") == "Ed25519":
+        return ed25519.Ed25519PublicKey.from_public_bytes(_b64decode(jwk["x"])), "EdDSA"
+    return None
+
+
+def _fetch_json(url: str, timeout: float = 5.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - https/http only
+        return json.load(response)
+
+
+class JWKSCache:
+    """Public keys by kid. Refetched only when a token names an unknown kid, and then at most
+    once per `cooldown` seconds: a flood of made-up kids cannot make us hammer the issuer."""
+
+    def __init__(
+        self,
+        jwks_uri: str | None = None,
+        *,
+        jwks: dict | None = None,
+        cooldown: float = 60.0,
+        fetch: Callable[[str], dict] = _fetch_json,
+    ) -> None:
+        self.jwks_uri = jwks_uri
+        self.cooldown = cooldown
+        self._fetch = fetch
+        self._keys: dict[str, tuple[object, str]] = {}
+        self._fetched_at = float("-inf")
+        self._lock = threading.Lock()
+        self.fetches = 0
+        if jwks is not None:
+            self._load(jwks)
+
+    def _load(self, jwks: dict) -> None:
+        keys = {}
+        for jwk in jwks.get("keys", []):
+            if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
+                continue
+            if jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                parsed = _public_key(jwk)
+            except (KeyError, ValueError, TypeError, binascii.Error):
+                continue
+            if parsed is not None and jwk.get("alg", parsed[1]) == parsed[1]:
+                keys[jwk["kid"]] = parsed
+        self._keys = keys
+
+    def get(self, kid: str) -> tuple[object, str] | None:
+        """(public key, alg) for a kid, refetching the JWKS once per cooldown if unknown."""
+        found = self._keys.get(kid)
+        if found is not None or self.jwks_uri is None:
+            return found
+        with self._lock:
+            found = self._keys.get(kid)
+            if found is None and time.monotonic() - self._fetched_at >= self.cooldown:
+                self._fetched_at = time.monotonic()
+                self.fetches += 1
+                try:
+                    self._load(self._fetch(self.jwks_uri))
+                except (OSError, ValueError):
+                    return None  # the issuer is unreachable: keep the keys we have
+                found = self._keys.get(kid)
+        return found
+
+
+class RevocationChecker:
+    """Online check against the service's Redis deny-list (see docs/operations.md):
+    `deny:jti:<jti>` revokes one token, `deny:sid:<sid>` = T revokes the session's tokens
+    issued before T. One MGET per token. `fail_open=False` (the default) refuses tokens while
+    Redis is unreachable."""
+
+    def __init__(self, redis, prefix: str = "ts:", *, fail_open: bool = False) -> None:
+        if isinstance(redis, str):
+            import redis as redis_lib
+
+            redis = redis_lib.Redis.from_url(redis, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.redis = redis
+        self.prefix = prefix
+        self.fail_open = fail_open
+
+    def check(self, token: AccessToken, iat: int) -> None:
+        keys = [f"{self.prefix}deny:jti:{token.jti}"]
+        if token.sid:
+            keys.append(f"{self.prefix}deny:sid:{token.sid}")
+        try:
+            values = self.redis.mget(keys)
+        except Exception as exc:
+            if self.fail_open:
+                return
+            raise InvalidToken("revocation state unavailable") from exc
+        if values[0] is not None:
+            raise InvalidToken("revoked")
+        if len(values) > 1 and values[1] is not None and iat < int(values[1]):
+            raise InvalidToken("revoked")
+
+
+class Verifier:
+    """Verifies access tokens of one issuer for one audience."""
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str,
+        keys: JWKSCache,
+        *,
+        algorithms=ALLOWED_ALGORITHMS,
+        leeway: int = 30,
+        revocation: RevocationChecker | None = None,
+    ) -> None:
+        algorithms = frozenset(algorithms)
+        if not algorithms or not algorithms <= ALLOWED_ALGORITHMS:
+            raise ValueError(f"algorithms must be a subset of {sorted(ALLOWED_ALGORITHMS)}")
+        self.issuer = issuer
+        self.audience = audience
+        self.keys = keys
+        self.algorithms = algorithms
+        self.leeway = leeway
+        self.revocation = revocation
+        self._headers: dict[str, dict] = {}  # the few distinct headers seen, parsed once
+
+    @classmethod
+    def from_issuer(cls, issuer: str, audience: str, *, fetch=_fetch_json, **options) -> Verifier:
+        """Discover `jwks_uri` from the issuer's RFC 8414 metadata (lazily fetched keys)."""
+        metadata = fetch(issuer.rstrip("/") + "/.well-known/oauth-authorization-server")
+        if metadata.get("issuer") != issuer.rstrip("/"):
+            raise ValueError("the metadata's issuer does not match")
+        cooldown = options.pop("cooldown", 60.0)
+        keys = JWKSCache(metadata["jwks_uri"], cooldown=cooldown, fetch=fetch)
+        return cls(issuer.rstrip("/"), audience, keys, **options)
+
+    def _header(self, segment: str) -> dict:
+        header = self._headers.get(segment)
+        if header is None:
+            header = json.loads(_b64decode(segment))
+            if not isinstance(header, dict):
+                raise ValueError("header is not an object")
+            if len(self._headers) < 64:
+                self._headers[segment] = header
+        return header
+
+    def verify(self, token: str) -> AccessToken:
+        """The verified token, or InvalidToken."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken("malformed")
+        try:
+            header_b64, payload_b64, signature_b64 = token.split(".")
+            header = self._header(header_b64)
+            signature = _b64decode(signature_b64)
+            signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+        except (ValueError, binascii.Error):
+            raise InvalidToken("malformed") from None
+        typ = header.get("typ")
+        # RFC 9068 §4: "Resource servers MUST verify that the typ header value is at+jwt or
+        # application/at+jwt and reject tokens carrying any other value."
+        if not isinstance(typ, str) or typ.lower() not in _TYPES:
+            raise InvalidToken("typ")
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in self.algorithms or not isinstance(kid, str):
+            raise InvalidToken("alg")
+        found = self.keys.get(kid)
+        if found is None:
+            raise InvalidToken("unknown kid")
+        key, key_alg = found
+        if key_alg != alg:
+            raise InvalidToken("alg does not match the key")
+        if not _signature_valid(key, alg, signing_input, signature):
+            raise InvalidToken("signature")
+        try:
+            claims = json.loads(_b64decode(payload_b64))
+        except (ValueError, binascii.Error):
+            raise InvalidToken("malformed") from None
+        if not isinstance(claims, dict):
+            raise InvalidToken("malformed")
+        return self._check_claims(claims)
+
+    def _check_claims(self, claims: dict) -> AccessToken:
+        now = time.time()
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken("iss")
+        aud = claims.get("aud")
+        if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
+            raise InvalidToken("aud")
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+        if not _number(exp) or exp + self.leeway <= now:
+            raise InvalidToken("expired")
+        if not _number(iat):
+            raise InvalidToken("iat")
+        if nbf is not None and (not _number(nbf) or nbf - self.leeway > now):
+            raise InvalidToken("not yet valid")
+        sub, client_id, jti, scope = (
+            claims.get("sub"),
+            claims.get("client_id"),
+            claims.get("jti"),
+            claims.get("scope", ""),
+        )
+        if not all(isinstance(v, str) for v in (sub, client_id, jti, scope)):
+            raise InvalidToken("claims")
+        entity, sid = claims.get("legal_entity_id"), claims.get("sid")
+        if entity is not None and not isinstance(entity, str):
+            raise InvalidToken("claims")
+        if sid is not None and not isinstance(sid, str):
+            raise InvalidToken("claims")
+        token = AccessToken(
+            sub=sub,
+            client_id=client_id,
+            scopes=frozenset(scope.split()),
+            legal_entity_id=entity,
+            sid=sid,
+            jti=jti,
+            exp=int(exp),
+            claims=claims,
+        )
+        if self.revocation is not None:
+            self.revocation.check(token, int(iat))
+        return token
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_PKCS1V15, _SHA256 = padding.PKCS1v15(), hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def _signature_valid(key, alg: str, signing_input: bytes, signature: bytes) -> bool:
+    try:
+        if alg == "RS256":
+            key.verify(signature, signing_input, _PKCS1V15, _SHA256)
+        elif alg == "ES256":
+            if len(signature) != 64:
+                return False
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            key.verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
+        else:
+            key.verify(signature, signing_input)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
