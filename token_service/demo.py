@@ -29,10 +29,16 @@ ENTITIES = [
     ("acme-logistics", "ACME Logistics", "SUBSIDIARY", "acme"),
     ("globex", "Globex", "COMPANY", None),
 ]
-# (email, [(entity, assignment type, extra group)], default entity)
+# (id, email, [(entity, assignment type, extra group)], default entity). Fixed ids, so that
+# the reference order service's sample orders (examples/order_service) name their buyers.
 CUSTOMERS = [
-    ("alice@acme.test", [("acme", "PRIMARY", "ADMIN"), ("globex", "CONTACT", None)], "acme"),
-    ("bob@acme.test", [("acme", "PRIMARY", "BUYER")], "acme"),
+    (
+        "cus_alice",
+        "alice@acme.test",
+        [("acme", "PRIMARY", "ADMIN"), ("globex", "CONTACT", None)],
+        "acme",
+    ),
+    ("cus_bob", "bob@acme.test", [("acme", "PRIMARY", "BUYER")], "acme"),
 ]
 
 
@@ -54,10 +60,12 @@ def load_demo() -> dict[str, str]:
     for entity_id, name, type_, parent in ENTITIES:
         if db.session.get(LegalEntity, entity_id) is None:
             create_legal_entity(name, type=type_, parent_id=parent, id=entity_id)
-    for email, assignments, default in CUSTOMERS:
+    for customer_id, email, assignments, default in CUSTOMERS:
         customer = db.session.scalars(select(Customer).where(Customer.email == email)).first()
         if customer is None:
-            customer = create_customer(email, DEMO_PASSWORD, default_legal_entity_id=default)
+            customer = create_customer(
+                email, DEMO_PASSWORD, id=customer_id, default_legal_entity_id=default
+            )
         for entity_id, type_, group_code in assignments:
             if db.session.get(Assignment, (customer.id, entity_id)) is None:
                 assign(customer.id, entity_id, type_)

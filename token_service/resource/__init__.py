@@ -28,8 +28,8 @@ __all__ = [
 ]
 
 
-def require_scopes(verifier: Verifier, *scopes: str):
+def require_scopes(verifier: Verifier, *scopes: str, realm: str = "api"):
     """Flask decorator: a valid bearer token holding every scope, else RFC 6750 errors."""
     from .decorators import require_scopes as decorator
 
-    return decorator(verifier, *scopes)
+    return decorator(verifier, *scopes, realm=realm)

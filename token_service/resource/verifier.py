@@ -74,8 +74,9 @@ def _fetch_json(url: str, timeout: float = 5.0) -> dict:
 
 
 class JWKSCache:
-    """Public keys by kid. Refetched only when a token names an unknown kid, and then at most
-    once per `cooldown` seconds: a flood of made-up kids cannot make us hammer the issuer."""
+    """Public keys by kid. Fetched on first use; refetched only when a token names an unknown
+    kid, and then at most once per `cooldown` seconds: a flood of made-up kids cannot make us
+    hammer the issuer, while the first token of a freshly rotated key is accepted at once."""
 
     def __init__(
         self,
@@ -89,7 +90,8 @@ class JWKSCache:
         self.cooldown = cooldown
         self._fetch = fetch
         self._keys: dict[str, tuple[object, str]] = {}
-        self._fetched_at = float("-inf")
+        self._loaded = False
+        self._refetched_at = float("-inf")
         self._lock = threading.Lock()
         self.fetches = 0
         if jwks is not None:
@@ -109,6 +111,7 @@ class JWKSCache:
             if parsed is not None and jwk.get("alg", parsed[1]) == parsed[1]:
                 keys[jwk["kid"]] = parsed
         self._keys = keys
+        self._loaded = True
 
     def get(self, kid: str) -> tuple[object, str] | None:
         """(public key, alg) for a kid, refetching the JWKS once per cooldown if unknown."""
@@ -117,15 +120,18 @@ class JWKSCache:
             return found
         with self._lock:
             found = self._keys.get(kid)
-            if found is None and time.monotonic() - self._fetched_at >= self.cooldown:
-                self._fetched_at = time.monotonic()
-                self.fetches += 1
-                try:
-                    self._load(self._fetch(self.jwks_uri))
-                except (OSError, ValueError):
-                    return None  # the issuer is unreachable: keep the keys we have
-                found = self._keys.get(kid)
-        return found
+            if found is not None:
+                return found
+            if self._loaded:
+                if time.monotonic() - self._refetched_at < self.cooldown:
+                    return None
+                self._refetched_at = time.monotonic()
+            self.fetches += 1
+            try:
+                self._load(self._fetch(self.jwks_uri))
+            except (OSError, ValueError):
+                return None  # the issuer is unreachable: keep the keys we have
+            return self._keys.get(kid)
 
 
 class RevocationChecker:
