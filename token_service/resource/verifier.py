@@ -3,7 +3,6 @@ algorithm allow-list, `iss`, `aud`, `exp`/`nbf` with a small leeway."""
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import threading
@@ -47,8 +46,14 @@ class AccessToken(NamedTuple):
         return self.scopes.issuperset(names)
 
 
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """base64url without padding (RFC 7515 §2). Lenient about stray characters like
+    binascii is: every decoded segment is either covered by the signature or is it."""
+    data = segment.encode("ascii").translate(_URLSAFE)
+    return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
 
 
 def _int(segment: str) -> int:
@@ -245,41 +250,34 @@ class Verifier:
         return self._check_claims(claims)
 
     def _check_claims(self, claims: dict) -> AccessToken:
-        now = time.time()
-        if claims.get("iss") != self.issuer:
+        get = claims.get
+        if get("iss") != self.issuer:
             raise InvalidToken("iss")
-        aud = claims.get("aud")
-        if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
+        aud = get("aud")
+        if aud != self.audience and not (isinstance(aud, list) and self.audience in aud):
             raise InvalidToken("aud")
-        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+        now = time.time()
+        exp, iat, nbf = get("exp"), get("iat"), get("nbf")
         if not _number(exp) or exp + self.leeway <= now:
             raise InvalidToken("expired")
         if not _number(iat):
             raise InvalidToken("iat")
         if nbf is not None and (not _number(nbf) or nbf - self.leeway > now):
             raise InvalidToken("not yet valid")
-        sub, client_id, jti, scope = (
-            claims.get("sub"),
-            claims.get("client_id"),
-            claims.get("jti"),
-            claims.get("scope", ""),
-        )
-        if not all(isinstance(v, str) for v in (sub, client_id, jti, scope)):
-            raise InvalidToken("claims")
-        entity, sid = claims.get("legal_entity_id"), claims.get("sid")
-        if entity is not None and not isinstance(entity, str):
-            raise InvalidToken("claims")
-        if sid is not None and not isinstance(sid, str):
+        sub, client_id, jti, scope = get("sub"), get("client_id"), get("jti"), get("scope", "")
+        entity, sid = get("legal_entity_id"), get("sid")
+        # Exact types: a number or a list where a string belongs is a malformed token.
+        if (
+            type(sub) is not str
+            or type(client_id) is not str
+            or type(jti) is not str
+            or type(scope) is not str
+            or (entity is not None and type(entity) is not str)
+            or (sid is not None and type(sid) is not str)
+        ):
             raise InvalidToken("claims")
         token = AccessToken(
-            sub=sub,
-            client_id=client_id,
-            scopes=frozenset(scope.split()),
-            legal_entity_id=entity,
-            sid=sid,
-            jti=jti,
-            exp=int(exp),
-            claims=claims,
+            sub, client_id, frozenset(scope.split()), entity, sid, jti, int(exp), claims
         )
         if self.revocation is not None:
             self.revocation.check(token, int(iat))
@@ -287,7 +285,7 @@ class Verifier:
 
 
 def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return type(value) is int or type(value) is float
 
 
 _PKCS1V15, _SHA256 = padding.PKCS1v15(), hashes.SHA256()
