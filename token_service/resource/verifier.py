@@ -118,6 +118,10 @@ class JWKSCache:
         self._keys = keys
         self._loaded = True
 
+    def known(self, kid: str) -> tuple[object, str] | None:
+        """(public key, alg) for a kid already loaded; never fetches."""
+        return self._keys.get(kid)
+
     def get(self, kid: str) -> tuple[object, str] | None:
         """(public key, alg) for a kid, refetching the JWKS once per cooldown if unknown."""
         found = self._keys.get(kid)
@@ -192,7 +196,7 @@ class Verifier:
         self.algorithms = algorithms
         self.leeway = leeway
         self.revocation = revocation
-        self._headers: dict[str, dict] = {}  # the few distinct headers seen, parsed once
+        self._headers: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def from_issuer(cls, issuer: str, audience: str, *, fetch=_fetch_json, **options) -> Verifier:
@@ -204,27 +208,18 @@ class Verifier:
         keys = JWKSCache(metadata["jwks_uri"], cooldown=cooldown, fetch=fetch)
         return cls(issuer.rstrip("/"), audience, keys, **options)
 
-    def _header(self, segment: str) -> dict:
-        header = self._headers.get(segment)
-        if header is None:
-            header = json.loads(_b64decode(segment))
-            if not isinstance(header, dict):
-                raise ValueError("header is not an object")
-            if len(self._headers) < 64:
-                self._headers[segment] = header
-        return header
-
-    def verify(self, token: str) -> AccessToken:
-        """The verified token, or InvalidToken."""
-        if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
-            raise InvalidToken("malformed")
+    def _header(self, segment: str) -> tuple[str, str]:
+        """(alg, kid) of an acceptable header. The few distinct headers an issuer uses are
+        checked once and remembered; a bad one raises InvalidToken every time."""
+        checked = self._headers.get(segment)
+        if checked is not None:
+            return checked
         try:
-            header_b64, payload_b64, signature_b64 = token.split(".")
-            header = self._header(header_b64)
-            signature = _b64decode(signature_b64)
-            signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+            header = json.loads(_b64decode(segment))
         except (ValueError, binascii.Error):
             raise InvalidToken("malformed") from None
+        if not isinstance(header, dict):
+            raise InvalidToken("malformed")
         typ = header.get("typ")
         # RFC 9068 §4: "Resource servers MUST verify that the typ header value is at+jwt or
         # application/at+jwt and reject tokens carrying any other value."
@@ -233,7 +228,25 @@ class Verifier:
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in self.algorithms or not isinstance(kid, str):
             raise InvalidToken("alg")
-        found = self.keys.get(kid)
+        if header.get("crit") is not None:  # RFC 7515 §4.1.11: no extension is understood
+            raise InvalidToken("crit")
+        checked = (alg, kid)
+        if len(self._headers) < 64:
+            self._headers[segment] = checked
+        return checked
+
+    def verify(self, token: str) -> AccessToken:
+        """The verified token, or InvalidToken."""
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken("malformed")
+        try:
+            header_b64, payload_b64, signature_b64 = token.split(".")
+            signature = _b64decode(signature_b64)
+            signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+        except (ValueError, binascii.Error):
+            raise InvalidToken("malformed") from None
+        alg, kid = self._header(header_b64)
+        found = self.keys.known(kid) or self.keys.get(kid)
         if found is None:
             raise InvalidToken("unknown kid")
         key, key_alg = found
