@@ -20,7 +20,7 @@ from .. import audit
 from ..config import Settings
 from ..extensions import db
 from ..keys import KeyRing
-from ..models import Client, Session, new_id, utcnow
+from ..models import Session, new_id, utcnow
 from ..revocation import revoke_session
 from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
@@ -28,6 +28,7 @@ from ..store import Store, StoreUnavailable
 from ..throttle import TooManyAttempts
 from . import grace, storage
 from .request import TokenRequest, authenticate_client
+from .storage import ClientInfo
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class TokenEndpoint:
 
     # -- grants --------------------------------------------------------------------------
 
-    def password_grant(self, request: TokenRequest, client: Client) -> dict:
+    def password_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §4.3, first-party clients only; the session's ceiling is fixed here."""
         if not client.first_party:
             raise UnauthorizedClientError("Only first-party clients may use the password grant.")
@@ -156,7 +157,7 @@ class TokenEndpoint:
             session.idle_expires_at,
         )
 
-    def refresh_token_grant(self, request: TokenRequest, client: Client) -> dict:
+    def refresh_token_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §6 with rotation and legal-entity switching (DESIGN section 4)."""
         presented = request.require("refresh_token")
         asked_entity = request.get("legal_entity_id")
@@ -226,7 +227,7 @@ class TokenEndpoint:
             found = storage.load_refresh(token_hash, conn)
         return self._reused(presented, found, params, utcnow())
 
-    def client_credentials_grant(self, request: TokenRequest, client: Client) -> dict:
+    def client_credentials_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §4.4: confidential clients only, for themselves; no refresh token."""
         if client.is_public:
             raise UnauthorizedClientError("Public clients may not use client_credentials.")
@@ -305,7 +306,7 @@ class TokenEndpoint:
 
     def _access_token(
         self,
-        client: Client,
+        client: ClientInfo,
         subject: str,
         scope: str,
         *,
@@ -335,7 +336,7 @@ class TokenEndpoint:
 
     def _customer_response(
         self,
-        client: Client,
+        client: ClientInfo,
         session,
         entity: str | None,
         entities: list[dict],

@@ -8,12 +8,13 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from .. import audit
 from ..keys import KeyRing
-from ..models import Client, utcnow
+from ..models import utcnow
 from ..revocation import deny_access_token, is_denied, revoke_session
 from ..security import hash_token
 from ..store import StoreUnavailable
 from . import storage
 from .request import TokenRequest, authenticate_client
+from .storage import ClientInfo
 
 INTROSPECT_SCOPE = "token.introspect"
 INACTIVE = {"active": False}
@@ -164,7 +165,7 @@ class Introspection:
         else:
             self._revoke_access(client, token) or self._revoke_refresh(client, token)
 
-    def _revoke_refresh(self, client: Client, token: str) -> bool:
+    def _revoke_refresh(self, client: ClientInfo, token: str) -> bool:
         found = storage.load_refresh_token(hash_token(token))
         if found is None:
             return False
@@ -177,7 +178,7 @@ class Introspection:
             )
         return True
 
-    def _revoke_access(self, client: Client, token: str) -> bool:
+    def _revoke_access(self, client: ClientInfo, token: str) -> bool:
         claims = self.keyring.decode(token) if _looks_like_jwt(token) else None
         if claims is None:
             return False

@@ -10,7 +10,6 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 
-from ..models import Client
 from ..security import verify_client_secret
 
 MAX_PARAM_LENGTH = {
@@ -39,7 +38,7 @@ class TokenRequest:
     params: dict[str, str]
     authorization: str | None = None
     remote_addr: str | None = None
-    client: Client | None = field(default=None)
+    client: object | None = field(default=None)  # storage.ClientInfo once authenticated
     auth_method: str | None = None
 
     def get(self, name: str) -> str | None:
@@ -95,12 +94,13 @@ def _basic_credentials(authorization: str) -> tuple[str, str]:
     return unquote_plus(client_id), unquote_plus(secret)
 
 
-def authenticate_client(request: TokenRequest, load_client) -> Client:
+def authenticate_client(request: TokenRequest, load_client):
     """Authenticate by client_secret_basic, client_secret_post or none (public clients).
 
-    `load_client(client_id)` returns a Client or None. Failures are `invalid_client` with 401
-    and `WWW-Authenticate: Basic` whatever the method tried: §5.2 requires it for the
-    Authorization header and allows it otherwise, and one answer tells an attacker less.
+    `load_client(client_id)` returns a client (storage.ClientInfo) or None. Failures are
+    `invalid_client` with 401 and `WWW-Authenticate: Basic` whatever the method tried: §5.2
+    requires it for the Authorization header and allows it otherwise, and one answer tells an
+    attacker less.
     """
     form_id, form_secret = request.get("client_id"), request.get("client_secret")
     if request.authorization:
