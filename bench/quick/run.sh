@@ -26,6 +26,7 @@ login() { curl -s -X POST 127.0.0.1:8302/oauth/token -d grant_type=password -d c
 BARE=$(BODY="token=x" w http://127.0.0.1:8301/bare); echo "bare $BARE"
 SIGN=$(BODY="grant_type=refresh_token&refresh_token=abcdefgh" w http://127.0.0.1:8301/sign); echo "sign $SIGN"
 CC=$(BODY="grant_type=client_credentials" AUTH="Basic $(printf 'admin-cli:%s' "$AC" | base64 -w0)" w http://127.0.0.1:8302/oauth/token); echo "client_credentials $CC"
+LOGIN=$(BODY="grant_type=password&client_id=storefront&username=alice%40acme.test&password=correct+horse+battery+staple" w http://127.0.0.1:8302/oauth/token); echo "password_login $LOGIN"
 AT=$(login | python3 -c "import json,sys;print(json.load(sys.stdin)['access_token'])")
 INT=$(BODY="token=$AT" AUTH="Basic $(printf 'order-service:%s' "$OS" | base64 -w0)" w http://127.0.0.1:8302/oauth/introspect); echo "introspect $INT"
 for sw in 0 1; do
