@@ -25,7 +25,6 @@ class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def get_many(self, keys: list[str]) -> list[bytes | None]: ...
     def set(self, key: str, value: bytes, ttl: int) -> None: ...
-    def exists(self, *keys: str) -> int: ...
     def delete(self, key: str) -> None: ...
     def incr(self, key: str, ttl: int) -> int: ...
     def ttl(self, key: str) -> int: ...
@@ -63,11 +62,6 @@ class MemoryStore:
             self._data[key] = (value, time.monotonic() + ttl)
             if len(self._data) > 100_000:
                 self._sweep()
-
-    def exists(self, *keys: str) -> int:
-        now = time.monotonic()
-        with self._lock:
-            return sum(1 for k in keys if self._live(k, now))
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -131,9 +125,6 @@ class RedisStore:
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self._call(lambda: self._redis.set(self.prefix + key, value, ex=max(1, ttl)))
-
-    def exists(self, *keys: str) -> int:
-        return self._call(self._redis.exists, *(self.prefix + k for k in keys))
 
     def delete(self, key: str) -> None:
         self._call(self._redis.delete, self.prefix + key)

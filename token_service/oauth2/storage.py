@@ -353,14 +353,5 @@ def load_refresh_token(token_hash: str) -> tuple[RefreshToken, Session, Customer
     return tuple(row) if row else None
 
 
-def load_session(session_id: str) -> tuple[Session, Customer] | None:
-    row = db.session.execute(
-        select(Session, Customer)
-        .join(Customer, Customer.id == Session.customer_id)
-        .where(Session.id == session_id)
-    ).first()
-    return tuple(row) if row else None
-
-
 def is_assigned(customer_id: str, legal_entity_id: str) -> bool:
     return db.session.get(Assignment, (customer_id, legal_entity_id)) is not None
