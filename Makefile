@@ -1,5 +1,6 @@
 # make run: the service on the embedded default (SQLite, in-process store, demo data, dev keys).
 # make test: the whole suite, on SQLite and on PostgreSQL + Redis (127.0.0.1).
+# make bench: the benchmark harness (bench/run.py).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,6 +29,11 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# make bench: loads against their floors, PostgreSQL + Redis then SQLite (docs/performance.md).
+# Needs wrk and taskset; BENCH_ARGS="--no-growth --duration 5" for a shorter run.
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,402 @@
+"""`make bench`: the service's loads against its floors, in one run, on one machine.
+
+For each backend (PostgreSQL + Redis, then the embedded default: SQLite + in-process store):
+a fresh database with the demo data, then two gunicorn servers with one sync worker each,
+pinned to core 0 (the service, and the floors: a bare POST endpoint and one that parses the
+form and signs one RS256 JWT with the service's key), and wrk pinned to core 1, 16 connections,
+closed loop. Loads: password login, refresh without switch, refresh switching between two
+entities on every request, client_credentials, introspection of an access token. Refresh loads
+run one chain per connection: every response's refresh token is the next request's.
+
+Prints one JSON line per load (requests, errors, rps, p50/p90/p99 ms, the worker's CPU share,
+the ratio to its floor and the target), then one line for the worker's memory, then (PostgreSQL)
+refresh-with-switch on 1,000 and on 1,000,000 customers (bench/growth.py), then a summary.
+
+    .venv/bin/python bench/run.py [--backends pg,sqlite] [--duration 10] [--no-growth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BIN = Path(sys.executable).parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+CONNECTIONS = 16
+SERVICE_CORE, LOAD_CORE = "0", "1"
+DEMO_PASSWORD = "correct horse battery staple"
+GROWTH = {"small": (1_000, 100, 400), "large": (1_000_000, 100_000, 400_000)}
+
+# (load, floor, minimum ratio); refresh_switch's target depends on the backend.
+TARGETS = {
+    "password_login": ("argon2id", 0.9),
+    "refresh": ("sign", None),
+    "refresh_switch": ("sign", {"postgresql": 0.7, "sqlite": 0.75}),
+    "client_credentials": ("sign", 0.8),
+    "introspection": ("bare", 0.8),
+}
+P99_OVER_P50 = 4.0
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def log(message: str) -> None:
+    print(f"# {message}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], env: dict, **kw) -> str:
+    return subprocess.run(
+        cmd, env=env, cwd=ROOT, check=True, capture_output=True, text=True, **kw
+    ).stdout
+
+
+def psql(sql: str, dbname: str = "test") -> str:
+    return subprocess.run(
+        ["psql", "-qtAX", "-h", "127.0.0.1", "-U", "postgres", "-d", dbname, "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@dataclass
+class Server:
+    """One gunicorn master with one sync worker, pinned to the service core."""
+
+    app: str
+    port: int
+    env: dict
+    chdir: Path
+    logfile: Path
+    is_service: bool = True
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        cmd = ["taskset", "-c", SERVICE_CORE, str(BIN / "gunicorn"), "-w", "1"]
+        cmd += ["-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), self.app]
+        with self.logfile.open("w") as out:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/", timeout=1)
+            except urllib.error.HTTPError:
+                return self  # any HTTP answer: the worker is up
+            except OSError:
+                time.sleep(0.2)
+            else:
+                return self
+        raise RuntimeError(f"{self.app} did not start: see {self.logfile}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def worker(self) -> int:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return int(children.split()[0])
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.worker}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.worker}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@dataclass
+class Backend:
+    name: str
+    env: dict
+    work: Path
+    secrets: dict[str, str] = field(default_factory=dict)
+    served: int = 0  # requests the service's worker has answered so far
+
+    def post(self, server: Server, path: str, form: dict, auth: str | None = None) -> dict:
+        data = urllib.parse.urlencode(form).encode()
+        req = urllib.request.Request(f"{server.url}{path}", data=data, method="POST")
+        if auth:
+            req.add_header("Authorization", auth)
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            self.served += 1
+            return json.load(resp)
+
+    def login(self, server: Server) -> dict:
+        form = {"grant_type": "password", "client_id": "storefront"}
+        form |= {"username": "alice@acme.test", "password": DEMO_PASSWORD}
+        return self.post(server, "/oauth/token", form)
+
+    def basic(self, client_id: str) -> str:
+        pair = f"{client_id}:{self.secrets[client_id]}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
+
+def wrk(url: str, seconds: float, script: str, env: dict, threads: int = 2) -> dict:
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", f"-t{threads}", f"-c{CONNECTIONS}"]
+    cmd += [f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(HERE / script), url]
+    out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True).stdout
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    requests, errors = int(match[1]), int(match[2])
+    rps, p50, p90, p99 = (float(x) for x in match.groups()[2:])
+    return {"requests": requests, "errors": errors, "rps": rps, "p50_ms": p50, "p90_ms": p90} | {
+        "p99_ms": p99
+    }
+
+
+def measure(backend: Backend, server: Server, load: str, seconds: float, warmup: float) -> dict:
+    """One load: a warm-up run, then the measured run with the worker's CPU share."""
+    script, env, threads, path = "post.lua", {}, 2, "/oauth/token"
+    if load in ("refresh", "refresh_switch"):
+        script, threads = "chain.lua", CONNECTIONS
+        env = {"SWITCH": "1" if load == "refresh_switch" else "0"}
+    elif load == "password_login":
+        env = {"BODY": "grant_type=password&client_id=storefront&username=alice%40acme.test"}
+        env["BODY"] += "&password=" + urllib.parse.quote_plus(DEMO_PASSWORD)
+    elif load == "client_credentials":
+        env = {"BODY": "grant_type=client_credentials", "AUTH": backend.basic("admin-cli")}
+    elif load == "introspection":
+        token = backend.login(server)["access_token"]
+        env = {"BODY": f"token={token}", "AUTH": backend.basic("order-service")}
+        path = "/oauth/introspect"
+    elif load in ("bare", "sign"):
+        path = f"/{load}"
+        env = {"BODY": "grant_type=refresh_token&refresh_token=abcdefgh"}
+
+    def once(duration: float) -> dict:
+        if script == "chain.lua":
+            tokens = backend.work / "tokens"
+            lines = [backend.login(server)["refresh_token"] for _ in range(CONNECTIONS)]
+            tokens.write_text("\n".join(lines) + "\n")
+            env["TOKENS_FILE"] = str(tokens)
+        return wrk(server.url + path, duration, script, env, threads)
+
+    if warmup:
+        backend.served += once(warmup)["requests"] * server.is_service
+    cpu = server.cpu_seconds()
+    started = time.monotonic()
+    result = once(seconds)
+    result["worker_cpu"] = round((server.cpu_seconds() - cpu) / (time.monotonic() - started), 2)
+    backend.served += result["requests"] * server.is_service
+    return result
+
+
+def argon2_rate() -> dict:
+    """Hashes per second of the service's own argon2id parameters, on the service core."""
+    code = (
+        "import time; from token_service.security import PASSWORD_HASHER as h\n"
+        "h.hash('warm up'); n=0; t=time.perf_counter()\n"
+        "while time.perf_counter()-t < 3: h.hash('correct horse battery staple'); n+=1\n"
+        "p=h; print(n/(time.perf_counter()-t), p.time_cost, p.memory_cost, p.parallelism)"
+    )
+    out = subprocess.run(
+        ["taskset", "-c", SERVICE_CORE, sys.executable, "-c", code],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return {
+        "rps": round(float(out[0]), 1),
+        "params": {"t": int(out[1]), "m_kib": int(out[2]), "p": int(out[3])},
+    }
+
+
+def prepare(name: str, work: Path, database: str | None) -> Backend:
+    env = dict(os.environ)
+    env |= {
+        "TOKEN_SERVICE_KEYS_DIR": str(work / "keys"),
+        "TOKEN_SERVICE_ISSUER": "http://bench.test",
+        # The loads log the same account in thousands of times a second: not an attack here.
+        "TOKEN_SERVICE_LOGIN_FREE_ATTEMPTS": "1000000",
+        "PYTHONPATH": str(ROOT),
+    }
+    if database:
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        psql(f"CREATE DATABASE {database}")
+        env |= {
+            "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+            "REDIS_URL": REDIS_URL,
+            "TOKEN_SERVICE_REDIS_PREFIX": f"{database}:",
+        }
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{work / 'service.sqlite3'}"
+        env.pop("REDIS_URL", None)
+    tool = str(BIN / "token-service")
+    run([tool, "keys", "generate"], env)
+    run([tool, "migrate"], env)
+    printed = run([tool, "demo"], env)
+    secrets = dict(re.findall(r"client (\S+) secret: (\S+)", printed))
+    return Backend(name, env, work, secrets)
+
+
+def judge(backend: str, load: str, result: dict, floors: dict) -> dict:
+    floor, target = TARGETS[load]
+    if isinstance(target, dict):
+        target = target[backend]
+    ratio = round(result["rps"] / floors[floor], 3)
+    tail = round(result["p99_ms"] / max(result["p50_ms"], 0.001), 2)
+    ok = result["errors"] == 0 and tail <= P99_OVER_P50 and (target is None or ratio >= target)
+    return {"floor": floor, "ratio": ratio, "target": target, "p99_over_p50": tail, "ok": ok}
+
+
+def bench_backend(name: str, args, work: Path) -> list[dict]:
+    database = "bench_service" if name == "postgresql" else None
+    log(f"{name}: preparing a fresh database")
+    backend = prepare(name, work, database)
+    floor = Server("floorapp:app", 8301, backend.env, HERE, work / "floor.log", False).start()
+    service = Server("wsgi:app", 8302, backend.env, ROOT, work / "service.log").start()
+    records = []
+    try:
+        floors = {}
+        for load in ("bare", "sign"):
+            result = measure(backend, floor, load, args.duration, args.warmup)
+            floors[load] = result["rps"]
+            emit({"backend": name, "load": f"floor_{load}", **result})
+        argon = argon2_rate()
+        floors["argon2id"] = argon["rps"]
+        emit({"backend": name, "load": "floor_argon2id", **argon})
+        rss = {"start": service.rss_mb()}
+        for load in TARGETS:
+            log(f"{name}: {load}")
+            result = measure(backend, service, load, args.duration, args.warmup)
+            record = {"backend": name, "load": load, **result, **judge(name, load, result, floors)}
+            emit(record)
+            records.append(record)
+        # Memory: RSS once the worker has answered 50,000 and 100,000 requests.
+        for mark in (50_000, 100_000):
+            while backend.served < mark:
+                rate = max(records[-1]["rps"], 100.0)
+                seconds = min(max((mark - backend.served) / rate, 1.0), 30.0)
+                measure(backend, service, "refresh_switch", round(seconds, 1), 0)
+            rss[f"after_{mark // 1000}k"] = service.rss_mb()
+            rss[f"requests_{mark // 1000}k"] = backend.served
+        growth = round(rss["after_100k"] - rss["after_50k"], 1)
+        ok = rss["after_100k"] <= 150 and growth <= 5
+        emit({"backend": name, "load": "memory", "rss_mb": rss, "growth_mb": growth, "ok": ok})
+        records.append({"load": "memory", "ok": ok})
+    finally:
+        service.stop()
+        floor.stop()
+    if name == "postgresql" and not args.no_growth:
+        records.append(bench_growth(args, work, floors))
+    if database:
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    return records
+
+
+def growth_database(size: str, rebuild: bool) -> str:
+    """A database with the demo and `size` of generated data, kept between runs (the large
+    one takes minutes to build)."""
+    customers, entities, groups = GROWTH[size]
+    database = f"bench_growth_{size}"
+    exists = psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}'")
+    if exists and not rebuild:
+        count = psql("SELECT count(*) FROM customers", database)
+        if int(count) >= customers:
+            return database
+    log(f"growth: building {database} ({customers} customers, {entities} entities)")
+    work = Path(tempfile.mkdtemp(prefix="bench-growth-"))
+    prepare("postgresql", work, database)
+    shutil.rmtree(work)
+    url = f"postgresql://postgres@127.0.0.1:5432/{database}"
+    cmd = [sys.executable, str(HERE / "growth.py"), "--database-url", url]
+    cmd += ["--customers", str(customers), "--entities", str(entities), "--groups", str(groups)]
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
+    return database
+
+
+def bench_growth(args, work: Path, floors: dict) -> dict:
+    results = {}
+    for size in ("small", "large"):
+        database = growth_database(size, args.rebuild_growth)
+        env = prepare_existing(work, database)
+        backend = Backend("postgresql", env, work)
+        service = Server("wsgi:app", 8304, env, ROOT, work / f"growth-{size}.log").start()
+        try:
+            result = measure(backend, service, "refresh_switch", args.duration, args.warmup)
+        finally:
+            service.stop()
+        results[size] = result
+        customers = int(psql("SELECT count(*) FROM customers", database))
+        emit(
+            {"backend": "postgresql", "load": f"refresh_switch_{size}", **result}
+            | {
+                "customers": customers,
+                "ratio_to_sign": round(result["rps"] / floors["sign"], 3),
+            }
+        )
+    ratio = round(results["large"]["p50_ms"] / results["small"]["p50_ms"], 2)
+    ok = ratio <= 1.2 and results["large"]["errors"] == 0
+    record = {"backend": "postgresql", "load": "growth", "p50_large_over_small": ratio, "ok": ok}
+    emit(record)
+    return record
+
+
+def prepare_existing(work: Path, database: str) -> dict:
+    env = dict(os.environ)
+    env |= {
+        "TOKEN_SERVICE_KEYS_DIR": str(work / "keys"),
+        "TOKEN_SERVICE_ISSUER": "http://bench.test",
+        "TOKEN_SERVICE_LOGIN_FREE_ATTEMPTS": "1000000",
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+        "REDIS_URL": REDIS_URL,
+        "TOKEN_SERVICE_REDIS_PREFIX": f"{database}:",
+        "PYTHONPATH": str(ROOT),
+    }
+    run([str(BIN / "token-service"), "migrate"], env)
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured load")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per load")
+    parser.add_argument("--no-growth", action="store_true", help="skip the 1M-customer run")
+    parser.add_argument("--rebuild-growth", action="store_true")
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        sys.exit("bench needs wrk and taskset: apt-get install wrk util-linux")
+    if os.cpu_count() < 2:
+        sys.exit("bench needs two cores: one for the service, one for the load")
+    records = []
+    aliases = {"pg": "postgresql", "postgres": "postgresql", "embedded": "sqlite"}
+    for name in args.backends.split(","):
+        name = aliases.get(name, name)
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
+            records += bench_backend(name, args, Path(work))
+    failed = [r.get("backend", "") + ":" + r["load"] for r in records if not r["ok"]]
+    emit({"summary": "pass" if not failed else "fail", "failed": failed})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
