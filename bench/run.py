@@ -284,7 +284,7 @@ def bench_backend(name: str, args, work: Path) -> list[dict]:
         floors["argon2id"] = argon["rps"]
         emit({"backend": name, "load": "floor_argon2id", **argon})
         rss = {"start": service.rss_mb()}
-        for load in TARGETS:
+        for load in args.loads.split(","):
             log(f"{name}: {load}")
             result = measure(backend, service, load, args.duration, args.warmup)
             record = {"backend": name, "load": load, **result, **judge(name, load, result, floors)}
@@ -380,6 +380,7 @@ def main() -> int:
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured load")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per load")
+    parser.add_argument("--loads", default=",".join(TARGETS), help="a subset of the loads")
     parser.add_argument("--no-growth", action="store_true", help="skip the 1M-customer run")
     parser.add_argument("--rebuild-growth", action="store_true")
     args = parser.parse_args()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from .extensions import db
-from .models import AuditEvent
+from .models import AuditEvent, utcnow
 
 log = logging.getLogger("token_service.audit")
 
 
-def record(
+def event(
     action: str,
     *,
     actor_type: str,
@@ -18,18 +18,22 @@ def record(
     customer_id: str | None = None,
     target: str | None = None,
     **details,
-) -> None:
-    """Add one audit event (and log it without secrets) in the current transaction."""
-    db.session.add(
-        AuditEvent(
-            action=action,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            customer_id=customer_id,
-            target=target,
-            details=details,
-        )
-    )
+) -> dict:
+    """One audit event's row, logged (without secrets) as it is made."""
     log.info(
         "%s actor=%s:%s customer=%s target=%s", action, actor_type, actor_id, customer_id, target
     )
+    return {
+        "at": utcnow(),
+        "action": action,
+        "actor_type": actor_type,
+        "actor_id": actor_id,
+        "customer_id": customer_id,
+        "target": target,
+        "details": details,
+    }
+
+
+def record(action: str, **fields) -> None:
+    """Add one audit event (and log it) in the current transaction."""
+    db.session.add(AuditEvent(**event(action, **fields)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import time
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
@@ -52,15 +54,25 @@ class LoginThrottle:
         self.free = settings.login_throttle_free_attempts
         self.cap = settings.login_throttle_max_delay
 
-    def check(self, username: str, address: str | None) -> None:
-        """Raise TooManyAttempts while either key is locked."""
+    def check(self, username: str, address: str | None) -> bool:
+        """Raise TooManyAttempts while either key is locked; else say whether the account has
+        failures on record (one round trip: the locks hold their expiry time)."""
+        keys = _keys(username, address)
         try:
-            for key, _ in _keys(username, address):
-                remaining = self.store.ttl(key + ":lock")
-                if remaining > 0:
-                    raise TooManyAttempts(remaining)
+            values = self.store.get_many([key + ":lock" for key, _ in keys] + [keys[0][0]])
         except StoreUnavailable:
             log.error("store unavailable: login throttling is off")
+            return True
+        now = time.time()
+        for (key, _), value in zip(keys, values, strict=False):
+            if value is not None:
+                expiry = float(value)
+                if expiry < 1e9:  # a lock written before locks held their expiry
+                    expiry = now + self.store.ttl(key + ":lock")
+                remaining = math.ceil(expiry - now)
+                if remaining > 0:
+                    raise TooManyAttempts(remaining)
+        return any(value is not None for value in values)
 
     def failed(self, username: str, address: str | None) -> int:
         """Count a failure; returns the lock in seconds now in force (0 if none)."""
@@ -71,13 +83,17 @@ class LoginThrottle:
                 over = failures - self.free * factor
                 if over > 0:
                     delay = min(2 ** min(over - 1, 20), self.cap)
-                    self.store.set(key + ":lock", b"1", delay)
+                    expiry = str(time.time() + delay).encode()
+                    self.store.set(key + ":lock", expiry, delay)
                     longest = max(longest, delay)
         except StoreUnavailable:
             log.error("store unavailable: login failure not counted")
         return longest
 
-    def succeeded(self, username: str, address: str | None) -> None:
+    def succeeded(self, username: str, address: str | None, on_record: bool = True) -> None:
+        """Reset the account's counter, if `check` found one (`on_record`)."""
+        if not on_record:
+            return
         key = _keys(username, None)[0][0]
         try:
             self.store.delete(key)

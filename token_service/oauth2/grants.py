@@ -71,9 +71,10 @@ class TokenEndpoint:
         username, password = request.require("username"), request.require("password")
         ceiling = self._narrow(split_scopes(client.scope), request.get("scope"))
         asked_entity = request.get("legal_entity_id")
+        on_record = False
         if self.throttle is not None:
             try:
-                self.throttle.check(username, request.remote_addr)
+                on_record = self.throttle.check(username, request.remote_addr)
             except TooManyAttempts:
                 audit.record(
                     "login.throttled",
@@ -85,7 +86,9 @@ class TokenEndpoint:
                 db.session.commit()
                 raise
 
-        customer = storage.find_customer(username)
+        with storage.hot_path() as hot:
+            found = hot.find_login(username)
+        customer, (entities, grants) = found or (None, (None, None))
         # Unknown email, wrong password, blocked customer: one answer, one argon2id verification.
         valid = verify_password(customer.password_hash if customer else None, password)
         if not valid or customer.status != "active":
@@ -101,11 +104,10 @@ class TokenEndpoint:
             db.session.commit()
             raise InvalidGrantError("Invalid username or password.")
         if self.throttle is not None:
-            self.throttle.succeeded(username, request.remote_addr)
+            self.throttle.succeeded(username, request.remote_addr, on_record)
         if PASSWORD_HASHER.check_needs_rehash(customer.password_hash):
-            customer.password_hash = hash_password(password)
+            storage.set_password_hash(customer.id, hash_password(password))
 
-        entities, grants = storage.entitlements(customer.id)
         assigned = {e["id"] for e in entities}
         if asked_entity is not None:
             if asked_entity not in assigned:
@@ -120,42 +122,45 @@ class TokenEndpoint:
 
         now = utcnow()
         ttl = client.refresh_token_ttl or self.settings.refresh_absolute_ttl
-        session = Session(
-            id=new_id("sid"),
-            customer_id=customer.id,
-            client_id=client.client_id,
-            scope=join_scopes(ceiling),
-            legal_entity_id=entity,
-            auth_time=now,
-            created_at=now,
-            last_used_at=now,
-            expires_at=now + timedelta(seconds=ttl),
-            idle_expires_at=now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
-        )
-        db.session.add(session)
+        session = {
+            "id": new_id("sid"),
+            "customer_id": customer.id,
+            "client_id": client.client_id,
+            "scope": join_scopes(ceiling),
+            "legal_entity_id": entity,
+            "auth_time": now,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + timedelta(seconds=ttl),
+            "idle_expires_at": now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
+        }
         refresh_token = new_token()
-        db.session.flush()
-        storage.insert_refresh_token(hash_token(refresh_token), session.id, entity, now)
-        audit.record(
-            "login.succeeded",
-            actor_type="customer",
-            actor_id=customer.id,
-            customer_id=customer.id,
-            target=session.id,
-            client_id=client.client_id,
-            legal_entity_id=entity,
-        )
-        return self._customer_response(
+        response = self._customer_response(
             client,
-            session,
+            session["id"],
+            customer.id,
+            now,
+            session["expires_at"],
             entity,
             entities,
             grants,
             ceiling,
             refresh_token,
             now,
-            session.idle_expires_at,
+            session["idle_expires_at"],
         )
+        login = audit.event(
+            "login.succeeded",
+            actor_type="customer",
+            actor_id=customer.id,
+            customer_id=customer.id,
+            target=session["id"],
+            client_id=client.client_id,
+            legal_entity_id=entity,
+        )
+        with storage.hot_path() as hot:
+            hot.start_session(session, hash_token(refresh_token), login)
+        return response
 
     def refresh_token_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §6 with rotation and legal-entity switching (DESIGN section 4)."""
@@ -164,18 +169,18 @@ class TokenEndpoint:
         asked_scope = request.get("scope")
         token_hash = hash_token(presented)
         params = grace.fingerprint(client.client_id, asked_entity, asked_scope)
-        with storage.hot_connection() as conn:
-            found = storage.load_refresh(token_hash, conn)
+        with storage.hot_path() as hot:
+            loaded = hot.load_refresh(token_hash)
             # "...the refresh token was issued to the authenticated client" (§6): else
             # invalid_grant, in the same words as for an unknown token.
-            if found is None or found.client_id != client.client_id:
+            if loaded is None or loaded[0].client_id != client.client_id:
                 raise InvalidGrantError("The refresh token is invalid.")
+            found, (entities, grants) = loaded
             now = utcnow()
             if found.consumed_at is not None:
                 return self._reused(presented, found, params, now)
             self._check_session(found, now)
 
-            entities, grants = storage.entitlements(found.customer_id, conn)
             assigned = {e["id"] for e in entities}
             if asked_entity is not None:
                 # A refused switch changes nothing: the presented token stays valid.
@@ -199,7 +204,10 @@ class TokenEndpoint:
             )
             response = self._customer_response(
                 client,
-                found,
+                found.session_id,
+                found.customer_id,
+                found.auth_time,
+                found.expires_at,
                 entity,
                 entities,
                 grants,
@@ -211,8 +219,7 @@ class TokenEndpoint:
             # Kept before the rotation, under the successor's name: a concurrent loser finds
             # the winner's answer through the successor recorded on the consumed row.
             self._keep_for_grace(presented, successor_hash, params, response)
-            won = storage.rotate(
-                conn,
+            rotation = storage.Rotation(
                 old_hash=token_hash,
                 new_hash=successor_hash,
                 customer_id=found.customer_id,
@@ -221,10 +228,10 @@ class TokenEndpoint:
                 now=now,
                 idle_expires_at=idle_expires_at,
             )
-            if won:
+            if hot.rotate(rotation):
                 return response
             # Lost the race to a concurrent refresh of the same token: read what it decided.
-            found = storage.load_refresh(token_hash, conn)
+            found = hot.load_refresh(token_hash)[0]
         return self._reused(presented, found, params, utcnow())
 
     def client_credentials_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
@@ -337,7 +344,10 @@ class TokenEndpoint:
     def _customer_response(
         self,
         client: ClientInfo,
-        session,
+        sid: str,
+        customer_id: str,
+        auth_time: datetime,
+        expires_at: datetime,
         entity: str | None,
         entities: list[dict],
         grants: list,
@@ -346,18 +356,12 @@ class TokenEndpoint:
         now: datetime,
         idle_expires_at: datetime,
     ) -> dict:
-        """The token response for a customer; `session` is a Session or a RefreshRow."""
+        """The token response for a customer's session `sid`."""
         scope = effective_scopes(grants, entity, scope_ceiling, self.baseline)
-        sid = session.id if isinstance(session, Session) else session.session_id
         access_token, expires_in = self._access_token(
-            client,
-            session.customer_id,
-            scope,
-            sid=sid,
-            auth_time=session.auth_time,
-            legal_entity_id=entity,
+            client, customer_id, scope, sid=sid, auth_time=auth_time, legal_entity_id=entity
         )
-        refresh_expires = min(idle_expires_at, session.expires_at)
+        refresh_expires = min(idle_expires_at, expires_at)
         return {
             "access_token": access_token,
             "token_type": "Bearer",

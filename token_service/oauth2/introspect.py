@@ -108,8 +108,8 @@ class Introspection:
         The deny-list says the same in the normal case; the database is asked too because it is
         the truth when the store has lost entries."""
         entity = claims.get("legal_entity_id")
-        with storage.hot_connection() as conn:
-            state = storage.session_state(conn, str(claims["sid"]), entity)
+        with storage.hot_path() as hot:
+            state = hot.session_state(str(claims["sid"]), entity)
         if state is None or state.revoked_at is not None or state.customer_status != "active":
             return False
         now = utcnow()

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import Boolean, bindparam, insert, literal, select, text, union_all, update
+import psycopg
+from sqlalchemy import Boolean, bindparam, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from ..extensions import db
 from ..models import (
@@ -101,11 +103,6 @@ def forget_client(client_id: str | None = None) -> None:
 # -- customers -------------------------------------------------------------------------------
 
 
-def find_customer(email: str) -> Customer | None:
-    """Case-insensitive: emails are stored lower-cased."""
-    return db.session.scalars(select(Customer).where(Customer.email == email.lower())).first()
-
-
 class Entitlements(NamedTuple):
     """The entities a customer may act for ([{id, name}] by name) and their group grants."""
 
@@ -127,10 +124,7 @@ _ENTITLEMENTS = union_all(
 def entitlements(customer_id: str, conn: Connection | None = None) -> Entitlements:
     """Assignments and every group scope of a customer, in one round trip."""
     rows = (conn or db.session).execute(_ENTITLEMENTS, {"customer_id": customer_id}).all()
-    entities = sorted(
-        ({"id": a, "name": b} for kind, a, b in rows if kind == "e"),
-        key=lambda e: (e["name"], e["id"]),
-    )
+    entities = sorted(({"id": a, "name": b} for kind, a, b in rows if kind == "e"), key=_by_name)
     return Entitlements(entities, [GroupGrant(a, b) for kind, a, b in rows if kind == "g"])
 
 
@@ -177,125 +171,289 @@ _LOAD_REFRESH = (
 )
 
 
-@contextmanager
-def hot_connection():
-    """The connection of the hot paths (refresh, introspection): on PostgreSQL autocommit, so
-    that reads cost no BEGIN and the rotation commits as one statement; on SQLite the request's
-    transaction (see the module docstring)."""
-    if db.engine.dialect.name == "postgresql":
-        with db.engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
-    else:
-        yield db.session.connection()
+class HotPath:
+    """The refresh and introspection statements on SQLite: SQLAlchemy Core in the request's
+    transaction, which holds the write lock from the first read (BEGIN IMMEDIATE)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
+        """The presented token with its session, its customer's status and entitlements."""
+        row = self.conn.execute(_LOAD_REFRESH, {"token_hash": token_hash}).first()
+        if row is None:
+            return None
+        found = RefreshRow(*row)
+        return found, entitlements(found.customer_id, self.conn)
+
+    def find_login(self, email: str) -> tuple[LoginRow, Entitlements] | None:
+        """The customer of a login (emails are stored lower-cased) and entitlements."""
+        row = self.conn.execute(_FIND_LOGIN, {"email": email.lower()}).first()
+        if row is None:
+            return None
+        return LoginRow(*row), entitlements(row[0], self.conn)
+
+    def start_session(self, session: dict, token_hash: str, audit_event: dict) -> None:
+        """Insert a new session, its first refresh token and the login's audit event."""
+        self.conn.execute(insert(Session).values(session))
+        self.conn.execute(insert(RefreshToken).values(_first_token(session, token_hash)))
+        self.conn.execute(insert(AuditEvent).values(audit_event))
+
+    def rotate(self, rotation: Rotation) -> bool:
+        """Consume the presented token and insert its successor, atomically; False if it was
+        consumed already (a concurrent refresh won)."""
+        conn = self.conn
+        consumed = conn.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_hash == rotation.old_hash, RefreshToken.consumed_at.is_(None))
+            .values(consumed_at=rotation.now, successor_hash=rotation.new_hash)
+            .returning(RefreshToken.session_id)
+        ).first()
+        if consumed is None:
+            return False
+        session_id = consumed[0]
+        conn.execute(
+            insert(RefreshToken).values(
+                token_hash=rotation.new_hash,
+                session_id=session_id,
+                legal_entity_id=rotation.legal_entity_id,
+                created_at=rotation.now,
+            )
+        )
+        conn.execute(
+            update(Session)
+            .where(Session.id == session_id)
+            .values(
+                legal_entity_id=rotation.legal_entity_id,
+                last_used_at=rotation.now,
+                idle_expires_at=rotation.idle_expires_at,
+            )
+        )
+        if rotation.switched:
+            conn.execute(insert(AuditEvent).values(rotation.audit_event(session_id)))
+        return True
+
+    def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
+        """Everything introspection needs to know of a session, in one round trip."""
+        row = self.conn.execute(
+            _SESSION_STATE,
+            {"sid": sid, "entity": legal_entity_id, "no_entity": legal_entity_id is None},
+        ).first()
+        return SessionState(*row) if row else None
 
 
-def load_refresh(token_hash: str, conn: Connection | None = None) -> RefreshRow | None:
-    """The presented token with its session and its customer's status, in one round trip."""
-    row = (conn or db.session).execute(_LOAD_REFRESH, {"token_hash": token_hash}).first()
-    return RefreshRow(*row) if row else None
+class PostgresHotPath(HotPath):
+    """The same on PostgreSQL: plain SQL on the driver's cursor, prepared on the server, on an
+    autocommit connection. One read (token, session, customer and entitlements) and one write
+    per refresh; SQLAlchemy's statement layer cost more than the round trips it wrapped."""
+
+    def __init__(self, cursor) -> None:
+        self.cursor = cursor
+
+    def _one(self, sql: str, params) -> tuple | None:
+        self.cursor.execute(sql, params, prepare=True)
+        return self.cursor.fetchone()
+
+    def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
+        row = self._one(_PG_LOAD_REFRESH, (token_hash,))
+        if row is None:
+            return None
+        return RefreshRow(*row[:-2]), _entitlements(row[-2], row[-1])
+
+    def find_login(self, email: str) -> tuple[LoginRow, Entitlements] | None:
+        row = self._one(_PG_FIND_LOGIN, (email.lower(),))
+        if row is None:
+            return None
+        return LoginRow(*row[:-2]), _entitlements(row[-2], row[-1])
+
+    def start_session(self, session: dict, token_hash: str, audit_event: dict) -> None:
+        params = session | _first_token(session, token_hash)
+        params |= {f"audit_{k}": v for k, v in audit_event.items()}
+        params["audit_details"] = json.dumps(audit_event["details"])
+        self.cursor.execute(_PG_START_SESSION, params, prepare=True)
+
+    def rotate(self, rotation: Rotation) -> bool:
+        params = rotation._asdict()
+        params["details"] = json.dumps(rotation.details)
+        return self._one(_PG_ROTATE, params)[0] == 1
+
+    def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
+        row = self._one(_PG_SESSION_STATE, (legal_entity_id, legal_entity_id, sid))
+        return SessionState(*row) if row else None
 
 
-_ROTATE_POSTGRES = text(
-    """
+def _by_name(entity: dict) -> tuple[str, str]:
+    return entity["name"], entity["id"]
+
+
+def _entitlements(entities: list[list[str]], grants: list[list[str]]) -> Entitlements:
+    """From the two arrays of the PostgreSQL reads: [[id, name]] and [[entity, scope]]."""
+    return Entitlements(
+        sorted(({"id": a, "name": b} for a, b in entities), key=_by_name),
+        [GroupGrant(a, b) for a, b in grants],
+    )
+
+
+def _first_token(session: dict, token_hash: str) -> dict:
+    return {
+        "token_hash": token_hash,
+        "session_id": session["id"],
+        "legal_entity_id": session["legal_entity_id"],
+        "created_at": session["created_at"],
+    }
+
+
+class LoginRow(NamedTuple):
+    id: str
+    password_hash: str | None
+    status: str
+    default_legal_entity_id: str | None
+
+
+_FIND_LOGIN = select(
+    Customer.id, Customer.password_hash, Customer.status, Customer.default_legal_entity_id
+).where(Customer.email == bindparam("email"))
+
+_ENTITLEMENT_ARRAYS = """
+           ARRAY(SELECT ARRAY[e.id, e.name]::text[]
+                 FROM assignments a JOIN legal_entities e ON e.id = a.legal_entity_id
+                 WHERE a.customer_id = c.id),
+           ARRAY(SELECT ARRAY[gm.legal_entity_id, gs.scope]::text[]
+                 FROM group_members gm JOIN group_scopes gs ON gs.group_id = gm.group_id
+                 WHERE gm.customer_id = c.id)
+"""
+
+_PG_FIND_LOGIN = f"""
+    SELECT c.id, c.password_hash, c.status, c.default_legal_entity_id, {_ENTITLEMENT_ARRAYS}
+    FROM customers c WHERE c.email = %s
+"""  # noqa: S608 - constant SQL
+
+_PG_START_SESSION = """
+    WITH session AS (
+        INSERT INTO sessions (id, customer_id, client_id, scope, legal_entity_id, auth_time,
+                              created_at, last_used_at, expires_at, idle_expires_at)
+        VALUES (%(id)s, %(customer_id)s, %(client_id)s, %(scope)s, %(legal_entity_id)s,
+                %(auth_time)s, %(created_at)s, %(last_used_at)s, %(expires_at)s,
+                %(idle_expires_at)s)
+        RETURNING id
+    ), token AS (
+        INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
+        SELECT %(token_hash)s, id, %(legal_entity_id)s, %(created_at)s FROM session
+    )
+    INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
+    SELECT %(audit_at)s, %(audit_actor_type)s, %(audit_actor_id)s, %(audit_action)s,
+           %(audit_customer_id)s, id, %(audit_details)s::json
+    FROM session
+"""
+
+
+class Rotation(NamedTuple):
+    old_hash: str
+    new_hash: str
+    customer_id: str
+    legal_entity_id: str | None
+    previous_entity: str | None
+    now: datetime
+    idle_expires_at: datetime
+
+    @property
+    def switched(self) -> bool:
+        return self.legal_entity_id != self.previous_entity
+
+    @property
+    def details(self) -> dict:
+        return {"previous": self.previous_entity, "legal_entity_id": self.legal_entity_id}
+
+    def audit_event(self, session_id: str) -> dict:
+        return {
+            "at": self.now,
+            "actor_type": "customer",
+            "actor_id": self.customer_id,
+            "action": "session.switched",
+            "customer_id": self.customer_id,
+            "target": session_id,
+            "details": self.details,
+        }
+
+
+_PG_LOAD_REFRESH = f"""
+    SELECT rt.token_hash, rt.consumed_at, rt.successor_hash, s.id, s.client_id, s.customer_id,
+           s.scope, s.legal_entity_id, s.auth_time, s.expires_at, s.idle_expires_at,
+           s.revoked_at, s.tokens_not_before, c.status, {_ENTITLEMENT_ARRAYS}
+    FROM refresh_tokens rt
+    JOIN sessions s ON s.id = rt.session_id
+    JOIN customers c ON c.id = s.customer_id
+    WHERE rt.token_hash = %s
+"""  # noqa: S608 - constant SQL
+
+# One statement: atomic, and of concurrent refreshes exactly one consumes the token (the row
+# lock decides); the audit event of a switch is written with it.
+_PG_ROTATE = """
     WITH consumed AS (
-        UPDATE refresh_tokens SET consumed_at = :now, successor_hash = :new
-        WHERE token_hash = :old AND consumed_at IS NULL
+        UPDATE refresh_tokens SET consumed_at = %(now)s, successor_hash = %(new_hash)s
+        WHERE token_hash = %(old_hash)s AND consumed_at IS NULL
         RETURNING session_id
     ), inserted AS (
         INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
-        SELECT :new, session_id, :entity, :now FROM consumed
+        SELECT %(new_hash)s, session_id, %(legal_entity_id)s, %(now)s FROM consumed
     ), moved AS (
-        UPDATE sessions SET legal_entity_id = :entity, last_used_at = :now,
-                            idle_expires_at = :idle
+        UPDATE sessions SET legal_entity_id = %(legal_entity_id)s, last_used_at = %(now)s,
+                            idle_expires_at = %(idle_expires_at)s
         WHERE id IN (SELECT session_id FROM consumed)
     ), audited AS (
         INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
-        SELECT :now, 'customer', :customer, 'session.switched', :customer, session_id,
-               CAST(:details AS JSON)
-        FROM consumed WHERE CAST(:switched AS BOOLEAN)
+        SELECT %(now)s, 'customer', %(customer_id)s, 'session.switched', %(customer_id)s,
+               session_id, %(details)s::json
+        FROM consumed WHERE %(legal_entity_id)s::text IS DISTINCT FROM %(previous_entity)s::text
     )
     SELECT count(*) FROM consumed
-    """
-)
+"""
+
+_PG_SESSION_STATE = """
+    SELECT s.revoked_at, s.expires_at, s.idle_expires_at, s.tokens_not_before, c.status,
+           %s::text IS NULL OR EXISTS (
+               SELECT 1 FROM assignments a
+               WHERE a.customer_id = s.customer_id AND a.legal_entity_id = %s)
+    FROM sessions s JOIN customers c ON c.id = s.customer_id
+    WHERE s.id = %s
+"""
 
 
-def rotate(
-    conn: Connection,
-    *,
-    old_hash: str,
-    new_hash: str,
-    customer_id: str,
-    legal_entity_id: str | None,
-    previous_entity: str | None,
-    now: datetime,
-    idle_expires_at: datetime,
-) -> bool:
-    """Consume `old_hash` and insert its successor, atomically; False if it was consumed
-    already (a concurrent refresh won)."""
-    switched = legal_entity_id != previous_entity
-    details = {"previous": previous_entity, "legal_entity_id": legal_entity_id}
-    if conn.dialect.name == "postgresql":
-        won = conn.execute(
-            _ROTATE_POSTGRES,
-            {
-                "old": old_hash,
-                "new": new_hash,
-                "now": now,
-                "entity": legal_entity_id,
-                "idle": idle_expires_at,
-                "customer": customer_id,
-                "switched": switched,
-                "details": json.dumps(details),
-            },
-        ).scalar_one()
-        return won == 1
-    consumed = conn.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == old_hash, RefreshToken.consumed_at.is_(None))
-        .values(consumed_at=now, successor_hash=new_hash)
-        .returning(RefreshToken.session_id)
-    ).first()
-    if consumed is None:
-        return False
-    session_id = consumed[0]
-    conn.execute(
-        insert(RefreshToken).values(
-            token_hash=new_hash,
-            session_id=session_id,
-            legal_entity_id=legal_entity_id,
-            created_at=now,
-        )
-    )
-    conn.execute(
-        update(Session)
-        .where(Session.id == session_id)
-        .values(legal_entity_id=legal_entity_id, last_used_at=now, idle_expires_at=idle_expires_at)
-    )
-    if switched:
-        conn.execute(
-            insert(AuditEvent).values(
-                at=now,
-                actor_type="customer",
-                actor_id=customer_id,
-                action="session.switched",
-                customer_id=customer_id,
-                target=session_id,
-                details=details,
-            )
-        )
-    return True
+@contextmanager
+def hot_path():
+    """The statements of the hot paths (refresh, introspection). On PostgreSQL a pooled
+    connection's driver cursor in autocommit: reads cost no BEGIN, the rotation commits as one
+    statement. A driver error comes out as SQLAlchemy's, so that the views' handling of lost
+    connections (one retry, else 503) applies unchanged."""
+    if db.engine.dialect.name != "postgresql":
+        yield HotPath(db.session.connection())
+        return
+    try:
+        pooled = db.engine.raw_connection()
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+    raw = pooled.driver_connection
+    try:
+        raw.autocommit = True
+        with raw.cursor() as cursor:
+            yield PostgresHotPath(cursor)
+    except psycopg.Error as exc:
+        lost = raw.broken or raw.closed
+        if lost:
+            pooled.invalidate()
+        raise DBAPIError.instance(
+            None, None, exc, psycopg.Error, connection_invalidated=lost
+        ) from exc
+    finally:
+        if not (raw.broken or raw.closed):
+            raw.autocommit = False
+        pooled.close()
 
 
-def insert_refresh_token(
-    token_hash: str, session_id: str, legal_entity_id: str | None, now: datetime
-) -> None:
+def set_password_hash(customer_id: str, password_hash: str) -> None:
+    """A stronger hash of the same password (argon2id parameters raised since it was set)."""
     db.session.execute(
-        insert(RefreshToken).values(
-            token_hash=token_hash,
-            session_id=session_id,
-            legal_entity_id=legal_entity_id,
-            created_at=now,
-        )
+        update(Customer).where(Customer.id == customer_id).values(password_hash=password_hash)
     )
 
 
@@ -328,15 +486,6 @@ _SESSION_STATE = (
     )
     .where(Session.id == bindparam("sid"))
 )
-
-
-def session_state(conn: Connection, sid: str, legal_entity_id: str | None) -> SessionState | None:
-    """Everything introspection needs to know of a session, in one round trip."""
-    row = conn.execute(
-        _SESSION_STATE,
-        {"sid": sid, "entity": legal_entity_id, "no_entity": legal_entity_id is None},
-    ).first()
-    return SessionState(*row) if row else None
 
 
 # -- revocation and reuse (ORM: off the hot paths) -------------------------------------------
