@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 from conftest import basic_auth
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from token_service.oauth2.introspect import SESSION_STATE_SECONDS
 from token_service.store import REVOCATION_CHANNEL
 
 INACTIVE = {"active": False}
@@ -200,3 +202,28 @@ def test_forged_tokens_are_inactive(app, client, introspect, storefront):
     assert introspect(expired) == INACTIVE
     assert introspect(other_issuer) == INACTIVE
     assert introspect(real)["active"] is True
+
+
+def test_database_backstop_when_the_store_lost_the_deny_list(app, introspect, revoke, storefront):
+    """The deny-list shows a revocation at once; if the store lost it, the database still does,
+    after at most SESSION_STATE_SECONDS (its answer is briefly kept per worker)."""
+    login = storefront.login()
+    access = login.json["access_token"]
+    assert introspect(access)["active"] is True  # the session's state is now kept
+    revoke(login.json["refresh_token"])
+    assert introspect(access) == INACTIVE  # the deny-list
+    app.extensions["token_store"].flush()  # ...is lost
+    time.sleep(SESSION_STATE_SECONDS + 0.1)
+    assert introspect(access) == INACTIVE  # the database
+
+
+def test_removed_key_verifies_nothing_even_for_tokens_seen_before(
+    app, introspect, storefront, isolated_keys
+):
+    login = storefront.login()
+    access = login.json["access_token"]
+    assert introspect(access)["active"] is True  # verified once, and remembered
+    for path in isolated_keys.keys_dir.glob("*.pem"):
+        path.unlink()
+    isolated_keys.generate("RS256")  # the old key is gone, a new one signs
+    assert introspect(access) == INACTIVE

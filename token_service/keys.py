@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cachetools import TLRUCache
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -163,6 +164,13 @@ class SigningKey:
         return f"{self.header_b64}.{payload}.{b64url(self.sign(signing_input))}"
 
 
+VERIFIED_CACHE_SIZE = 4096
+
+
+def _until_exp(_token: str, claims: dict, _now: float) -> float:
+    return claims["exp"]
+
+
 class NoSigningKey(RuntimeError):
     """The keys directory holds no usable private key."""
 
@@ -179,6 +187,11 @@ class KeyRing:
         self._keys: list[SigningKey] = []  # newest first
         self._loaded: dict[Path, SigningKey] = {}
         self._jwks_json = b'{"keys":[]}'
+        # Tokens verified before, until they expire: introspection and revocation see the same
+        # token again and again, and a signature check costs more than the rest of the request.
+        # Forgotten whenever the keys change, so that a removed key verifies nothing.
+        self._verified: TLRUCache = TLRUCache(VERIFIED_CACHE_SIZE, _until_exp, timer=time.time)
+        self._verified_lock = threading.Lock()
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
@@ -203,6 +216,8 @@ class KeyRing:
             loaded[path] = self._loaded.get(path) or SigningKey.load(path)
         self._loaded = loaded
         self._keys = [loaded[p] for p in paths]
+        with self._verified_lock:
+            self._verified.clear()
         self._publish()
 
     def _publish(self) -> None:
@@ -234,14 +249,18 @@ class KeyRing:
         return self._jwks_json
 
     def decode(self, token: str) -> dict | None:
-        """Claims of a JWT signed by one of our published keys, else None. Checks the
-        signature and `typ` only: the caller checks expiry and revocation."""
+        """Claims of a JWT signed by one of our keys, else None. Checks the signature and
+        `typ` only: the caller checks expiry and revocation."""
+        self._maybe_reload()
+        with self._verified_lock:
+            claims = self._verified.get(token)
+        if claims is not None:
+            return dict(claims)
         try:
             header_b64, payload_b64, signature_b64 = token.split(".")
             header = json.loads(_b64decode(header_b64))
             if not isinstance(header, dict) or header.get("typ") != "at+jwt":
                 return None
-            self._maybe_reload()
             key = next((k for k in self._keys if k.kid == header.get("kid")), None)
             if key is None or header.get("alg") != key.alg:
                 return None
@@ -251,7 +270,12 @@ class KeyRing:
             claims = json.loads(_b64decode(payload_b64))
         except (ValueError, UnicodeError):
             return None
-        return claims if isinstance(claims, dict) else None
+        if not isinstance(claims, dict):
+            return None
+        if type(claims.get("exp")) is int:
+            with self._verified_lock:
+                self._verified[token] = dict(claims)
+        return claims
 
     def all_keys(self) -> list[SigningKey]:
         self._maybe_reload()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
+from cachetools import TTLCache
 
 from .. import audit
 from ..keys import KeyRing
@@ -17,6 +19,7 @@ from .request import TokenRequest, authenticate_client
 from .storage import ClientInfo
 
 INTROSPECT_SCOPE = "token.introspect"
+SESSION_STATE_SECONDS = 1.0
 INACTIVE = {"active": False}
 
 
@@ -45,6 +48,11 @@ class Introspection:
     def __init__(self, settings, keyring: KeyRing) -> None:
         self.settings = settings
         self.keyring = keyring
+        # The database's view of a session, briefly: revocations show at once through the
+        # deny-list, checked on every request; the database is the backstop for a store that
+        # lost entries, and that backstop may lag by this long.
+        self._sessions: TTLCache = TTLCache(maxsize=10_000, ttl=SESSION_STATE_SECONDS)
+        self._sessions_lock = threading.Lock()
 
     # -- RFC 7662 -----------------------------------------------------------------------
 
@@ -107,9 +115,15 @@ class Introspection:
         """The session lives, the customer is active and still assigned to the token's entity.
         The deny-list says the same in the normal case; the database is asked too because it is
         the truth when the store has lost entries."""
-        entity = claims.get("legal_entity_id")
-        with storage.hot_path() as hot:
-            state = hot.session_state(str(claims["sid"]), entity)
+        key = (str(claims["sid"]), claims.get("legal_entity_id"))
+        with self._sessions_lock:
+            state = self._sessions.get(key)
+        if state is None:
+            with storage.hot_path() as hot:
+                state = hot.session_state(*key)
+            if state is not None:
+                with self._sessions_lock:
+                    self._sessions[key] = state
         if state is None or state.revoked_at is not None or state.customer_status != "active":
             return False
         now = utcnow()

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 import psycopg
+from cachetools import TTLCache
 from sqlalchemy import Boolean, bindparam, insert, literal, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -62,15 +62,17 @@ class ClientInfo:
         return self.secret_hash is None
 
 
-_clients: dict[str, tuple[float, ClientInfo | None]] = {}
+# Unknown ids count too (a scanner's guesses are answered from memory), within the bound.
+_clients: TTLCache = TTLCache(maxsize=10_000, ttl=CLIENT_CACHE_SECONDS)
 _clients_lock = threading.Lock()
+_MISSING = object()
 
 
 def load_client(client_id: str) -> ClientInfo | None:
-    now = time.monotonic()
-    cached = _clients.get(client_id)
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    with _clients_lock:
+        cached = _clients.get(client_id, _MISSING)
+    if cached is not _MISSING:
+        return cached
     row = db.session.get(Client, client_id)
     info = None
     if row is not None:
@@ -85,9 +87,7 @@ def load_client(client_id: str) -> ClientInfo | None:
             row.refresh_token_ttl,
         )
     with _clients_lock:
-        if len(_clients) > 10_000:  # unknown ids from a scanner must not grow it forever
-            _clients.clear()
-        _clients[client_id] = (now + CLIENT_CACHE_SECONDS, info)
+        _clients[client_id] = info
     return info
 
 
