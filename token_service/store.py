@@ -21,8 +21,24 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached; callers decide whether to fail open or closed."""
 
 
+class Pending:
+    """A write already sent; `wait()` reads its outcome (raises StoreUnavailable)."""
+
+    def __init__(self, wait=None, error: StoreUnavailable | None = None) -> None:
+        self._wait = wait
+        self._error = error
+
+    def wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._wait is not None:
+            wait, self._wait = self._wait, None
+            wait()
+
+
 class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
+    def send_set(self, key: str, value: bytes, ttl: int) -> Pending: ...
     def get_many(self, keys: list[str]) -> list[bytes | None]: ...
     def set(self, key: str, value: bytes, ttl: int) -> None: ...
     def delete(self, key: str) -> None: ...
@@ -56,6 +72,10 @@ class MemoryStore:
         now = time.monotonic()
         with self._lock:
             return [item[0] if (item := self._live(key, now)) else None for key in keys]
+
+    def send_set(self, key: str, value: bytes, ttl: int) -> Pending:
+        self.set(key, value, ttl)
+        return Pending()
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         with self._lock:
@@ -125,6 +145,32 @@ class RedisStore:
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
         self._call(lambda: self._redis.set(self.prefix + key, value, ex=max(1, ttl)))
+
+    def send_set(self, key: str, value: bytes, ttl: int) -> Pending:
+        """SET, sent now, its reply read on `wait()`: the round trip overlaps whatever the
+        caller does in between. The caller must wait() (in a finally) to free the connection."""
+        pool = self._redis.connection_pool
+        try:
+            conn = pool.get_connection()
+        except self._errors as exc:
+            return Pending(error=StoreUnavailable(str(exc)))
+
+        def wait() -> None:
+            try:
+                conn.read_response()
+            except self._errors as exc:
+                conn.disconnect()
+                raise StoreUnavailable(str(exc)) from exc
+            finally:
+                pool.release(conn)
+
+        try:
+            conn.send_command("SET", self.prefix + key, value, "EX", max(1, ttl))
+        except self._errors as exc:
+            conn.disconnect()
+            pool.release(conn)
+            return Pending(error=StoreUnavailable(str(exc)))
+        return Pending(wait)
 
     def delete(self, key: str) -> None:
         self._call(self._redis.delete, self.prefix + key)

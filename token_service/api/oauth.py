@@ -61,7 +61,8 @@ def token():
 def introspect():
     work = current_app.extensions["introspection"].introspect
     answer = run_once_more_on_lost_connection(work, token_request())
-    db.session.rollback()  # read-only
+    if db.session.registry.has():  # read-only; most answers never open an ORM session
+        db.session.rollback()
     return jsonify(answer), 200, NO_STORE
 
 

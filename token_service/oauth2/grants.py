@@ -24,7 +24,7 @@ from ..models import Session, new_id, utcnow
 from ..revocation import revoke_session
 from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
-from ..store import Store, StoreUnavailable
+from ..store import Pending, Store, StoreUnavailable
 from ..throttle import TooManyAttempts
 from . import grace, storage
 from .request import TokenRequest, authenticate_client
@@ -218,7 +218,7 @@ class TokenEndpoint:
             )
             # Kept before the rotation, under the successor's name: a concurrent loser finds
             # the winner's answer through the successor recorded on the consumed row.
-            self._keep_for_grace(presented, successor_hash, params, response)
+            kept = self._keep_for_grace(presented, successor_hash, params, response)
             rotation = storage.Rotation(
                 old_hash=token_hash,
                 new_hash=successor_hash,
@@ -228,7 +228,11 @@ class TokenEndpoint:
                 now=now,
                 idle_expires_at=idle_expires_at,
             )
-            if hot.rotate(rotation):
+            try:
+                won = hot.rotate(rotation)
+            finally:
+                self._kept(kept)
+            if won:
                 return response
             # Lost the race to a concurrent refresh of the same token: read what it decided.
             found = hot.load_refresh(token_hash)[0]
@@ -274,11 +278,8 @@ class TokenEndpoint:
         request (retries, second tabs); after it, assume theft and revoke the whole family."""
         age = (now - found.consumed_at).total_seconds()
         if age <= self.settings.refresh_grace_seconds and found.revoked_at is None:
-            try:
-                key = grace.store_key(presented, found.successor_hash or "")
-                blob = self.store.get(key)
-            except StoreUnavailable:
-                blob = None
+            key = grace.store_key(presented, found.successor_hash or "")
+            blob = self._grace_response(key, age)
             opened = grace.open_sealed(presented, blob) if blob else None
             if opened is not None and opened[0] == params:
                 return opened[1]
@@ -297,17 +298,36 @@ class TokenEndpoint:
             db.session.commit()
         raise InvalidGrantError("The refresh token was already used.")
 
+    def _grace_response(self, key: str, age: float) -> bytes | None:
+        """The winner's sealed response. Its write was sent before the rotation committed,
+        but travels on another connection: a loser that raced it asks once more."""
+        for attempt in range(2):
+            try:
+                blob = self.store.get(key)
+            except StoreUnavailable:
+                return None
+            if blob is not None or age > 1.0 or attempt:
+                return blob
+            time.sleep(0.02)
+        return None
+
     def _keep_for_grace(
         self, presented: str, successor_hash: str, params: str, response: dict
-    ) -> None:
+    ) -> Pending | None:
+        """Send the grace response to the store; the rotation runs while it travels."""
         if self.settings.refresh_grace_seconds <= 0:
-            return
+            return None
+        return self.store.send_set(
+            grace.store_key(presented, successor_hash),
+            grace.seal(presented, params, response),
+            self.settings.refresh_grace_seconds + 1,
+        )
+
+    @staticmethod
+    def _kept(pending: Pending | None) -> None:
         try:
-            self.store.set(
-                grace.store_key(presented, successor_hash),
-                grace.seal(presented, params, response),
-                self.settings.refresh_grace_seconds + 1,
-            )
+            if pending is not None:
+                pending.wait()
         except StoreUnavailable:
             log.warning("store unavailable: no grace response kept for this rotation")
 
