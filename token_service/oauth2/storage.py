@@ -14,19 +14,18 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 import psycopg
 from cachetools import TTLCache
-from sqlalchemy import Boolean, bindparam, insert, literal, select, union_all, update
+from sqlalchemy import bindparam, literal, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..extensions import db
 from ..models import (
     Assignment,
-    AuditEvent,
     Client,
     Customer,
     GroupMember,
@@ -148,98 +147,170 @@ class RefreshRow(NamedTuple):
     customer_status: str
 
 
-_LOAD_REFRESH = (
-    select(
-        RefreshToken.token_hash,
-        RefreshToken.consumed_at,
-        RefreshToken.successor_hash,
-        Session.id,
-        Session.client_id,
-        Session.customer_id,
-        Session.scope,
-        Session.legal_entity_id,
-        Session.auth_time,
-        Session.expires_at,
-        Session.idle_expires_at,
-        Session.revoked_at,
-        Session.tokens_not_before,
-        Customer.status,
-    )
-    .join(Session, Session.id == RefreshToken.session_id)
-    .join(Customer, Customer.id == Session.customer_id)
-    .where(RefreshToken.token_hash == bindparam("token_hash"))
-)
-
-
 class HotPath:
-    """The refresh and introspection statements on SQLite: SQLAlchemy Core in the request's
-    transaction, which holds the write lock from the first read (BEGIN IMMEDIATE)."""
+    """The statements of the token endpoint and introspection, on SQLite: plain SQL on the
+    driver's connection, in the request's transaction (which holds the write lock from its
+    first statement: BEGIN IMMEDIATE, see database.py). SQLAlchemy's statement layer cost
+    more than SQLite itself here; the columns are those of models.py, times stored the way
+    SQLAlchemy stores them."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn) -> None:
+        self.conn = conn  # sqlite3.Connection
 
-    def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
-        """The presented token with its session, its customer's status and entitlements."""
-        row = self.conn.execute(_LOAD_REFRESH, {"token_hash": token_hash}).first()
-        if row is None:
-            return None
-        found = RefreshRow(*row)
-        return found, entitlements(found.customer_id, self.conn)
+    def _entitlements(self, customer_id: str) -> Entitlements:
+        rows = self.conn.execute(_SQLITE_ENTITLEMENTS, (customer_id, customer_id)).fetchall()
+        return _entitlements(
+            [(a, b) for kind, a, b in rows if kind == "e"],
+            [(a, b) for kind, a, b in rows if kind == "g"],
+        )
 
     def find_login(self, email: str) -> tuple[LoginRow, Entitlements] | None:
         """The customer of a login (emails are stored lower-cased) and entitlements."""
-        row = self.conn.execute(_FIND_LOGIN, {"email": email.lower()}).first()
+        row = self.conn.execute(_SQLITE_FIND_LOGIN, (email.lower(),)).fetchone()
         if row is None:
             return None
-        return LoginRow(*row), entitlements(row[0], self.conn)
+        return LoginRow(*row), self._entitlements(row[0])
 
     def start_session(self, session: dict, token_hash: str, audit_event: dict) -> None:
         """Insert a new session, its first refresh token and the login's audit event."""
-        self.conn.execute(insert(Session).values(session))
-        self.conn.execute(insert(RefreshToken).values(_first_token(session, token_hash)))
-        self.conn.execute(insert(AuditEvent).values(audit_event))
+        s = {k: _to_sqlite(v) for k, v in session.items()}
+        self.conn.execute(
+            _SQLITE_INSERT_SESSION,
+            (
+                s["id"],
+                s["customer_id"],
+                s["client_id"],
+                s["scope"],
+                s["legal_entity_id"],
+                s["auth_time"],
+                s["created_at"],
+                s["last_used_at"],
+                s["expires_at"],
+                s["idle_expires_at"],
+            ),
+        )
+        self.conn.execute(
+            _SQLITE_INSERT_TOKEN, (token_hash, s["id"], s["legal_entity_id"], s["created_at"])
+        )
+        self._audit(audit_event)
+
+    def _audit(self, event: dict) -> None:
+        self.conn.execute(
+            _SQLITE_INSERT_AUDIT,
+            (
+                _to_sqlite(event["at"]),
+                event["actor_type"],
+                event["actor_id"],
+                event["action"],
+                event["customer_id"],
+                event["target"],
+                json.dumps(event["details"]),
+            ),
+        )
+
+    def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
+        """The presented token with its session, its customer's status and entitlements."""
+        row = self.conn.execute(_SQLITE_LOAD_REFRESH, (token_hash,)).fetchone()
+        if row is None:
+            return None
+        times = _REFRESH_TIMES
+        found = RefreshRow(*(_from_sqlite(v) if i in times else v for i, v in enumerate(row)))
+        return found, self._entitlements(found.customer_id)
 
     def rotate(self, rotation: Rotation) -> bool:
         """Consume the presented token and insert its successor, atomically; False if it was
         consumed already (a concurrent refresh won)."""
-        conn = self.conn
-        consumed = conn.execute(
-            update(RefreshToken)
-            .where(RefreshToken.token_hash == rotation.old_hash, RefreshToken.consumed_at.is_(None))
-            .values(consumed_at=rotation.now, successor_hash=rotation.new_hash)
-            .returning(RefreshToken.session_id)
-        ).first()
+        now = _to_sqlite(rotation.now)
+        consumed = self.conn.execute(
+            _SQLITE_CONSUME, (now, rotation.new_hash, rotation.old_hash)
+        ).fetchone()
         if consumed is None:
             return False
         session_id = consumed[0]
-        conn.execute(
-            insert(RefreshToken).values(
-                token_hash=rotation.new_hash,
-                session_id=session_id,
-                legal_entity_id=rotation.legal_entity_id,
-                created_at=rotation.now,
-            )
+        self.conn.execute(
+            _SQLITE_INSERT_TOKEN, (rotation.new_hash, session_id, rotation.legal_entity_id, now)
         )
-        conn.execute(
-            update(Session)
-            .where(Session.id == session_id)
-            .values(
-                legal_entity_id=rotation.legal_entity_id,
-                last_used_at=rotation.now,
-                idle_expires_at=rotation.idle_expires_at,
-            )
+        self.conn.execute(
+            _SQLITE_MOVE_SESSION,
+            (rotation.legal_entity_id, now, _to_sqlite(rotation.idle_expires_at), session_id),
         )
         if rotation.switched:
-            conn.execute(insert(AuditEvent).values(rotation.audit_event(session_id)))
+            self._audit(rotation.audit_event(session_id))
         return True
 
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
         """Everything introspection needs to know of a session, in one round trip."""
         row = self.conn.execute(
-            _SESSION_STATE,
-            {"sid": sid, "entity": legal_entity_id, "no_entity": legal_entity_id is None},
-        ).first()
-        return SessionState(*row) if row else None
+            _SQLITE_SESSION_STATE, (legal_entity_id, legal_entity_id, sid)
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionState(*(_from_sqlite(v) if i < 3 else v for i, v in enumerate(row)))
+
+
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's storage format for DateTime on SQLite
+
+
+def _to_sqlite(value):
+    return value.strftime(_SQLITE_TIME) if isinstance(value, datetime) else value
+
+
+def _from_sqlite(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+_REFRESH_TIMES = {1, 8, 9, 10, 11}  # consumed_at, auth_time, expires_at, idle_..., revoked_at
+
+_SQLITE_ENTITLEMENTS = """
+    SELECT 'e', e.id, e.name
+    FROM assignments a JOIN legal_entities e ON e.id = a.legal_entity_id
+    WHERE a.customer_id = ?
+    UNION ALL
+    SELECT 'g', gm.legal_entity_id, gs.scope
+    FROM group_members gm JOIN group_scopes gs ON gs.group_id = gm.group_id
+    WHERE gm.customer_id = ?
+"""
+_SQLITE_FIND_LOGIN = """
+    SELECT id, password_hash, status, default_legal_entity_id FROM customers WHERE email = ?
+"""
+_SQLITE_INSERT_SESSION = """
+    INSERT INTO sessions (id, customer_id, client_id, scope, legal_entity_id, auth_time,
+                          created_at, last_used_at, expires_at, idle_expires_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_SQLITE_INSERT_TOKEN = """
+    INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
+    VALUES (?, ?, ?, ?)
+"""
+_SQLITE_INSERT_AUDIT = """
+    INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+_SQLITE_LOAD_REFRESH = """
+    SELECT rt.token_hash, rt.consumed_at, rt.successor_hash, s.id, s.client_id, s.customer_id,
+           s.scope, s.legal_entity_id, s.auth_time, s.expires_at, s.idle_expires_at,
+           s.revoked_at, s.tokens_not_before, c.status
+    FROM refresh_tokens rt
+    JOIN sessions s ON s.id = rt.session_id
+    JOIN customers c ON c.id = s.customer_id
+    WHERE rt.token_hash = ?
+"""
+_SQLITE_CONSUME = """
+    UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?
+    WHERE token_hash = ? AND consumed_at IS NULL
+    RETURNING session_id
+"""
+_SQLITE_MOVE_SESSION = """
+    UPDATE sessions SET legal_entity_id = ?, last_used_at = ?, idle_expires_at = ? WHERE id = ?
+"""
+_SQLITE_SESSION_STATE = """
+    SELECT s.revoked_at, s.expires_at, s.idle_expires_at, s.tokens_not_before, c.status,
+           ? IS NULL OR EXISTS (
+               SELECT 1 FROM assignments a
+               WHERE a.customer_id = s.customer_id AND a.legal_entity_id = ?)
+    FROM sessions s JOIN customers c ON c.id = s.customer_id
+    WHERE s.id = ?
+"""
 
 
 class PostgresHotPath(HotPath):
@@ -309,10 +380,6 @@ class LoginRow(NamedTuple):
     status: str
     default_legal_entity_id: str | None
 
-
-_FIND_LOGIN = select(
-    Customer.id, Customer.password_hash, Customer.status, Customer.default_legal_entity_id
-).where(Customer.email == bindparam("email"))
 
 _ENTITLEMENT_ARRAYS = """
            ARRAY(SELECT ARRAY[e.id, e.name]::text[]
@@ -426,7 +493,7 @@ def hot_path():
     statement. A driver error comes out as SQLAlchemy's, so that the views' handling of lost
     connections (one retry, else 503) applies unchanged."""
     if db.engine.dialect.name != "postgresql":
-        yield HotPath(db.session.connection())
+        yield HotPath(db.session.connection().connection.driver_connection)
         return
     try:
         pooled = db.engine.raw_connection()
@@ -467,25 +534,6 @@ class SessionState(NamedTuple):
     tokens_not_before: int | None
     customer_status: str
     assigned: bool  # to the entity asked about (True when none was asked)
-
-
-_SESSION_STATE = (
-    select(
-        Session.revoked_at,
-        Session.expires_at,
-        Session.idle_expires_at,
-        Session.tokens_not_before,
-        Customer.status,
-        (Assignment.customer_id.is_not(None) | bindparam("no_entity", type_=Boolean)),
-    )
-    .join(Customer, Customer.id == Session.customer_id)
-    .outerjoin(
-        Assignment,
-        (Assignment.customer_id == Session.customer_id)
-        & (Assignment.legal_entity_id == bindparam("entity")),
-    )
-    .where(Session.id == bindparam("sid"))
-)
 
 
 # -- revocation and reuse (ORM: off the hot paths) -------------------------------------------
