@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -368,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         with app.app_context():
             db.engine.dispose()
     finally:
+        shutil.rmtree(keys, ignore_errors=True)
         if not args.keep_database:
             with app.app_context():
                 db.engine.dispose()
