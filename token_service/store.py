@@ -6,6 +6,7 @@ and says so at start-up. Both speak the same small interface.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -53,6 +54,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
+        self._expiries: list[tuple[float, str]] = []  # a heap: (expiry, key)
         self._lock = threading.Lock()
         self.published: list[tuple[str, str]] = []
 
@@ -78,10 +80,11 @@ class MemoryStore:
         return Pending()
 
     def set(self, key: str, value: bytes, ttl: int) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._data[key] = (value, time.monotonic() + ttl)
-            if len(self._data) > 100_000:
-                self._sweep()
+            self._data[key] = (value, now + ttl)
+            heapq.heappush(self._expiries, (now + ttl, key))
+            self._sweep(now)
 
     def delete(self, key: str) -> None:
         with self._lock:
@@ -92,7 +95,10 @@ class MemoryStore:
         with self._lock:
             item = self._live(key, now)
             value = int(item[0]) + 1 if item else 1
+            if item is None:
+                heapq.heappush(self._expiries, (now + ttl, key))
             self._data[key] = (str(value).encode(), item[1] if item else now + ttl)
+            self._sweep(now)
             return value
 
     def ttl(self, key: str) -> int:
@@ -111,12 +117,16 @@ class MemoryStore:
     def flush(self) -> None:
         with self._lock:
             self._data.clear()
+            self._expiries.clear()
             self.published.clear()
 
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, (_, exp) in self._data.items() if exp <= now]:
-            del self._data[key]
+    def _sweep(self, now: float) -> None:
+        """Forget what has expired, as it expires: memory holds the live entries only."""
+        while self._expiries and self._expiries[0][0] <= now:
+            expiry, key = heapq.heappop(self._expiries)
+            item = self._data.get(key)
+            if item is not None and item[1] == expiry:
+                del self._data[key]
 
 
 class RedisStore:
