@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 
 from .extensions import db
 from .models import RefreshToken, Session, utcnow
@@ -35,48 +35,63 @@ def prune(
     max_batches: int | None = None,
     progress=None,
 ) -> PruneResult:
-    """Delete dead sessions (and their tokens) and, optionally, long-consumed tokens."""
+    """Delete dead sessions (and their tokens) and, optionally, long-consumed tokens.
+
+    Each batch reads its ids once and deletes exactly those: dead sessions through the index
+    of each way to die (one range scan each, never a table scan that rereads what earlier
+    batches cleared), long-consumed tokens session by session in key order. The cost is
+    linear in what is deleted, or, for consumed tokens, in the number of sessions."""
     result = PruneResult()
+
+    def batch_done(sessions: int, tokens: int) -> None:
+        db.session.commit()
+        result.sessions += sessions
+        result.tokens += tokens
+        result.batches += 1
+        if progress:
+            progress(result)
+
+    def more() -> bool:
+        return max_batches is None or result.batches < max_batches
+
     cutoff = utcnow() - keep_dead_for
-    dead = or_(
-        Session.expires_at < cutoff,
-        Session.idle_expires_at < cutoff,
-        Session.revoked_at < cutoff,
-    )
-    while max_batches is None or result.batches < max_batches:
-        ids = select(Session.id).where(dead).limit(batch_size).scalar_subquery()
+    while more() and (ids := _dead_sessions(cutoff, batch_size)):
         tokens = db.session.execute(
             delete(RefreshToken).where(RefreshToken.session_id.in_(ids))
         ).rowcount
         sessions = db.session.execute(delete(Session).where(Session.id.in_(ids))).rowcount
-        db.session.commit()
-        result.tokens += tokens
-        result.sessions += sessions
-        result.batches += 1
-        if progress:
-            progress(result)
-        if sessions == 0:
-            break
+        batch_done(sessions, tokens)
     if consumed_older_than is not None:
         consumed_cutoff = utcnow() - consumed_older_than
-        while max_batches is None or result.batches < max_batches:
-            hashes = (
-                select(RefreshToken.token_hash)
-                .where(RefreshToken.consumed_at < consumed_cutoff)
-                .limit(batch_size)
-                .scalar_subquery()
-            )
-            tokens = db.session.execute(
-                delete(RefreshToken).where(RefreshToken.token_hash.in_(hashes))
-            ).rowcount
-            db.session.commit()
-            result.tokens += tokens
-            result.batches += 1
-            if progress:
-                progress(result)
-            if tokens == 0:
+        after = ""
+        while more():
+            ids = db.session.scalars(
+                select(Session.id).where(Session.id > after).order_by(Session.id).limit(batch_size)
+            ).all()
+            if not ids:
                 break
+            after = ids[-1]
+            tokens = db.session.execute(
+                delete(RefreshToken).where(
+                    RefreshToken.session_id.in_(ids), RefreshToken.consumed_at < consumed_cutoff
+                )
+            ).rowcount
+            batch_done(0, tokens)
+    db.session.commit()
     return result
+
+
+def _dead_sessions(cutoff, limit: int) -> list[str]:
+    """Up to `limit` ids of sessions dead since before `cutoff`: expired, idle or revoked."""
+    ids: dict[str, None] = {}
+    for column in (Session.expires_at, Session.idle_expires_at, Session.revoked_at):
+        if len(ids) >= limit:
+            break
+        found = db.session.scalars(
+            select(Session.id).where(column < cutoff).order_by(column).limit(limit - len(ids))
+        )
+        ids.update(dict.fromkeys(found))
+    return list(ids)
 
 
 @click.command("prune")
