@@ -4,7 +4,9 @@
         .venv/bin/python bench/profile_hot_path.py [refresh_switch|introspection|login] [n]
 
 Runs n requests (default 3000) under cProfile and prints the 25 functions with the most own
-time, the service's and the framework's functions by cumulative time, plus the wall time per request and the share of it spent waiting (wall - CPU).
+time, the service's and the framework's functions by cumulative time, the wall time per
+request and the share of it spent waiting (wall - CPU). bench/profile_worker.py profiles the
+real gunicorn worker under load instead.
 """
 
 from __future__ import annotations
