@@ -171,6 +171,24 @@ def wrk(url: str, seconds: float, script: str, env: dict, threads: int = 2) -> d
     }
 
 
+def cpu_of(names: tuple[str, ...]) -> float:
+    """CPU seconds used so far by every process whose command is one of `names` (PostgreSQL's
+    backends, Redis): with the worker's own, what one request costs the whole machine."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+        except OSError:
+            continue
+        if head.split("(", 1)[1] in names:
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+SERVERS = {"postgres": ("postgres",), "redis": ("redis-server",)}
+
+
 def measure(backend: Backend, server: Server, load: str, seconds: float, warmup: float) -> dict:
     """One load: a warm-up run, then the measured run with the worker's CPU share."""
     script, env, threads, path = "post.lua", {}, 2, "/oauth/token"
@@ -190,20 +208,28 @@ def measure(backend: Backend, server: Server, load: str, seconds: float, warmup:
         path = f"/{load}"
         env = {"BODY": "grant_type=refresh_token&refresh_token=abcdefgh"}
 
-    def once(duration: float) -> dict:
+    def chains() -> None:
+        """Fresh sessions, one per connection, logged in before the clock starts."""
         if script == "chain.lua":
             tokens = backend.work / "tokens"
             lines = [backend.login(server)["refresh_token"] for _ in range(CONNECTIONS)]
             tokens.write_text("\n".join(lines) + "\n")
             env["TOKENS_FILE"] = str(tokens)
-        return wrk(server.url + path, duration, script, env, threads)
 
     if warmup:
-        backend.served += once(warmup)["requests"] * server.is_service
+        chains()
+        backend.served += wrk(server.url + path, warmup, script, env, threads)["requests"] * (
+            server.is_service
+        )
+    chains()
     cpu = server.cpu_seconds()
+    servers = {name: cpu_of(names) for name, names in SERVERS.items()}
     started = time.monotonic()
-    result = once(seconds)
+    result = wrk(server.url + path, seconds, script, env, threads)
     result["worker_cpu"] = round((server.cpu_seconds() - cpu) / (time.monotonic() - started), 2)
+    for name, names in SERVERS.items():
+        used = cpu_of(names) - servers[name]
+        result[f"{name}_cpu_ms_per_request"] = round(used * 1000 / max(result["requests"], 1), 3)
     backend.served += result["requests"] * server.is_service
     return result
 
