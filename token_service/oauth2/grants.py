@@ -26,7 +26,7 @@ from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
 from ..store import Pending, Store, StoreUnavailable
 from ..throttle import TooManyAttempts
-from . import grace, storage
+from . import grace, hotpath, storage
 from .request import TokenRequest, authenticate_client
 from .storage import ClientInfo
 
@@ -86,7 +86,7 @@ class TokenEndpoint:
                 db.session.commit()
                 raise
 
-        with storage.hot_path() as hot:
+        with hotpath.begin() as hot:
             found = hot.find_login(username)
         customer, (entities, grants) = found or (None, (None, None))
         # Unknown email, wrong password, blocked customer: one answer, one argon2id verification.
@@ -158,7 +158,7 @@ class TokenEndpoint:
             client_id=client.client_id,
             legal_entity_id=entity,
         )
-        with storage.hot_path() as hot:
+        with hotpath.begin() as hot:
             hot.start_session(session, hash_token(refresh_token), login)
         return response
 
@@ -169,7 +169,7 @@ class TokenEndpoint:
         asked_scope = request.get("scope")
         token_hash = hash_token(presented)
         params = grace.fingerprint(client.client_id, asked_entity, asked_scope)
-        with storage.hot_path() as hot:
+        with hotpath.begin() as hot:
             loaded = hot.load_refresh(token_hash)
             # "...the refresh token was issued to the authenticated client" (§6): else
             # invalid_grant, in the same words as for an unknown token.
@@ -219,7 +219,7 @@ class TokenEndpoint:
             # Kept before the rotation, under the successor's name: a concurrent loser finds
             # the winner's answer through the successor recorded on the consumed row.
             kept = self._keep_for_grace(presented, successor_hash, params, response)
-            rotation = storage.Rotation(
+            rotation = hotpath.Rotation(
                 old_hash=token_hash,
                 new_hash=successor_hash,
                 customer_id=found.customer_id,
@@ -263,7 +263,7 @@ class TokenEndpoint:
             raise InvalidScopeError("The requested scope exceeds what the client may hold.")
         return wanted
 
-    def _check_session(self, found: storage.RefreshRow, now: datetime) -> None:
+    def _check_session(self, found: hotpath.RefreshRow, now: datetime) -> None:
         if found.revoked_at is not None:
             raise InvalidGrantError("The session was revoked.")
         if now >= found.idle_expires_at or now >= found.expires_at:
@@ -272,7 +272,7 @@ class TokenEndpoint:
             raise InvalidGrantError("The customer is blocked.")
 
     def _reused(
-        self, presented: str, found: storage.RefreshRow, params: str, now: datetime
+        self, presented: str, found: hotpath.RefreshRow, params: str, now: datetime
     ) -> dict:
         """A consumed token again: within the grace window the same answer for the same
         request (retries, second tabs); after it, assume theft and revoke the whole family."""

@@ -14,7 +14,7 @@ from ..models import utcnow
 from ..revocation import deny_access_token, is_denied, revoke_session
 from ..security import hash_token
 from ..store import StoreUnavailable
-from . import storage
+from . import hotpath, storage
 from .request import TokenRequest, authenticate_client
 from .storage import ClientInfo
 
@@ -119,7 +119,7 @@ class Introspection:
         with self._sessions_lock:
             state = self._sessions.get(key)
         if state is None:
-            with storage.hot_path() as hot:
+            with hotpath.begin() as hot:
                 state = hot.session_state(*key)
             if state is not None:
                 with self._sessions_lock:
