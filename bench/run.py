@@ -9,10 +9,14 @@ entities on every request, client_credentials, introspection of an access token.
 run one chain per connection: every response's refresh token is the next request's.
 
 Prints one JSON line per load (requests, errors, rps, p50/p90/p99 ms, the worker's CPU share,
-the ratio to its floor and the target), then one line for the worker's memory, then (PostgreSQL)
-refresh-with-switch on 1,000 and on 1,000,000 customers (bench/growth.py), then a summary.
+PostgreSQL's and Redis's CPU per request, the ratio to its floor and the target), then one line
+for a fresh worker's memory after 50,000 and 100,000 requests, then (PostgreSQL) refresh with
+switch on 1,000 and on 1,000,000 customers (bench/growth.py), then a summary.
+docs/performance.md explains the figures.
 
-    .venv/bin/python bench/run.py [--backends pg,sqlite] [--duration 10] [--no-growth]
+    .venv/bin/python bench/run.py [--backends postgresql,sqlite] [--duration 10] [--warmup 2]
+        [--loads refresh_switch,...] [--no-growth] [--rebuild-growth]
+        [--service-workers 1] [--pg-setting synchronous_commit=off]
 """
 
 from __future__ import annotations
