@@ -185,6 +185,17 @@ def test_success_resets_the_account_counter(app, storefront):
         assert storefront.login(password="wrong").status_code == 400
 
 
+def test_lock_written_before_locks_held_their_expiry_still_holds(app, storefront):
+    """Locks used to hold b"1" and only their TTL: after an upgrade they still lock."""
+    from token_service.throttle import _keys
+
+    account_key = _keys("alice@acme.test", None)[0][0]
+    app.extensions["token_store"].set(account_key + ":lock", b"1", 30)
+    throttled = storefront.login()
+    assert throttled.status_code == 429
+    assert 25 <= int(throttled.headers["Retry-After"]) <= 30
+
+
 def test_backoff_is_capped(app):
     from token_service.throttle import LoginThrottle
 

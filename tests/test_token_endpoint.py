@@ -313,6 +313,25 @@ def test_replay_within_grace_window_gets_same_answer(storefront):
     assert storefront.refresh(first.json["refresh_token"]).status_code == 200
 
 
+def test_replay_racing_the_grace_write_asks_the_store_again(app, storefront, monkeypatch):
+    """The winner sends its grace response while the rotation commits: a replay that finds the
+    token consumed before the response has landed asks once more, and gets it."""
+    login = storefront.login()
+    first = storefront.refresh(login.json["refresh_token"], legal_entity_id="globex")
+    store = app.extensions["token_store"]
+    real_get, calls = store.get, []
+
+    def late_get(key):
+        calls.append(key)
+        return None if len(calls) == 1 else real_get(key)
+
+    monkeypatch.setattr(store, "get", late_get)
+    again = storefront.refresh(login.json["refresh_token"], legal_entity_id="globex")
+    assert len(calls) == 2
+    assert again.status_code == 200, again.json
+    assert again.json == first.json
+
+
 # -- client_credentials ---------------------------------------------------------------------
 
 
