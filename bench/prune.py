@@ -222,6 +222,20 @@ class Probe(threading.Thread):
         return [took for at, took in self.samples if start <= at < end]
 
 
+def prune_consumed(app, url: str, older_than: timedelta):
+    """The second phase: tokens of live sessions consumed `older_than` ago, session by session."""
+    tokens_before = count(url)["tokens"]
+    ends: list[float] = []
+    with app.app_context():
+        start = time.perf_counter()
+        result = prune(
+            consumed_older_than=older_than, progress=lambda r: ends.append(time.perf_counter())
+        )
+        end = time.perf_counter()
+    batches = [b - a for a, b in zip([start, *ends], ends, strict=False)]
+    return tokens_before, result, start, end, batches
+
+
 def count(url: str) -> dict:
     with psycopg.connect(url) as conn:
         sessions, tokens, dead = conn.execute(
@@ -257,6 +271,12 @@ def main(argv: list[str] | None = None) -> None:
         " shared_buffers is over 4x the sessions table never synchronizes its scans: 'off'",
     )
     parser.add_argument("--keep-database", action="store_true", help="do not drop it at the end")
+    parser.add_argument(
+        "--consumed-older-than-hours",
+        type=float,
+        default=None,
+        help="then also prune live sessions' tokens consumed this long ago (a second phase)",
+    )
     args = parser.parse_args(argv)
     if args.tokens_per_session < 1 or not 0 <= args.dead_share <= 1:
         parser.error("--tokens-per-session must be >= 1 and --dead-share within [0, 1]")
@@ -323,6 +343,12 @@ def main(argv: list[str] | None = None) -> None:
             )
             prune_end = time.perf_counter()
         bar.finish()
+        after = count(url)
+        consumed_phase = None
+        if args.consumed_older_than_hours is not None:
+            consumed_phase = prune_consumed(
+                app, url, timedelta(hours=args.consumed_older_than_hours)
+            )
         time.sleep(min(1.0, args.baseline_seconds))
         probe.stop.set()
         probe.join()
@@ -330,7 +356,6 @@ def main(argv: list[str] | None = None) -> None:
             raise probe.error
 
         seconds = prune_end - prune_start
-        after = count(url)
         batches = [b - a for a, b in zip([prune_start, *ends], ends, strict=False)]
         tenth = max(1, len(batches) // 10)
         # Counted in the tables, not taken from prune's result: tokens that the ON DELETE
@@ -365,7 +390,24 @@ def main(argv: list[str] | None = None) -> None:
                 "during_prune": percentiles(probe.between(prune_start, prune_end)),
             }
         )
-        emit({"phase": "after", **after})
+        if consumed_phase is not None:
+            tokens_before, result, start, end, batches = consumed_phase
+            emit(
+                {
+                    "phase": "prune_consumed",
+                    "older_than_hours": args.consumed_older_than_hours,
+                    "tokens_before": tokens_before,
+                    "tokens_deleted": tokens_before - count(url)["tokens"],
+                    "seconds": round(end - start, 2),
+                    "tokens_per_s": round(result.tokens / (end - start)),
+                    "batches": result.batches,
+                    "batch": percentiles(batches),
+                    "first_tenth_mean_ms": mean_ms(batches[: max(1, len(batches) // 10)]),
+                    "last_tenth_mean_ms": mean_ms(batches[-max(1, len(batches) // 10) :]),
+                    "probe_during": percentiles(probe.between(start, end)),
+                }
+            )
+        emit({"phase": "after", **count(url)})
         with app.app_context():
             db.engine.dispose()
     finally:
