@@ -56,7 +56,7 @@ class LoginThrottle:
 
     def check(self, username: str, address: str | None) -> bool:
         """Raise TooManyAttempts while either key is locked; else say whether the account has
-        failures on record (one round trip: the locks hold their expiry time)."""
+        failures (or a lock) on record (one round trip: the locks hold their expiry time)."""
         keys = _keys(username, address)
         try:
             values = self.store.get_many([key + ":lock" for key, _ in keys] + [keys[0][0]])
@@ -72,7 +72,7 @@ class LoginThrottle:
                 remaining = math.ceil(expiry - now)
                 if remaining > 0:
                     raise TooManyAttempts(remaining)
-        return any(value is not None for value in values)
+        return values[0] is not None or values[-1] is not None  # the account's lock, counter
 
     def failed(self, username: str, address: str | None) -> int:
         """Count a failure; returns the lock in seconds now in force (0 if none)."""

@@ -301,15 +301,14 @@ class TokenEndpoint:
     def _grace_response(self, key: str, age: float) -> bytes | None:
         """The winner's sealed response. Its write was sent before the rotation committed,
         but travels on another connection: a loser that raced it asks once more."""
-        for attempt in range(2):
-            try:
+        try:
+            blob = self.store.get(key)
+            if blob is None and age <= 1.0:
+                time.sleep(0.02)
                 blob = self.store.get(key)
-            except StoreUnavailable:
-                return None
-            if blob is not None or age > 1.0 or attempt:
-                return blob
-            time.sleep(0.02)
-        return None
+        except StoreUnavailable:
+            return None
+        return blob
 
     def _keep_for_grace(
         self, presented: str, successor_hash: str, params: str, response: dict

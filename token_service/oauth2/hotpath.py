@@ -247,7 +247,20 @@ def _from_sqlite(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-_REFRESH_TIMES = {1, 8, 9, 10, 11}  # consumed_at, auth_time, expires_at, idle_..., revoked_at
+_TIMES = ("consumed_at", "auth_time", "expires_at", "idle_expires_at", "revoked_at")
+_REFRESH_TIMES = frozenset(RefreshRow._fields.index(name) for name in _TIMES)
+
+# RefreshRow's columns, in its order, for both backends.
+_REFRESH_COLUMNS = """
+    rt.token_hash, rt.consumed_at, rt.successor_hash, s.id, s.client_id, s.customer_id,
+    s.scope, s.legal_entity_id, s.auth_time, s.expires_at, s.idle_expires_at,
+    s.revoked_at, s.tokens_not_before, c.status
+"""
+_REFRESH_FROM = """
+    FROM refresh_tokens rt
+    JOIN sessions s ON s.id = rt.session_id
+    JOIN customers c ON c.id = s.customer_id
+"""
 
 _SQLITE_ENTITLEMENTS = """
     SELECT 'e', e.id, e.name
@@ -274,15 +287,7 @@ _SQLITE_INSERT_AUDIT = """
     INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
     VALUES (?, ?, ?, ?, ?, ?, ?)
 """
-_SQLITE_LOAD_REFRESH = """
-    SELECT rt.token_hash, rt.consumed_at, rt.successor_hash, s.id, s.client_id, s.customer_id,
-           s.scope, s.legal_entity_id, s.auth_time, s.expires_at, s.idle_expires_at,
-           s.revoked_at, s.tokens_not_before, c.status
-    FROM refresh_tokens rt
-    JOIN sessions s ON s.id = rt.session_id
-    JOIN customers c ON c.id = s.customer_id
-    WHERE rt.token_hash = ?
-"""
+_SQLITE_LOAD_REFRESH = f"SELECT {_REFRESH_COLUMNS} {_REFRESH_FROM} WHERE rt.token_hash = ?"
 _SQLITE_CONSUME = """
     UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?
     WHERE token_hash = ? AND consumed_at IS NULL
@@ -373,14 +378,8 @@ _PG_START_SESSION = """
 
 
 _PG_LOAD_REFRESH = f"""
-    SELECT rt.token_hash, rt.consumed_at, rt.successor_hash, s.id, s.client_id, s.customer_id,
-           s.scope, s.legal_entity_id, s.auth_time, s.expires_at, s.idle_expires_at,
-           s.revoked_at, s.tokens_not_before, c.status, {_ENTITLEMENT_ARRAYS}
-    FROM refresh_tokens rt
-    JOIN sessions s ON s.id = rt.session_id
-    JOIN customers c ON c.id = s.customer_id
-    WHERE rt.token_hash = %s
-"""  # noqa: S608 - constant SQL
+    SELECT {_REFRESH_COLUMNS}, {_ENTITLEMENT_ARRAYS} {_REFRESH_FROM} WHERE rt.token_hash = %s
+"""
 
 # One statement: atomic, and of concurrent refreshes exactly one consumes the token (the row
 # lock decides); the audit event of a switch is written with it.

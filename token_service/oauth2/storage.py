@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 from cachetools import TTLCache
 from sqlalchemy import bindparam, literal, select, union_all, update
-from sqlalchemy.engine import Connection
 
 from ..extensions import db
 from ..models import (
@@ -114,9 +113,9 @@ def by_name(entity: dict) -> tuple[str, str]:
     return entity["name"], entity["id"]
 
 
-def entitlements(customer_id: str, conn: Connection | None = None) -> Entitlements:
+def entitlements(customer_id: str) -> Entitlements:
     """Assignments and every group scope of a customer, in one round trip."""
-    rows = (conn or db.session).execute(_ENTITLEMENTS, {"customer_id": customer_id}).all()
+    rows = db.session.execute(_ENTITLEMENTS, {"customer_id": customer_id}).all()
     entities = sorted(({"id": a, "name": b} for kind, a, b in rows if kind == "e"), key=by_name)
     return Entitlements(entities, [GroupGrant(a, b) for kind, a, b in rows if kind == "g"])
 
