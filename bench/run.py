@@ -272,7 +272,8 @@ PG_SETTINGS: list[str] = []
 SERVICE_WORKERS = [1]  # the floors always run one
 
 
-def prepare(name: str, work: Path, database: str | None) -> Backend:
+def service_env(work: Path, database: str | None) -> dict:
+    """The service's environment: PostgreSQL `database` + Redis, or SQLite when None."""
     env = dict(os.environ)
     env |= {
         "TOKEN_SERVICE_KEYS_DIR": str(work / "keys"),
@@ -282,11 +283,6 @@ def prepare(name: str, work: Path, database: str | None) -> Backend:
         "PYTHONPATH": str(ROOT),
     }
     if database:
-        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        psql(f"CREATE DATABASE {database}")
-        for setting in PG_SETTINGS:
-            key, value = setting.split("=", 1)
-            psql(f"ALTER DATABASE {database} SET {key} = '{value}'")
         env |= {
             "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
             "REDIS_URL": REDIS_URL,
@@ -295,6 +291,18 @@ def prepare(name: str, work: Path, database: str | None) -> Backend:
     else:
         env["DATABASE_URL"] = f"sqlite:///{work / 'service.sqlite3'}"
         env.pop("REDIS_URL", None)
+    return env
+
+
+def prepare(name: str, work: Path, database: str | None) -> Backend:
+    """A fresh database (dropped first) with the schema, the demo and a new signing key."""
+    if database:
+        psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        psql(f"CREATE DATABASE {database}")
+        for setting in PG_SETTINGS:
+            key, value = setting.split("=", 1)
+            psql(f"ALTER DATABASE {database} SET {key} = '{value}'")
+    env = service_env(work, database)
     tool = str(BIN / "token-service")
     run([tool, "keys", "generate"], env)
     run([tool, "migrate"], env)
@@ -424,16 +432,7 @@ def bench_growth(args, work: Path, floors: dict) -> dict:
 
 
 def prepare_existing(work: Path, database: str) -> dict:
-    env = dict(os.environ)
-    env |= {
-        "TOKEN_SERVICE_KEYS_DIR": str(work / "keys"),
-        "TOKEN_SERVICE_ISSUER": "http://bench.test",
-        "TOKEN_SERVICE_LOGIN_FREE_ATTEMPTS": "1000000",
-        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
-        "REDIS_URL": REDIS_URL,
-        "TOKEN_SERVICE_REDIS_PREFIX": f"{database}:",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = service_env(work, database)
     run([str(BIN / "token-service"), "migrate"], env)
     return env
 
