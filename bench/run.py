@@ -15,7 +15,7 @@ switch on 1,000 and on 1,000,000 customers (bench/growth.py), then a summary.
 docs/performance.md explains the figures.
 
     .venv/bin/python bench/run.py [--backends postgresql,sqlite] [--duration 10] [--warmup 2]
-        [--loads refresh_switch,...] [--no-growth] [--rebuild-growth]
+        [--loads refresh_switch,...] [--no-growth] [--no-memory] [--rebuild-growth]
         [--service-workers 1] [--pg-setting synchronous_commit=off]
 """
 
@@ -344,7 +344,8 @@ def bench_backend(name: str, args, work: Path) -> list[dict]:
             emit(record)
             records.append(record)
         service.stop()
-        records.append(bench_memory(backend, work))
+        if not args.no_memory:
+            records.append(bench_memory(backend, work))
     finally:
         service.stop()
         floor.stop()
@@ -445,6 +446,7 @@ def main() -> int:
     parser.add_argument("--loads", default=",".join(TARGETS), help="a subset of the loads")
     parser.add_argument("--no-growth", action="store_true", help="skip the 1M-customer run")
     parser.add_argument("--rebuild-growth", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="skip the 100k-request RSS run")
     parser.add_argument(
         "--service-workers",
         type=int,

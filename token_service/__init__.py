@@ -46,12 +46,6 @@ def create_app(test_config: dict | None = None) -> Flask:
             parents=True, exist_ok=True
         )
 
-    if settings.trusted_proxies:
-        from werkzeug.middleware.proxy_fix import ProxyFix
-
-        hops = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-
     db.init_app(app)
     store = test_config.get("STORE") or make_store(settings.redis_url, settings.redis_prefix)
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
@@ -69,6 +63,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(openapi.bp)
     errors.register(app)
+    from .api.front import OAuthFront
+
+    app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     from .cli import register_commands
 

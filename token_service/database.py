@@ -15,7 +15,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def configure_engine(url: str) -> dict:
     """Engine options: SQLite gets a busy timeout. PostgreSQL connections are not pinged before
     use (a round trip per request): a dead one fails its request, which the view retries once
-    on a fresh connection (see api/oauth.py), and the pool replaces them all."""
+    on a fresh connection (see api/front.py), and the pool replaces them all."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 10, "isolation_level": None}}
     return {"pool_size": 5, "max_overflow": 5, "pool_recycle": 1800}
@@ -38,8 +38,9 @@ def _sqlite_begin_immediate(conn):
     # SQLite upgrades a read transaction to a write one only if nobody wrote in between, and
     # otherwise fails at once ("database is locked"). Taking the write lock at BEGIN makes
     # concurrent refreshes queue (busy timeout) instead of failing.
+    # Straight on the driver: SQLAlchemy's statement layer would cost more than the BEGIN.
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 def alembic_config(connection=None) -> Config:

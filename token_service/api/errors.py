@@ -18,15 +18,27 @@ log = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def oauth_error_response(error: OAuth2Error):
+def oauth_error_parts(error: OAuth2Error) -> tuple[int, dict, list[tuple[str, str]]]:
+    """RFC 6749 §5.2: status, JSON body and headers (e.g. WWW-Authenticate) of an error."""
     status, body, headers = error()
-    response = jsonify(body)
-    response.status_code = status
-    for name, value in headers:
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    response.headers.update(NO_STORE)
-    return response
+    kept = [(name, value) for name, value in headers if name.lower() not in _OURS]
+    return status, body, [("Content-Type", "application/json"), *kept, *NO_STORE.items()]
+
+
+def unavailable_parts(message: str, *, oauth: bool) -> tuple[int, dict, list[tuple[str, str]]]:
+    """A 503 for an outage of the database or the signing key; clients retry after a second."""
+    field = "error_description" if oauth else "message"
+    body = {"error": "temporarily_unavailable", field: message}
+    headers = [("Content-Type", "application/json"), *NO_STORE.items(), ("Retry-After", "1")]
+    return 503, body, headers
+
+
+_OURS = {"content-type", *(name.lower() for name in NO_STORE)}
+
+
+def oauth_error_response(error: OAuth2Error):
+    status, body, headers = oauth_error_parts(error)
+    return jsonify(body), status, headers
 
 
 def _is_oauth_path() -> bool:
@@ -69,8 +81,5 @@ def register(app: Flask) -> None:
 
 
 def _unavailable(message: str):
-    if _is_oauth_path():
-        body = {"error": "temporarily_unavailable", "error_description": message}
-    else:
-        body = {"error": "temporarily_unavailable", "message": message}
-    return jsonify(body), 503, {**NO_STORE, "Retry-After": "1"}
+    status, body, headers = unavailable_parts(message, oauth=_is_oauth_path())
+    return jsonify(body), status, headers

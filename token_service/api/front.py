@@ -1,0 +1,150 @@
+"""POST /oauth/token, /oauth/introspect and /oauth/revoke, answered straight from WSGI.
+
+They are the service's hot paths, and with one sync worker per core Flask's request machinery
+(request and response objects, URL matching, signals) cost a third of an introspection (see
+docs/performance.md). So `OAuthFront` sits in front of the Flask app: a POST to one of these
+three paths is answered here, inside an app context like any view; every other request,
+including other methods on these paths (405), goes on to Flask. The contract is the same as
+everywhere else: RFC 6749 §5.2 JSON errors, a 503 for an outage of the database or the signing
+key, `Cache-Control: no-store`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException
+
+from ..extensions import db
+from ..keys import NoSigningKey
+from ..oauth2.request import TokenRequest, parse_form
+from .errors import NO_STORE, oauth_error_parts, unavailable_parts
+
+log = logging.getLogger(__name__)
+
+JSON = ("Content-Type", "application/json")
+_NO_STORE = list(NO_STORE.items())
+_STATUS = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+def read_form(environ: dict, max_bytes: int) -> TokenRequest:
+    """The request's form, reading never more than `max_bytes` + 1 bytes of the body."""
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        raise InvalidRequestError("The Content-Length header is not a number.") from None
+    if length > max_bytes:
+        raise InvalidRequestError(f"The request body exceeds {max_bytes} bytes.")
+    if length >= 0:
+        body = environ["wsgi.input"].read(length)
+    elif environ.get("wsgi.input_terminated"):  # chunked, and the server ends the stream
+        body = environ["wsgi.input"].read(max_bytes + 1)
+    else:  # no length and no end: nothing can be read safely
+        body = b""
+    return TokenRequest(
+        params=parse_form(environ.get("CONTENT_TYPE"), body, max_bytes),
+        authorization=environ.get("HTTP_AUTHORIZATION"),
+        remote_addr=environ.get("REMOTE_ADDR"),
+    )
+
+
+def run_once_more_on_lost_connection(work, *args):
+    """Run `work`; if the database connection turned out dead (a database restart, a failover),
+    roll back and run it once more on a fresh connection. Safe: the failed attempt committed
+    nothing, or, for a rotation that committed as its connection died, the retry is a replay
+    that the grace window answers with the same response."""
+    try:
+        return work(*args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection lost; retrying once on a new one")
+        db.session.rollback()
+        return work(*args)
+
+
+def _committed(work, *args):
+    result = work(*args)
+    db.session.commit()
+    return result
+
+
+class OAuthFront:
+    """WSGI middleware: the three OAuth POST endpoints, then the Flask app for the rest."""
+
+    def __init__(self, app, inner) -> None:
+        self.app = app
+        self.inner = inner
+        self.max_form_bytes = app.config["SETTINGS"].max_form_bytes
+        self.routes = {
+            "/oauth/token": self.token,
+            "/oauth/introspect": self.introspect,
+            "/oauth/revoke": self.revoke,
+        }
+
+    def __call__(self, environ, start_response):
+        route = self.routes.get(environ.get("PATH_INFO", ""))
+        if route is None or environ.get("REQUEST_METHOD") != "POST":
+            return self.inner(environ, start_response)
+        with self.app.app_context():
+            status, body, headers = self.answer(route, environ)
+        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        headers.append(("Content-Length", str(len(payload))))
+        start_response(_STATUS[status], headers)
+        return [payload]
+
+    def answer(self, route, environ) -> tuple[int, dict | None, list[tuple[str, str]]]:
+        """(status, JSON body or None, headers) for one request; errors as the Flask app's
+        handlers (api/errors.py) give them."""
+        try:
+            return route(read_form(environ, self.max_form_bytes))
+        except OAuth2Error as error:
+            db.session.rollback()
+            return oauth_error_parts(error)
+        except DBAPIError as error:
+            log.error("database unavailable: %s", error.__class__.__name__)
+            _rollback_quietly()
+            return unavailable_parts("The database is unavailable. Retry shortly.", oauth=True)
+        except NoSigningKey as error:
+            log.error("%s", error)
+            return unavailable_parts("No signing key is configured.", oauth=True)
+        except HTTPException as error:
+            _rollback_quietly()
+            body = {"error": "invalid_request", "error_description": error.name}
+            return error.code, body, [JSON, *_NO_STORE]
+        except Exception:
+            log.exception("unexpected error on %s", environ.get("PATH_INFO"))
+            _rollback_quietly()
+            body = {"error": "server_error", "error_description": "Internal server error."}
+            return 500, body, [JSON, *_NO_STORE]
+
+    def token(self, request: TokenRequest):
+        handle = self.app.extensions["token_endpoint"].handle
+        return 200, run_once_more_on_lost_connection(_committed, handle, request), _ok()
+
+    def introspect(self, request: TokenRequest):
+        work = self.app.extensions["introspection"].introspect
+        answer = run_once_more_on_lost_connection(work, request)
+        if db.session.registry.has():  # read-only; most answers never open an ORM session
+            db.session.rollback()
+        return 200, answer, _ok()
+
+    def revoke(self, request: TokenRequest):
+        work = self.app.extensions["introspection"].revoke
+        run_once_more_on_lost_connection(_committed, work, request)
+        return 200, None, list(_NO_STORE)
+
+
+def _ok() -> list[tuple[str, str]]:
+    return [JSON, *_NO_STORE]
+
+
+def _rollback_quietly() -> None:
+    try:
+        db.session.rollback()
+    except Exception:
+        log.debug("rollback failed", exc_info=True)
