@@ -91,6 +91,14 @@ def base_app(request, keys_dir, tmp_path_factory):
         db.engine.dispose()
 
 
+def forget_deny_list(app) -> None:
+    """What a restart of Redis does to a worker: its subscription breaks, so its copy of the
+    deny-list is dropped (see revocation.DenyList)."""
+    subscription = app.extensions["deny_list"].subscription
+    if subscription is not None:
+        subscription.close()
+
+
 def reset(app) -> dict[str, str]:
     """Empty every table and the store, reload the demo data; returns the client secrets."""
     with app.app_context():
@@ -103,6 +111,7 @@ def reset(app) -> dict[str, str]:
                 db.session.execute(text(f"DELETE FROM {table}"))
         db.session.commit()
         app.extensions["token_store"].flush()
+        forget_deny_list(app)
         forget_client()
         secrets = load_demo()
         db.session.commit()

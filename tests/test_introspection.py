@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
+import uuid
 
 import pytest
-from conftest import basic_auth
+from conftest import REDIS_URL, Storefront, basic_auth, forget_deny_list
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from token_service import create_app
+from token_service.extensions import db
 from token_service.oauth2.introspect import SESSION_STATE_SECONDS
-from token_service.store import REVOCATION_CHANNEL
+from token_service.store import REVOCATION_CHANNEL, RedisStore
 
 INACTIVE = {"active": False}
 
@@ -212,7 +216,8 @@ def test_database_backstop_when_the_store_lost_the_deny_list(app, introspect, re
     assert introspect(access)["active"] is True  # the session's state is now kept
     revoke(login.json["refresh_token"])
     assert introspect(access) == INACTIVE  # the deny-list
-    app.extensions["token_store"].flush()  # ...is lost
+    app.extensions["token_store"].flush()  # ...is lost (Redis restarted)
+    forget_deny_list(app)
     time.sleep(SESSION_STATE_SECONDS + 0.1)
     assert introspect(access) == INACTIVE  # the database
 
@@ -227,3 +232,52 @@ def test_removed_key_verifies_nothing_even_for_tokens_seen_before(
         path.unlink()
     isolated_keys.generate("RS256")  # the old key is gone, a new one signs
     assert introspect(access) == INACTIVE
+
+
+@pytest.fixture
+def two_workers(app):
+    """Two workers of one deployment: the same database, the same Redis (whatever the backend:
+    the in-process store serves one process), each with its own copy of the deny-list."""
+    settings = dataclasses.replace(app.config["SETTINGS"], redis_url=REDIS_URL)
+    prefix = f"ts-test:{uuid.uuid4().hex[:8]}:"
+    workers = [
+        create_app({"SETTINGS": settings, "STORE": RedisStore(REDIS_URL, prefix), "TESTING": True})
+        for _ in range(2)
+    ]
+    yield workers
+    for worker in workers:
+        forget_deny_list(worker)
+        worker.extensions["token_store"].flush()
+        with worker.app_context():
+            db.engine.dispose()
+
+
+def test_a_revocation_in_one_worker_shows_in_another_at_once(app, two_workers):
+    """Worker B answers introspections from its copy of the deny-list; a revocation answered
+    by worker A must be visible to B's very next introspection."""
+    a, b = (worker.test_client() for worker in two_workers)
+    order_service = basic_auth("order-service", app.secrets["order-service"])
+
+    def active_at_b(token: str) -> bool:
+        r = b.post("/oauth/introspect", data={"token": token}, headers=order_service)
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return r.json["active"]
+
+    login = Storefront(a).login().json
+    other = Storefront(a).login().json
+    for _ in range(3):  # B reads the store once, then its copy
+        assert active_at_b(login["access_token"]) and active_at_b(other["access_token"])
+    assert two_workers[1].extensions["deny_list"].subscription.live
+
+    revoked = a.post(
+        "/oauth/revoke", data={"token": login["access_token"], "client_id": "storefront"}
+    )
+    assert revoked.status_code == 200
+    assert not active_at_b(login["access_token"])  # one access token, by jti
+    assert active_at_b(other["access_token"])
+
+    revoked = a.post(
+        "/oauth/revoke", data={"token": other["refresh_token"], "client_id": "storefront"}
+    )
+    assert revoked.status_code == 200
+    assert not active_at_b(other["access_token"])  # a whole session, by sid

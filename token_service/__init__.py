@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .keys import KeyRing
     from .oauth2.grants import TokenEndpoint
     from .oauth2.introspect import Introspection
+    from .revocation import DenyList
     from .store import make_store
     from .throttle import LoginThrottle
 
@@ -51,6 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
     throttle = LoginThrottle(store, settings)
     app.extensions["token_store"] = store
+    app.extensions["deny_list"] = DenyList(store)
     app.extensions["keyring"] = keyring
     app.extensions["login_throttle"] = throttle
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 
+from cachetools import TTLCache
 from flask import current_app
 
 from . import audit
 from .models import Session, utcnow
-from .store import REVOCATION_CHANNEL, StoreUnavailable
+from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +33,17 @@ def _store():
 
 
 def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **extra) -> bool:
-    """Write a deny-list entry and publish it; False if the store is down."""
+    """Write a deny-list entry and publish it, both or neither; False if the store is down."""
+    message = {"type": kind, "value": value, **extra, "exp": int(time.time()) + ttl}
+    message["reason"] = reason
     try:
-        store = _store()
-        store.set(f"deny:{kind}:{value}", stored, ttl)
-        message = {"type": kind, "value": value, **extra, "exp": int(time.time()) + ttl}
-        message["reason"] = reason
-        store.publish(REVOCATION_CHANNEL, json.dumps(message, separators=(",", ":")))
+        _store().set_and_publish(
+            f"deny:{kind}:{value}",
+            stored,
+            ttl,
+            REVOCATION_CHANNEL,
+            json.dumps(message, separators=(",", ":")),
+        )
     except StoreUnavailable:
         # The database stays the source of truth for sessions; introspection of access tokens
         # fails closed while the store is down, and access tokens expire within minutes.
@@ -64,10 +70,9 @@ def deny_access_token(jti: str, ttl: int, reason: str) -> bool:
 
 
 def is_denied(sid: str | None, jti: str, iat: int) -> bool:
-    """True if this access token was revoked (one store round trip). Raises StoreUnavailable:
-    callers fail closed."""
+    """True if this access token was revoked. Raises StoreUnavailable: callers fail closed."""
     keys = [f"deny:jti:{jti}"] if sid is None else [f"deny:jti:{jti}", f"deny:sid:{sid}"]
-    values = _store().get_many(keys)
+    values = current_app.extensions["deny_list"].get_many(keys)
     if values[0] is not None:
         return True
     return sid is not None and values[1] is not None and iat < int(values[1])
@@ -87,3 +92,59 @@ def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: 
             reason=reason,
         )
     deny_session(session, reason)
+
+
+class DenyList:
+    """The deny-list as introspection reads it: from the store, or from this process's copy of
+    what it read there before, kept exact by the revocation channel.
+
+    Every write to the deny-list is published in the same MULTI (`_announce`), and Redis queues
+    a published message on every subscriber's connection before it answers the publisher. So
+    once a revocation has been answered, its message already waits on this process's
+    subscription (or is on the wire to another host, ahead of anything the revoking caller does
+    next), and reading what waits there before answering from the copy shows the revocation at
+    once, as asking the store would. While the subscription is not live (starting, failed, or
+    silent: see store.Subscription) every answer comes from the store and nothing is copied.
+    The in-process store has no subscription and is read directly: it is memory already.
+    """
+
+    #: A bound on how long a copied entry is used, should a message ever go missing anyway.
+    KEEP_SECONDS = 60.0
+
+    def __init__(self, store: Store, max_entries: int = 100_000) -> None:
+        self.store = store
+        self.subscription = store.subscribe(REVOCATION_CHANNEL)
+        self._copy: TTLCache = TTLCache(maxsize=max_entries, ttl=self.KEEP_SECONDS)
+        self._generation = None
+        self._changes = 0  # messages read so far: a read that overlapped one is not copied
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if self.subscription is None:
+            return self.store.get_many(keys)
+        with self._lock:
+            live = self._catch_up()
+            if live and all(key in self._copy for key in keys):
+                return [self._copy[key] for key in keys]
+            changes = self._changes
+        values = self.store.get_many(keys)
+        with self._lock:
+            if live and self._changes == changes and self.subscription.live:
+                self._copy.update(zip(keys, values, strict=True))
+        return values
+
+    def _catch_up(self) -> bool:
+        """Apply what arrived on the channel; True if the copy may answer."""
+        subscription = self.subscription
+        for message in subscription.poll():
+            self._changes += 1
+            try:
+                change = json.loads(message)
+                self._copy.pop(f"deny:{change['type']}:{change['value']}", None)
+            except (ValueError, KeyError, TypeError):
+                self._copy.clear()  # not ours to read: forget everything rather than guess
+        if subscription.generation != self._generation or not subscription.live:
+            self._copy.clear()
+            self._changes += 1
+            self._generation = subscription.generation
+        return subscription.live

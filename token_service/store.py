@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 from typing import Protocol
@@ -46,6 +47,8 @@ class Store(Protocol):
     def incr(self, key: str, ttl: int) -> int: ...
     def ttl(self, key: str) -> int: ...
     def publish(self, channel: str, message: str) -> None: ...
+    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str): ...
+    def subscribe(self, channel: str) -> Subscription | None: ...
     def ping(self) -> bool: ...
 
 
@@ -110,6 +113,14 @@ class MemoryStore:
     def publish(self, channel: str, message: str) -> None:
         self.published.append((channel, message))
         del self.published[:-1000]
+
+    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
+        self.set(key, value, ttl)
+        self.publish(channel, message)
+
+    def subscribe(self, channel: str) -> None:
+        """Nothing to follow: the store is this process's own memory."""
+        return None
 
     def ping(self) -> bool:
         return True
@@ -200,6 +211,20 @@ class RedisStore:
     def publish(self, channel: str, message: str) -> None:
         self._call(self._redis.publish, channel, message)
 
+    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
+        """SET and PUBLISH in one MULTI: a subscriber never misses a change of the key."""
+
+        def run() -> None:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.set(self.prefix + key, value, ex=max(1, ttl))
+            pipe.publish(channel, message)
+            pipe.execute()
+
+        self._call(run)
+
+    def subscribe(self, channel: str) -> Subscription:
+        return Subscription(self._redis.connection_pool, channel, self._errors)
+
     def ping(self) -> bool:
         try:
             return bool(self._redis.ping())
@@ -211,6 +236,90 @@ class RedisStore:
         keys = list(self._redis.scan_iter(match=self.prefix + "*", count=1000))
         if keys:
             self._redis.delete(*keys)
+
+
+PING_SECONDS = 1.0
+
+
+class Subscription:
+    """This process's subscription to one channel, on a connection of its own, read without
+    ever blocking: `poll()` returns the messages that have arrived since the last call.
+
+    Callers keep state derived from the messages (a copy of what they describe) and may trust
+    it only while `live`: Redis confirmed the subscription, and answered a PING within the last
+    3 seconds, which proves that every message published before that PING has been read. A
+    connection that failed, or went silent (a partition sends no reset), is replaced on a later
+    poll and `generation` moves on: state built from the old one must then be dropped. Nothing
+    reconnects behind the caller's back.
+    """
+
+    def __init__(self, pool, channel: str, errors: tuple) -> None:
+        self._pool = pool
+        self.channel = channel
+        self._errors = errors
+        self._conn = None
+        self._pid = 0
+        self.generation = 0
+        self.live = False
+        self._confirmed = False
+        self._pinged = self._ponged = 0.0
+        self._awaiting_pong = False
+
+    def poll(self) -> list[bytes]:
+        if self._conn is None or self._pid != os.getpid():
+            self._connect()
+            if self._conn is None:
+                return []
+        messages = []
+        try:
+            while self._conn.can_read(timeout=0):
+                # RESP3 (redis-py's default) pushes messages and answers PING with PONG;
+                # RESP2 sends both as arrays: ["message", channel, data], ["pong", ""].
+                reply = self._conn.read_response(push_request=True)
+                kind = reply[0] if isinstance(reply, list) else reply
+                if kind == b"message":
+                    messages.append(reply[2])
+                elif kind in (b"PONG", b"pong"):
+                    self._ponged, self._awaiting_pong = time.monotonic(), False
+                elif kind == b"subscribe":
+                    self._confirmed, self._ponged = True, time.monotonic()
+                    self.generation += 1
+            now = time.monotonic()
+            if self._awaiting_pong and now - self._pinged > 3 * PING_SECONDS:
+                raise TimeoutError("no answer to PING")
+            if not self._awaiting_pong and now - self._ponged >= PING_SECONDS:
+                self._conn.send_command("PING")
+                self._pinged, self._awaiting_pong = now, True
+            self.live = self._confirmed and now - self._ponged <= 3 * PING_SECONDS
+        except (*self._errors, TimeoutError):
+            log.warning("store unavailable: subscription to %s lost", self.channel)
+            self._drop()
+        return messages
+
+    def _connect(self) -> None:
+        self._drop()
+        self._pid = os.getpid()
+        # Outside the pool (it is no command connection), and without redis-py's health check:
+        # a subscribed connection answers PING in its own way, handled above.
+        conn = self._pool.connection_class(
+            **{**self._pool.connection_kwargs, "health_check_interval": 0}
+        )
+        try:
+            conn.connect()
+            conn.send_command("SUBSCRIBE", self.channel)
+        except self._errors:
+            conn.disconnect()
+            return
+        self._conn = conn  # live once Redis confirms, on a later poll
+
+    def _drop(self) -> None:
+        self.live = self._confirmed = self._awaiting_pong = False
+        if self._conn is not None:
+            self._conn.disconnect()
+        self._conn = None
+
+    def close(self) -> None:
+        self._drop()
 
 
 def make_store(redis_url: str | None, prefix: str = "ts:") -> Store:
