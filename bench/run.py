@@ -8,6 +8,8 @@ closed loop. Loads: password login, refresh without switch, refresh switching be
 entities on every request, client_credentials, introspection of an access token. Refresh loads
 run one chain per connection: every response's refresh token is the next request's.
 
+Each load runs between two measurements of its floor (the previous load's "after" is the next
+one's "before") and is judged against their mean: the machine's speed drifts over a run.
 Prints one JSON line per load (requests, errors, rps, p50/p90/p99 ms, the worker's CPU share,
 PostgreSQL's and Redis's CPU per request, the ratio to its floor and the target), then one line
 for a fresh worker's memory after 50,000 and 100,000 requests, then (PostgreSQL) refresh with
@@ -329,18 +331,27 @@ def bench_backend(name: str, args, work: Path) -> list[dict]:
     service = Server("wsgi:app", 8302, backend.env, ROOT, work / "service.log").start()
     records = []
     try:
-        floors = {}
-        for load in ("bare", "sign"):
-            result = measure(backend, floor, load, args.duration, args.warmup)
-            floors[load] = result["rps"]
-            emit({"backend": name, "load": f"floor_{load}", **result})
-        argon = argon2_rate()
-        floors["argon2id"] = argon["rps"]
-        emit({"backend": name, "load": "floor_argon2id", **argon})
+
+        def floor_rate(kind: str) -> float:
+            if kind == "argon2id":
+                result = argon2_rate()
+            else:
+                result = measure(backend, floor, kind, args.duration, args.warmup)
+            emit({"backend": name, "load": f"floor_{kind}", **result})
+            return result["rps"]
+
+        # Each load is judged against its floor measured just before and just after it (the
+        # mean of the two): the machine's speed drifts over a run, and a ratio must not.
+        floors = {kind: floor_rate(kind) for kind in ("bare", "sign", "argon2id")}
         for load in args.loads.split(","):
             log(f"{name}: {load}")
+            kind = TARGETS[load][0]
+            before = floors[kind]
             result = measure(backend, service, load, args.duration, args.warmup)
-            record = {"backend": name, "load": load, **result, **judge(name, load, result, floors)}
+            floors[kind] = after = floor_rate(kind)
+            bracket = {kind: (before + after) / 2}
+            record = {"backend": name, "load": load, **result, **judge(name, load, result, bracket)}
+            record["floor_rps"] = [before, after]
             emit(record)
             records.append(record)
         service.stop()

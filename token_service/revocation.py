@@ -94,6 +94,9 @@ def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: 
     deny_session(session, reason)
 
 
+_MISSING = object()
+
+
 class DenyList:
     """The deny-list as introspection reads it: from the store, or from this process's copy of
     what it read there before, kept exact by the revocation channel.
@@ -111,12 +114,14 @@ class DenyList:
     #: A bound on how long a copied entry is used, should a message ever go missing anyway.
     KEEP_SECONDS = 60.0
 
-    def __init__(self, store: Store, max_entries: int = 100_000) -> None:
+    def __init__(self, store: Store, max_entries: int = 50_000) -> None:
         self.store = store
         self.subscription = store.subscribe(REVOCATION_CHANNEL)
         self._copy: TTLCache = TTLCache(maxsize=max_entries, ttl=self.KEEP_SECONDS)
         self._generation = None
-        self._changes = 0  # messages read so far: a read that overlapped one is not copied
+        # Messages and subscriptions seen so far: a store read that overlapped one of them may
+        # be older than what it announced, and is not copied.
+        self._changes = 0
         self._lock = threading.Lock()
 
     def get_many(self, keys: list[str]) -> list[bytes | None]:
@@ -124,8 +129,10 @@ class DenyList:
             return self.store.get_many(keys)
         with self._lock:
             live = self._catch_up()
-            if live and all(key in self._copy for key in keys):
-                return [self._copy[key] for key in keys]
+            if live:
+                copied = [self._copy.get(key, _MISSING) for key in keys]
+                if _MISSING not in copied:
+                    return copied
             changes = self._changes
         values = self.store.get_many(keys)
         with self._lock:

@@ -103,7 +103,7 @@ class OAuthFront:
         try:
             return route(read_form(environ, self.max_form_bytes))
         except OAuth2Error as error:
-            db.session.rollback()
+            _rollback_quietly()
             return oauth_error_parts(error)
         except DBAPIError as error:
             log.error("database unavailable: %s", error.__class__.__name__)
