@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import io
+import json
 
 import pytest
 
@@ -175,3 +177,50 @@ def test_unknown_route_is_json(client):
     r = client.get("/nope")
     assert r.status_code == 404
     assert r.json["error"] == "not_found"
+
+
+def _wsgi(app, body: bytes, **environ) -> tuple[str, dict, bytes]:
+    """Call the WSGI app with a hand-made environ (the test client always sets a length)."""
+    base = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/oauth/token",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_TYPE": FORM,
+    }
+    answer = {}
+
+    def start_response(status, headers):
+        answer["status"], answer["headers"] = status, dict(headers)
+
+    payload = b"".join(app(base | environ, start_response))
+    return answer["status"], answer["headers"], payload
+
+
+@pytest.mark.parametrize(
+    ("environ", "error"),
+    [
+        ({}, "invalid_request"),  # no length, no end of stream: nothing is read
+        ({"wsgi.input_terminated": True}, "invalid_client"),  # chunked: read to the end
+        ({"CONTENT_LENGTH": "abc"}, "invalid_request"),
+        ({"CONTENT_LENGTH": str(10**9)}, "invalid_request"),  # refused before reading
+    ],
+)
+def test_body_framing(app, environ, error):
+    body = b"grant_type=client_credentials&client_id=nobody&client_secret=x"
+    status, headers, payload = _wsgi(app, body, **environ)
+    assert json.loads(payload)["error"] == error, payload
+    assert headers["Cache-Control"] == "no-store"
+    assert int(headers["Content-Length"]) == len(payload)
+
+
+def test_an_unexpected_error_is_a_json_500_and_is_logged(app, client, monkeypatch, caplog):
+    def broken(request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.extensions["token_endpoint"], "handle", broken)
+    r = post(client, "grant_type=client_credentials")
+    assert_oauth_error(r, "server_error", 500)
+    assert "a bug" in caplog.text
