@@ -126,3 +126,18 @@ def test_set_and_publish_is_one_transaction(store):
     pubsub.close()
     assert json.loads(message["data"])["value"] == "j2"
     assert store.get("deny:jti:j2") == b"1"
+
+
+def test_an_unreachable_redis_is_not_dialled_on_every_read(monkeypatch):
+    """While Redis refuses connections, the subscription tries again once a second, not on
+    every introspection (each attempt could cost a connect timeout)."""
+    store = RedisStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    deny_list = DenyList(store)
+    attempts = []
+    connect = deny_list.subscription._connect
+    monkeypatch.setattr(deny_list.subscription, "_connect", lambda: attempts.append(1) or connect())
+    for _ in range(5):
+        with pytest.raises(StoreUnavailable):
+            deny_list.get_many(KEYS)
+    assert len(attempts) == 1
+    assert not deny_list.subscription.live

@@ -262,13 +262,16 @@ class Subscription:
         self.generation = 0
         self.live = False
         self._confirmed = False
-        self._pinged = self._ponged = 0.0
+        self._pinged = self._ponged = self._retry_at = 0.0
         self._awaiting_pong = False
 
     def poll(self) -> list[bytes]:
         if self._conn is None or self._pid != os.getpid():
+            if time.monotonic() < self._retry_at and self._pid == os.getpid():
+                return []  # Redis refused a moment ago: no connect timeout on every request
             self._connect()
             if self._conn is None:
+                self._retry_at = time.monotonic() + PING_SECONDS
                 return []
         messages = []
         try:
