@@ -249,12 +249,13 @@ def measure(backend: Backend, server: Server, load: str, seconds: float, warmup:
     return result
 
 
-def argon2_rate() -> dict:
-    """Hashes per second of the service's own argon2id parameters, on the service core."""
+def argon2_rate(seconds: float) -> dict:
+    """Hashes per second of the service's own argon2id parameters, on the service core, over
+    as long as a load is measured (a short window is at the mercy of a noisy neighbour)."""
     code = (
         "import time; from token_service.security import PASSWORD_HASHER as h\n"
         "h.hash('warm up'); n=0; t=time.perf_counter()\n"
-        "while time.perf_counter()-t < 3: h.hash('correct horse battery staple'); n+=1\n"
+        f"while time.perf_counter()-t < {seconds}: h.hash('correct horse battery staple'); n+=1\n"
         "p=h; print(n/(time.perf_counter()-t), p.time_cost, p.memory_cost, p.parallelism)"
     )
     out = subprocess.run(
@@ -334,7 +335,7 @@ def bench_backend(name: str, args, work: Path) -> list[dict]:
 
         def floor_rate(kind: str) -> float:
             if kind == "argon2id":
-                result = argon2_rate()
+                result = argon2_rate(args.duration)
             else:
                 result = measure(backend, floor, kind, args.duration, args.warmup)
             emit({"backend": name, "load": f"floor_{kind}", **result})

@@ -212,6 +212,7 @@ def test_body_framing(app, environ, error):
     body = b"grant_type=client_credentials&client_id=nobody&client_secret=x"
     status, headers, payload = _wsgi(app, body, **environ)
     assert json.loads(payload)["error"] == error, payload
+    assert status.startswith("401 " if error == "invalid_client" else "400 ")
     assert headers["Cache-Control"] == "no-store"
     assert int(headers["Content-Length"]) == len(payload)
 
