@@ -69,7 +69,8 @@ def run_once_more_on_lost_connection(work, *args):
 
 def _committed(work, *args):
     result = work(*args)
-    db.session.commit()
+    if db.session.registry.has():  # a request that never opened a session has nothing to commit
+        db.session.commit()
     return result
 
 
