@@ -8,8 +8,9 @@ closed loop. Loads: password login, refresh without switch, refresh switching be
 entities on every request, client_credentials, introspection of an access token. Refresh loads
 run one chain per connection: every response's refresh token is the next request's.
 
-Each load runs between two measurements of its floor (the previous load's "after" is the next
-one's "before") and is judged against their mean: the machine's speed drifts over a run.
+Each load runs between two measurements of its floor, taken just before and just after it (one
+load's "after" is the next one's "before" when they share a floor), and is judged against their
+mean: the machine's speed drifts over a run.
 Prints one JSON line per load (requests, errors, rps, p50/p90/p99 ms, the worker's CPU share,
 PostgreSQL's and Redis's CPU per request, the ratio to its floor and the target), then one line
 for a fresh worker's memory after 50,000 and 100,000 requests, then (PostgreSQL) refresh with
@@ -344,12 +345,14 @@ def bench_backend(name: str, args, work: Path) -> list[dict]:
         # Each load is judged against its floor measured just before and just after it (the
         # mean of the two): the machine's speed drifts over a run, and a ratio must not.
         floors = {kind: floor_rate(kind) for kind in ("bare", "sign", "argon2id")}
+        last = "argon2id"  # the floor measured most recently
         for load in args.loads.split(","):
             log(f"{name}: {load}")
             kind = TARGETS[load][0]
-            before = floors[kind]
+            before = floors[kind] if kind == last else floor_rate(kind)
             result = measure(backend, service, load, args.duration, args.warmup)
             floors[kind] = after = floor_rate(kind)
+            last = kind
             bracket = {kind: (before + after) / 2}
             record = {"backend": name, "load": load, **result, **judge(name, load, result, bracket)}
             record["floor_rps"] = [before, after]
