@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from token_service import store as store_module
+from token_service.expiring import ExpiringMap
 from token_service.store import MemoryStore
 
 
@@ -47,3 +48,22 @@ def test_overwritten_and_counted_keys_keep_their_latest_expiry(clock):
     store.set("tick", b"", 1)
     assert store.get("n") is None  # ...and goes with it
     assert store.ttl("k") == 19
+
+
+def test_expiring_map_forgets_expired_entries_and_stays_bounded():
+    now = [100.0]
+    cache = ExpiringMap(maxsize=3, ttl=5, clock=lambda: now[0])
+    cache.put("a", 1)
+    cache.put("b", None)  # a cached "nothing" is an answer too
+    cache.put("c", 3, expires_at=101.0)
+    assert cache.get("b", "missing") is None and "b" in cache
+    now[0] = 101.0
+    assert cache.get("c", "missing") == "missing"  # expired at 101
+    cache.put("d", 4)  # room again
+    now[0] = 105.5
+    cache.put("e", 5)  # full of live entries after "a" and "b" expired: those go
+    assert cache.get("a") is None and "a" not in cache
+    assert cache.get("d") == 4 and cache.get("e") == 5
+    cache.put("f", 6)
+    cache.put("g", 7)  # full and nothing expired: everything goes, "g" stays
+    assert len(cache) == 1 and cache.get("g") == 7

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cachetools import TLRUCache
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -25,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+
+from .expiring import ExpiringMap
 
 STAMP = "%Y%m%dT%H%M%S%fZ"  # microseconds: names sort in creation order
 
@@ -167,10 +168,6 @@ class SigningKey:
 VERIFIED_CACHE_SIZE = 4096
 
 
-def _until_exp(_token: str, claims: dict, _now: float) -> float:
-    return claims["exp"]
-
-
 class NoSigningKey(RuntimeError):
     """The keys directory holds no usable private key."""
 
@@ -190,8 +187,7 @@ class KeyRing:
         # Tokens verified before, until they expire: introspection and revocation see the same
         # token again and again, and a signature check costs more than the rest of the request.
         # Forgotten whenever the keys change, so that a removed key verifies nothing.
-        self._verified: TLRUCache = TLRUCache(VERIFIED_CACHE_SIZE, _until_exp, timer=time.time)
-        self._verified_lock = threading.Lock()
+        self._verified = ExpiringMap(VERIFIED_CACHE_SIZE, 0, clock=time.time)
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
@@ -216,8 +212,7 @@ class KeyRing:
             loaded[path] = self._loaded.get(path) or SigningKey.load(path)
         self._loaded = loaded
         self._keys = [loaded[p] for p in paths]
-        with self._verified_lock:
-            self._verified.clear()
+        self._verified.clear()
         self._publish()
 
     def _publish(self) -> None:
@@ -252,8 +247,7 @@ class KeyRing:
         """Claims of a JWT signed by one of our keys, else None. Checks the signature and
         `typ` only: the caller checks expiry and revocation."""
         self._maybe_reload()
-        with self._verified_lock:
-            claims = self._verified.get(token)
+        claims = self._verified.get(token)
         if claims is not None:
             return dict(claims)
         try:
@@ -273,8 +267,7 @@ class KeyRing:
         if not isinstance(claims, dict):
             return None
         if type(claims.get("exp")) is int:
-            with self._verified_lock:
-                self._verified[token] = dict(claims)
+            self._verified.put(token, dict(claims), expires_at=claims["exp"])
         return claims
 
     def all_keys(self) -> list[SigningKey]:

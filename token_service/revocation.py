@@ -18,10 +18,10 @@ import logging
 import threading
 import time
 
-from cachetools import TTLCache
 from flask import current_app
 
 from . import audit
+from .expiring import ExpiringMap
 from .models import Session, utcnow
 from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
 
@@ -117,7 +117,7 @@ class DenyList:
     def __init__(self, store: Store, max_entries: int = 50_000) -> None:
         self.store = store
         self.subscription = store.subscribe(REVOCATION_CHANNEL)
-        self._copy: TTLCache = TTLCache(maxsize=max_entries, ttl=self.KEEP_SECONDS)
+        self._copy = ExpiringMap(maxsize=max_entries, ttl=self.KEEP_SECONDS)
         self._generation = None
         # Messages and subscriptions seen so far: a store read that overlapped one of them may
         # be older than what it announced, and is not copied.
@@ -137,7 +137,8 @@ class DenyList:
         values = self.store.get_many(keys)
         with self._lock:
             if live and self._changes == changes and self.subscription.live:
-                self._copy.update(zip(keys, values, strict=True))
+                for key, value in zip(keys, values, strict=True):
+                    self._copy.put(key, value)
         return values
 
     def _catch_up(self) -> bool:
@@ -147,7 +148,7 @@ class DenyList:
             self._changes += 1
             try:
                 change = json.loads(message)
-                self._copy.pop(f"deny:{change['type']}:{change['value']}", None)
+                self._copy.pop(f"deny:{change['type']}:{change['value']}")
             except (ValueError, KeyError, TypeError):
                 self._copy.clear()  # not ours to read: forget everything rather than guess
         if subscription.generation != self._generation or not subscription.live:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
-from cachetools import TTLCache
 
 from .. import audit
+from ..expiring import ExpiringMap
 from ..keys import KeyRing
 from ..models import utcnow
 from ..revocation import deny_access_token, is_denied, revoke_session
@@ -51,8 +50,7 @@ class Introspection:
         # The database's view of a session, briefly: revocations show at once through the
         # deny-list, checked on every request; the database is the backstop for a store that
         # lost entries, and that backstop may lag by this long.
-        self._sessions: TTLCache = TTLCache(maxsize=10_000, ttl=SESSION_STATE_SECONDS)
-        self._sessions_lock = threading.Lock()
+        self._sessions = ExpiringMap(maxsize=10_000, ttl=SESSION_STATE_SECONDS)
 
     # -- RFC 7662 -----------------------------------------------------------------------
 
@@ -116,14 +114,12 @@ class Introspection:
         The deny-list says the same in the normal case; the database is asked too because it is
         the truth when the store has lost entries."""
         key = (str(claims["sid"]), claims.get("legal_entity_id"))
-        with self._sessions_lock:
-            state = self._sessions.get(key)
+        state = self._sessions.get(key)
         if state is None:
             with hotpath.begin() as hot:
                 state = hot.session_state(*key)
             if state is not None:
-                with self._sessions_lock:
-                    self._sessions[key] = state
+                self._sessions.put(key, state)
         if state is None or state.revoked_at is not None or state.customer_status != "active":
             return False
         now = utcnow()

@@ -4,13 +4,12 @@ rows that revocation and reuse detection change."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cachetools import TTLCache
 from sqlalchemy import bindparam, literal, select, union_all, update
 
+from ..expiring import ExpiringMap
 from ..extensions import db
 from ..models import (
     Assignment,
@@ -50,14 +49,12 @@ class ClientInfo:
 
 
 # Unknown ids count too (a scanner's guesses are answered from memory), within the bound.
-_clients: TTLCache = TTLCache(maxsize=10_000, ttl=CLIENT_CACHE_SECONDS)
-_clients_lock = threading.Lock()
+_clients = ExpiringMap(maxsize=10_000, ttl=CLIENT_CACHE_SECONDS)
 _MISSING = object()
 
 
 def load_client(client_id: str) -> ClientInfo | None:
-    with _clients_lock:
-        cached = _clients.get(client_id, _MISSING)
+    cached = _clients.get(client_id, _MISSING)
     if cached is not _MISSING:
         return cached
     row = db.session.get(Client, client_id)
@@ -73,18 +70,16 @@ def load_client(client_id: str) -> ClientInfo | None:
             row.access_token_ttl,
             row.refresh_token_ttl,
         )
-    with _clients_lock:
-        _clients[client_id] = info
+    _clients.put(client_id, info)
     return info
 
 
 def forget_client(client_id: str | None = None) -> None:
     """Drop a client (or all) from this worker's cache, after changing it."""
-    with _clients_lock:
-        if client_id is None:
-            _clients.clear()
-        else:
-            _clients.pop(client_id, None)
+    if client_id is None:
+        _clients.clear()
+    else:
+        _clients.pop(client_id)
 
 
 # -- customers -------------------------------------------------------------------------------
