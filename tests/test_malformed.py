@@ -225,3 +225,15 @@ def test_an_unexpected_error_is_a_json_500_and_is_logged(app, client, monkeypatc
     r = post(client, "grant_type=client_credentials")
     assert_oauth_error(r, "server_error", 500)
     assert "a bug" in caplog.text
+
+
+def test_a_post_that_reaches_flask_gets_the_same_answer(app):
+    """The Flask rules for the OAuth paths (kept for the URL map) answer through the front."""
+    flask_only = app.extensions["oauth_front"].inner
+    body = b"grant_type=client_credentials&client_id=nobody&client_secret=x"
+    answers = [_wsgi(wsgi, body, CONTENT_LENGTH=str(len(body))) for wsgi in (app, flask_only)]
+    (status, headers, payload), (flask_status, flask_headers, flask_payload) = answers
+    assert status[:3] == flask_status[:3] == "401"
+    assert json.loads(payload) == json.loads(flask_payload)
+    assert headers["WWW-Authenticate"] == flask_headers["WWW-Authenticate"]
+    assert flask_headers["Cache-Control"] == "no-store"

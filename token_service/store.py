@@ -46,7 +46,6 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
     def incr(self, key: str, ttl: int) -> int: ...
     def ttl(self, key: str) -> int: ...
-    def publish(self, channel: str, message: str) -> None: ...
     def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str): ...
     def subscribe(self, channel: str) -> Subscription | None: ...
     def ping(self) -> bool: ...
@@ -110,13 +109,10 @@ class MemoryStore:
             item = self._live(key, now)
             return max(0, round(item[1] - now)) if item else -2
 
-    def publish(self, channel: str, message: str) -> None:
-        self.published.append((channel, message))
-        del self.published[:-1000]
-
     def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
         self.set(key, value, ttl)
-        self.publish(channel, message)
+        self.published.append((channel, message))  # kept for tests: nobody else listens
+        del self.published[:-1000]
 
     def subscribe(self, channel: str) -> None:
         """Nothing to follow: the store is this process's own memory."""
@@ -207,9 +203,6 @@ class RedisStore:
 
     def ttl(self, key: str) -> int:
         return self._call(self._redis.ttl, self.prefix + key)
-
-    def publish(self, channel: str, message: str) -> None:
-        self._call(self._redis.publish, channel, message)
 
     def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
         """SET and PUBLISH in one MULTI: a subscriber never misses a change of the key."""

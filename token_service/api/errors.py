@@ -36,29 +36,16 @@ def unavailable_parts(message: str, *, oauth: bool) -> tuple[int, dict, list[tup
 _OURS = {"content-type", *(name.lower() for name in NO_STORE)}
 
 
-def oauth_error_response(error: OAuth2Error):
-    status, body, headers = oauth_error_parts(error)
-    return jsonify(body), status, headers
-
-
 def _is_oauth_path() -> bool:
     return request.path.startswith("/oauth/")
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(OAuth2Error)
-    def oauth_error(error: OAuth2Error):
-        db.session.rollback()
-        return oauth_error_response(error)
-
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         db.session.rollback()
         code = (error.name or "error").lower().replace(" ", "_")
-        if _is_oauth_path():
-            if error.code == 413:
-                body = {"error": "invalid_request", "error_description": "Request too large."}
-                return jsonify(body), 400, NO_STORE
+        if _is_oauth_path():  # other methods on the OAuth endpoints (their POSTs: api/front.py)
             body = {"error": "invalid_request", "error_description": error.name}
             extra = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
             return jsonify(body), error.code, {**NO_STORE, **extra}

@@ -17,7 +17,6 @@ from http import HTTPStatus
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from sqlalchemy.exc import DBAPIError
-from werkzeug.exceptions import HTTPException
 
 from ..extensions import db
 from ..keys import NoSigningKey
@@ -113,10 +112,6 @@ class OAuthFront:
         except NoSigningKey as error:
             log.error("%s", error)
             return unavailable_parts("No signing key is configured.", oauth=True)
-        except HTTPException as error:
-            _rollback_quietly()
-            body = {"error": "invalid_request", "error_description": error.name}
-            return error.code, body, [JSON, *_NO_STORE]
         except Exception:
             log.exception("unexpected error on %s", environ.get("PATH_INFO"))
             _rollback_quietly()
