@@ -27,12 +27,15 @@ from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, ve
 from ..store import Pending, Store, StoreUnavailable
 from ..throttle import TooManyAttempts
 from . import grace, hotpath, storage
+from .introspect import TemporarilyUnavailable
 from .request import TokenRequest, authenticate_client
 from .storage import ClientInfo
 
 log = logging.getLogger(__name__)
 
 GRANT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+#: Runs of a grant whose write found the customer's entitlements changed since its read.
+GRANT_ATTEMPTS = 3
 
 
 class TokenEndpoint:
@@ -60,7 +63,14 @@ class TokenEndpoint:
             raise UnsupportedGrantTypeError(shown)
         if grant_type not in client.grant_types.split():
             raise UnauthorizedClientError(f"The client may not use the {grant_type} grant.")
-        return grant(request, client)
+        for _ in range(GRANT_ATTEMPTS):
+            try:
+                return grant(request, client)
+            except hotpath.Superseded:
+                # A permission change committed between the grant's read and its write (see
+                # hotpath): nothing was written; again, on the changed data.
+                continue
+        raise TemporarilyUnavailable("The customer's permissions are changing. Retry shortly.")
 
     # -- grants --------------------------------------------------------------------------
 
@@ -159,7 +169,9 @@ class TokenEndpoint:
             legal_entity_id=entity,
         )
         with hotpath.begin() as hot:
-            hot.start_session(session, hash_token(refresh_token), login)
+            hot.start_session(
+                session, hash_token(refresh_token), login, customer.entitlements_version
+            )
         return response
 
     def refresh_token_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
@@ -227,6 +239,7 @@ class TokenEndpoint:
                 previous_entity=found.legal_entity_id,
                 now=now,
                 idle_expires_at=idle_expires_at,
+                entitlements_version=found.entitlements_version,
             )
             try:
                 won = hot.rotate(rotation)
@@ -235,8 +248,10 @@ class TokenEndpoint:
             if won:
                 return response
             # Lost the race to a concurrent refresh of the same token: read what it decided.
-            found = hot.load_refresh(token_hash)[0]
-        return self._reused(presented, found, params, utcnow())
+            loaded = hot.load_refresh(token_hash)
+        if loaded is None:  # deleted meanwhile, with its customer or client
+            raise InvalidGrantError("The refresh token is invalid.")
+        return self._reused(presented, loaded[0], params, utcnow())
 
     def client_credentials_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §4.4: confidential clients only, for themselves; no refresh token."""
