@@ -3,10 +3,8 @@ login throttling; audit events (DESIGN §4, the lifecycle issue)."""
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
+from conftest import deny_listed
 from sqlalchemy import select
 
 from token_service import directory, lifecycle
@@ -25,22 +23,6 @@ def alice(app) -> str:
 def actions(app) -> list[str]:
     with app.app_context():
         return list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
-
-
-def claims_of(token: str) -> dict:
-    """The payload of one of our JWTs, unverified (the service signed it)."""
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-def deny_listed(app, token: str) -> bool:
-    """What the resource kit's online check reads: the raw deny-list entries in the store."""
-    claims = claims_of(token)
-    store = app.extensions["token_store"]
-    if store.get(f"deny:jti:{claims['jti']}") is not None:
-        return True
-    not_before = store.get(f"deny:sid:{claims['sid']}")
-    return not_before is not None and claims["iat"] < int(not_before)
 
 
 def admin_call(app, client, method: str, path: str, **kwargs):

@@ -1,0 +1,194 @@
+"""A permission change racing a login or a refresh of the same customer (issue 15, defect 2):
+no token made from data older than an answered change survives it. Many iterations on both
+backends, each a real race between two threads of the app; zero survivors allowed.
+
+A survivor is a token that still carries what the change took away (or any token, for a
+change that ends the customer's sessions) and that introspection calls active, or that the raw
+deny-list (what the resource kit's online check reads) lets through, once the change has been
+answered. Whether the token was answered before or after the change does not matter: one
+answered before must be denied by the change, one answered after must come from the new data.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from conftest import claims_of, deny_listed
+from sqlalchemy import select
+
+from token_service import directory, lifecycle
+from token_service.demo import DEMO_PASSWORD
+from token_service.extensions import db
+from token_service.models import Customer, GroupMember, Session
+from token_service.revocation import revoke_session
+from token_service.throttle import _keys as throttle_keys
+
+ACTOR = ("client", "admin-cli")
+REMOVED = "order.order_read_le"  # held through acme's ADMIN group only
+ITERATIONS = 30
+
+
+def _race(app, issue, change, delay: float):
+    """Run `issue` (a token request) and, `delay` seconds after it starts, `change`; returns the
+    token response and whether the change finished before the response came back."""
+    barrier = threading.Barrier(2)
+    out = {}
+
+    def issuer() -> None:
+        client = app.test_client()
+        barrier.wait()
+        out["response"] = issue(client)
+        out["answered"] = time.monotonic()
+
+    def changer() -> None:
+        barrier.wait()
+        time.sleep(delay)
+        with app.app_context():
+            change()
+            db.session.commit()
+        out["changed"] = time.monotonic()
+
+    threads = [threading.Thread(target=issuer), threading.Thread(target=changer)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return out["response"], out["changed"] < out["answered"]
+
+
+def _login(client, **params):
+    return client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "client_id": "storefront",
+            "username": "alice@acme.test",
+            "password": DEMO_PASSWORD,
+            **params,
+        },
+    )
+
+
+def _refresh(client, refresh_token: str, **params):
+    data = {"grant_type": "refresh_token", "client_id": "storefront"}
+    return client.post("/oauth/token", data={**data, "refresh_token": refresh_token, **params})
+
+
+def alice(app) -> str:
+    with app.app_context():
+        return db.session.scalar(select(Customer.id).where(Customer.email == "alice@acme.test"))
+
+
+def _rejoin_admin_group(app, customer: str) -> str:
+    with app.app_context():
+        group = directory.group_of("acme", "ADMIN").id
+        if db.session.get(GroupMember, (group, customer)) is None:
+            directory.add_member(group, customer)
+            db.session.commit()
+        return group
+
+
+def _survives(app, introspect, token: str) -> bool:
+    """Denied means denied both ways: by introspection and on the deny-list."""
+    return introspect(token)["active"] is not False or not deny_listed(app, token)
+
+
+def _delays(upto_ms: float):
+    rng = random.Random(15)
+    return [rng.uniform(0, upto_ms) / 1000 for _ in range(ITERATIONS)]
+
+
+def test_login_racing_membership_removal(app, introspect):
+    """Thread A logs alice in for acme; 0-150 ms later thread B removes her from acme's ADMIN
+    group. Login reads her groups, spends an argon2id verification, then writes the session:
+    the change lands before the read, inside the verification, or after the write."""
+    customer = alice(app)
+    outcomes = []
+    for delay in _delays(150):
+        group = _rejoin_admin_group(app, customer)
+        response, after = _race(
+            app,
+            lambda client: _login(client, legal_entity_id="acme"),
+            lambda group=group: lifecycle.remove_membership(group, customer, actor=ACTOR),
+            delay,
+        )
+        assert response.status_code == 200, response.json
+        token = response.json["access_token"]
+        held = REMOVED in response.json["scope"]
+        outcomes.append((held, after))
+        assert not (held and _survives(app, introspect, token)), (delay, after)
+    print("login races (held the removed scope, change answered first):", outcomes)
+
+
+def test_switch_racing_membership_removal(app, introspect):
+    """A refresh switching globex -> acme races the removal from acme's ADMIN group."""
+    customer = alice(app)
+    with app.test_client() as client:
+        refresh_token = _login(client, legal_entity_id="globex").json["refresh_token"]
+    for delay in _delays(4):
+        group = _rejoin_admin_group(app, customer)
+        with app.test_client() as client:  # back to globex, outside the race
+            back = _refresh(client, refresh_token, legal_entity_id="globex")
+            assert back.status_code == 200, back.json
+            refresh_token = back.json["refresh_token"]
+        response, after = _race(
+            app,
+            lambda client, token=refresh_token: _refresh(client, token, legal_entity_id="acme"),
+            lambda group=group: lifecycle.remove_membership(group, customer, actor=ACTOR),
+            delay,
+        )
+        assert response.status_code == 200, response.json
+        assert response.json["legal_entity_id"] == "acme"
+        refresh_token = response.json["refresh_token"]
+        if REMOVED in response.json["scope"]:
+            assert not _survives(app, introspect, response.json["access_token"]), (delay, after)
+
+
+def test_login_racing_block(app, introspect):
+    """A login racing the block of its customer: refused, or its token dies with the block."""
+    customer = alice(app)
+    for delay in _delays(150):
+        response, after = _race(
+            app,
+            lambda client: _login(client),
+            lambda: lifecycle.block_customer(customer, actor=ACTOR),
+            delay,
+        )
+        assert response.status_code in (200, 400), response.json
+        if response.status_code == 200:
+            assert not _survives(app, introspect, response.json["access_token"]), (delay, after)
+        else:
+            assert after, "refused as blocked only once the block committed"
+        with app.app_context():
+            lifecycle.unblock_customer(customer, actor=ACTOR)
+            db.session.commit()
+        # A login refused as blocked counts as a failed login: start each race unthrottled.
+        store = app.extensions["token_store"]
+        for key, _ in throttle_keys("alice@acme.test", "127.0.0.1"):
+            store.delete(key)
+            store.delete(key + ":lock")
+
+
+def test_refresh_racing_session_revocation(app, introspect):
+    """A refresh racing an admin's revocation of its session: whatever the refresh answers is
+    dead once the revocation is answered, and the session stays revoked."""
+    for delay in _delays(4):
+        with app.test_client() as client:
+            login = _login(client).json
+        sid = claims_of(login["access_token"])["sid"]
+
+        def revoke(sid=sid) -> None:
+            session = db.session.get(Session, sid)
+            revoke_session(session, "revoked_by_admin", actor_type="client", actor_id="admin-cli")
+
+        response, after = _race(
+            app, lambda client, t=login["refresh_token"]: _refresh(client, t), revoke, delay
+        )
+        assert response.status_code in (200, 400), response.json
+        if response.status_code == 200:
+            assert not _survives(app, introspect, response.json["access_token"]), (delay, after)
+            with app.test_client() as client:
+                again = _refresh(client, response.json["refresh_token"])
+                assert again.json["error"] == "invalid_grant"
