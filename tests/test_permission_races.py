@@ -192,3 +192,23 @@ def test_refresh_racing_session_revocation(app, introspect):
             with app.test_client() as client:
                 again = _refresh(client, response.json["refresh_token"])
                 assert again.json["error"] == "invalid_grant"
+
+
+def test_login_racing_revocation_of_all_sessions(app, introspect):
+    """DELETE /admin/customers/C/sessions racing a login: a token answered before the
+    revocation was answered is revoked with the others (one answered after is a new login)."""
+    customer = alice(app)
+    admin = app.test_client()
+    grant = {"grant_type": "client_credentials"}
+    bearer = admin.post("/oauth/token", data=grant, auth=("admin-cli", app.secrets["admin-cli"]))
+    headers = {"Authorization": f"Bearer {bearer.json['access_token']}"}
+
+    def revoke_all() -> None:
+        r = admin.delete(f"/admin/customers/{customer}/sessions", headers=headers)
+        assert r.status_code == 200, r.json
+
+    for delay in _delays(150):
+        response, after = _race(app, lambda client: _login(client), revoke_all, delay)
+        assert response.status_code == 200, response.json
+        if not after:
+            assert not _survives(app, introspect, response.json["access_token"]), delay
