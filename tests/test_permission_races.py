@@ -14,15 +14,19 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import timedelta
 
+import pytest
 from conftest import claims_of, deny_listed
 from sqlalchemy import select
 
 from token_service import directory, lifecycle
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
-from token_service.models import Customer, GroupMember, Session
-from token_service.revocation import revoke_session
+from token_service.models import Customer, GroupMember, Session, utcnow
+from token_service.oauth2 import hotpath
+from token_service.revocation import fence_issuance, revoke_session
+from token_service.security import hash_token
 from token_service.throttle import _keys as throttle_keys
 
 ACTOR = ("client", "admin-cli")
@@ -212,3 +216,97 @@ def test_login_racing_revocation_of_all_sessions(app, introspect):
         assert response.status_code == 200, response.json
         if not after:
             assert not _survives(app, introspect, response.json["access_token"]), delay
+
+
+# -- the write's check, deterministically ------------------------------------------------------
+
+
+def test_writes_refuse_an_outdated_entitlements_version(app):
+    """The hot path's two writes do nothing, and say so, once the version they carry moved."""
+    customer = alice(app)
+    with app.test_client() as client:
+        login = _login(client).json
+    token_hash = hash_token(login["refresh_token"])
+    with app.app_context():
+        with hotpath.begin() as hot:
+            found = hot.load_refresh(token_hash)[0]
+            login_row = hot.find_login("alice@acme.test")[0]
+        db.session.rollback()
+    assert found.entitlements_version == login_row.entitlements_version
+    with app.app_context():
+        fence_issuance([customer])
+        db.session.commit()
+    now = utcnow()
+    rotation = hotpath.Rotation(
+        old_hash=token_hash,
+        new_hash=hash_token("successor"),
+        customer_id=customer,
+        legal_entity_id="acme",
+        previous_entity="acme",
+        now=now,
+        idle_expires_at=now + timedelta(hours=1),
+        entitlements_version=found.entitlements_version,
+    )
+    session = {
+        "id": "sid_outdated",
+        "customer_id": customer,
+        "client_id": "storefront",
+        "scope": "",
+        "legal_entity_id": None,
+        "auth_time": now,
+        "created_at": now,
+        "last_used_at": now,
+        "expires_at": now + timedelta(hours=1),
+        "idle_expires_at": now + timedelta(hours=1),
+    }
+    event = {"at": now, "actor_type": "customer", "actor_id": customer, "action": "login.succeeded"}
+    event |= {"customer_id": customer, "target": "sid_outdated", "details": {}}
+    with app.app_context():
+        with hotpath.begin() as hot:
+            with pytest.raises(hotpath.Superseded):
+                hot.rotate(rotation)
+            with pytest.raises(hotpath.Superseded):
+                hot.start_session(session, hash_token("first"), event, found.entitlements_version)
+            assert hot.load_refresh(token_hash)[0].consumed_at is None
+            assert hot.load_refresh(hash_token("successor")) is None
+        db.session.commit()
+        assert db.session.get(Session, "sid_outdated") is None
+    # The presented token still works, on the data as it is now.
+    with app.test_client() as client:
+        assert _refresh(client, login["refresh_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("grant", ["login", "refresh"])
+def test_grant_reads_again_after_a_change_between_its_read_and_write(
+    app, introspect, monkeypatch, grant
+):
+    """A removal that commits after the grant read alice's groups and before it wrote: the
+    grant runs again, and what it answers lacks the removed scope and is live."""
+    customer = alice(app)
+    group = _rejoin_admin_group(app, customer)
+    with app.test_client() as client:
+        refresh_token = _login(client).json["refresh_token"]
+    endpoint = app.extensions["token_endpoint"]
+    original = endpoint._customer_response
+    calls = []
+
+    def remove_in_between(*args, **kwargs):
+        if not calls:
+            if app.backend == "postgres":  # another connection, committed: the real race
+                with app.app_context():
+                    lifecycle.remove_membership(group, customer, actor=ACTOR)
+                    db.session.commit()
+            else:  # SQLite: the request holds the write lock, so nobody else could write now;
+                # in its own transaction, the change still moves the version under the read
+                lifecycle.remove_membership(group, customer, actor=ACTOR)
+                db.session.flush()
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(endpoint, "_customer_response", remove_in_between)
+    with app.test_client() as client:
+        r = _login(client) if grant == "login" else _refresh(client, refresh_token)
+    assert r.status_code == 200, r.json
+    assert len(calls) == 2, "the first write was refused and the grant ran again"
+    assert REMOVED not in r.json["scope"]
+    assert introspect(r.json["access_token"])["active"] is True
