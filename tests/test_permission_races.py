@@ -62,13 +62,13 @@ def _race(app, issue, change, delay: float):
     return out["response"], out["changed"] < out["answered"]
 
 
-def _login(client, **params):
+def _login(client, username: str = "alice@acme.test", **params):
     return client.post(
         "/oauth/token",
         data={
             "grant_type": "password",
             "client_id": "storefront",
-            "username": "alice@acme.test",
+            "username": username,
             "password": DEMO_PASSWORD,
             **params,
         },
@@ -310,3 +310,33 @@ def test_grant_reads_again_after_a_change_between_its_read_and_write(
     assert len(calls) == 2, "the first write was refused and the grant ran again"
     assert REMOVED not in r.json["scope"]
     assert introspect(r.json["access_token"])["active"] is True
+
+
+def test_login_and_refresh_racing_customer_deletion(app, introspect):
+    """DELETE /admin/customers/C racing C's login or refresh: never a 5xx, and nothing
+    answered survives the deletion."""
+    admin = app.test_client()
+    grant = {"grant_type": "client_credentials"}
+    bearer = admin.post("/oauth/token", data=grant, auth=("admin-cli", app.secrets["admin-cli"]))
+    headers = {"Authorization": f"Bearer {bearer.json['access_token']}"}
+    for i, delay in enumerate(_delays(60)[:16]):
+        email = f"doomed{i}@acme.test"
+        with app.app_context():
+            customer = directory.create_customer(email, DEMO_PASSWORD).id
+            directory.assign(customer, "acme")
+            db.session.commit()
+        with app.test_client() as client:
+            refresh_token = _login(client, username=email).json["refresh_token"]
+
+        def delete(customer=customer) -> None:
+            r = admin.delete(f"/admin/customers/{customer}", headers=headers)
+            assert r.status_code == 204, r.json
+
+        if i % 2:
+            issue = lambda client, t=refresh_token: _refresh(client, t)  # noqa: E731
+        else:
+            issue = lambda client, email=email: _login(client, username=email)  # noqa: E731
+        response, after = _race(app, issue, delete, delay / (1 if i % 2 == 0 else 15))
+        assert response.status_code in (200, 400), response.json
+        if response.status_code == 200:
+            assert not _survives(app, introspect, response.json["access_token"]), (i, after)
