@@ -161,6 +161,9 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     )
     if backend == "postgres":
         env["REDIS_URL"] = REDIS_URL
+        # Its own Redis keys: parallel runs share the server, and the throttle keys on the
+        # demo's usernames and 127.0.0.1.
+        env["TOKEN_SERVICE_REDIS_PREFIX"] = f"ts-e2e:{uuid.uuid4().hex[:8]}:"
     (home / "keys").mkdir()
     _run(["migrate"], env)
     _run(["keys", "generate"], env)
@@ -198,3 +201,11 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
         yield Server(backend, issuer, database_url, workers, secrets, access_log, process)
     finally:
         _stop(process)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """One xdist group per e2e module: its module-scoped servers start on one worker, once."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -6,6 +6,7 @@ the tokens offline; then a refresh race across gunicorn worker processes."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -245,16 +246,19 @@ def _npm_ci(npm: str) -> None:
     """Install the locked oauth4webapi and jose once (node_modules/ is git-ignored)."""
     installed = NODE_DIR / "node_modules" / ".package-lock.json"
     lock = NODE_DIR / "package-lock.json"
-    if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"],
-        cwd=NODE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    # Test workers run in parallel (pytest-xdist): one installs, the others wait for it.
+    with open(NODE_DIR / ".npm-ci.lock", "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if installed.exists() and installed.stat().st_mtime >= lock.stat().st_mtime:
+            return
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     if done.returncode != 0:
         pytest.fail(f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
