@@ -619,6 +619,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the loads, alternating")
     parser.add_argument("--no-peer", action="store_true", help="skip node-oidc-provider")
     parser.add_argument(
+        "--peer-pool-threads",
+        type=int,
+        default=1,
+        help="libuv pool threads of the peer (UV_THREADPOOL_SIZE; 0: node's default, 4)",
+    )
+    parser.add_argument(
         "--pg-setting",
         action="append",
         default=[],
@@ -637,9 +643,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as work:
         other = None
         if not args.no_peer:
-            other = peer.Peer(free_port(), SERVICE_CORE, Path(work) / "peer.log").start()
+            logfile = Path(work) / "peer.log"
+            other = peer.Peer(free_port(), SERVICE_CORE, logfile, args.peer_pool_threads).start()
             node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout
-            emit({"load": "peer", "oidc_provider": peer.version(), "node": node.strip()})
+            emit(
+                {"load": "peer", "oidc_provider": peer.version(), "node": node.strip()}
+                | {"pool_threads": args.peer_pool_threads or "default"}
+            )
         try:
             for name in args.backends.split(","):
                 name = aliases.get(name, name)
