@@ -1,25 +1,37 @@
-"""`make bench`: the service's loads against its floors, in one run, on one machine.
+"""`make bench`: the service's loads against node-oidc-provider and against floors, in one run.
 
 For each backend (PostgreSQL + Redis, then the embedded default: SQLite + in-process store):
-a fresh database with the demo data, then two gunicorn servers with one sync worker each,
-pinned to core 0 (the service, and the floors: a bare POST endpoint and one that parses the
-form and signs one RS256 JWT with the service's key), and wrk pinned to core 1, 16 connections,
-closed loop. Loads: password login, refresh without switch, refresh switching between two
-entities on every request, client_credentials, introspection of an access token. Refresh loads
-run one chain per connection: every response's refresh token is the next request's.
+a fresh database with the demo data, then two gunicorn servers with one sync worker each
+(`--service-threads N`: gthread), pinned to core 0 (the service, and the floors: a bare POST
+endpoint and one that parses the form and signs one RS256 JWT with the service's key), and wrk
+pinned to core 1, 16 connections, closed loop. Loads: password login, refresh without switch,
+refresh switching between two entities on every request, client_credentials, introspection of
+an access token. Refresh loads run one chain per connection: every response's refresh token is
+the next request's.
 
-Each load runs between two measurements of its floor, taken just before and just after it (one
-load's "after" is the next one's "before" when they share a floor), and is judged against their
-mean: the machine's speed drifts over a run.
-Prints one JSON line per load (requests, errors, rps, p50/p90/p99 ms, the worker's CPU share,
-PostgreSQL's and Redis's CPU per request, the ratio to its floor and the target), then one line
-for a fresh worker's memory after 50,000 and 100,000 requests, then (PostgreSQL) refresh with
-switch on 1,000 and on 1,000,000 customers (bench/growth.py), then a summary.
+The peer (bench/peer.py): node-oidc-provider, started once for the run on the same core 0, doing
+the same job minus legal entities. Refresh, refresh with switch, client_credentials and
+introspection are each compared with the peer's refresh, client_credentials and introspection
+of its opaque access token, measured right after ours in odd rounds and right before in even
+ones. `--rounds` rounds (3) of all the loads; a load's ratio is the median of its per-round
+ratios.
+
+Each load also runs between two measurements of its floor, taken just before and just after it
+(one load's "after" is the next one's "before" when they share a floor), and its floor ratio is
+against their mean: the machine's speed drifts over a run. The floors are context where the
+peer gives the target (issue 18), and the target for password login (argon2id).
+Prints one JSON line per measurement (requests, errors, rps, p50/p90/p99 ms, the server's CPU
+share, PostgreSQL's and Redis's CPU per request) and per load and round (the ratios), then a
+table per backend on stderr (per round: ours, the peer's, the ratios, p50/p99 of both), one JSON
+line per load with the medians and the verdict, then one line for a fresh worker's memory after
+50,000 and 100,000 requests, then (PostgreSQL) refresh with switch on 1,000 and on 1,000,000
+customers (bench/growth.py), then the targets met or missed by how much (stderr) and a summary.
 docs/performance.md explains the figures.
 
     .venv/bin/python bench/run.py [--backends postgresql,sqlite] [--duration 10] [--warmup 2]
+        [--rounds 3] [--no-peer] [--peer-pool-threads 1]
         [--loads refresh_switch,...] [--no-growth] [--no-memory] [--rebuild-growth]
-        [--service-workers 1] [--pg-setting synchronous_commit=off]
+        [--service-workers 1] [--service-threads 1] [--pg-setting synchronous_commit=off]
 """
 
 from __future__ import annotations
@@ -424,13 +436,13 @@ def table(name: str, rows: list[dict]) -> None:
     )
 
     def head(label: str) -> str:
-        return f"{label + ' rps':>9}{'p50/p99':>13}{'cpu':>5}{'ms':>6}"
+        return f"{label + ' rps':>9}{'p50/p99':>15}{'cpu':>5}{'ms':>7}"
 
     def side(r: dict | None) -> str:
         if r is None:
-            return f"{'-':>33}"
+            return f"{'-':>36}"
         times = f"{r['p50_ms']:.1f}/{r['p99_ms']:.1f}"
-        return f"{r['rps']:>9.0f}{times:>13}{r['worker_cpu']:>5}{r['cpu_ms_per_request']:>6.2f}"
+        return f"{r['rps']:>9.0f}{times:>15}{r['worker_cpu']:>5}{r['cpu_ms_per_request']:>7.2f}"
 
     log(
         f"  {'load':<19}{'round':>5} |{head('ours')} |{head('peer')} |"
