@@ -134,8 +134,8 @@ class Peer:
         # jose signs through WebCrypto, whose jobs run on libuv's pool threads. On one core
         # more threads cannot add throughput, but on a core that others share they win the
         # peer a larger share of it than our one worker thread gets: measured here, under the
-        # other engineers' load, 0.5-0.8 of core 0 with node's default 4 threads, 0.25 with 1,
-        # as our worker's 0.2. One thread compares the servers rather than the scheduler.
+        # other engineers' load, 0.3-0.8 of core 0 with node's default 4 threads, 0.25-0.3
+        # with 1, against our worker's 0.2. One thread compares the servers, not the scheduler.
         if self.pool_threads:
             env["UV_THREADPOOL_SIZE"] = str(self.pool_threads)
         cmd = ["taskset", "-c", self.core, "node", str(DIR / "server.js")]

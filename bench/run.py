@@ -383,7 +383,8 @@ def judge_round(load: str, result: dict, floor_rps: float, peer: dict | None) ->
     it tells what the rps ratio tells, for a server that does not wait; on a contended core it
     is the one to read: the scheduler shares a core per thread, and the peer's signatures run
     on libuv's pool threads while our worker is one thread, so the peer gets more of the core
-    (seen on this machine: 0.8-0.9 of core 0 for the peer, 0.2 for our worker and the floors).
+    (seen on this machine with node's default pool: up to 0.8-0.9 of core 0 for the peer, 0.2
+    for our worker and the floors).
     """
     ratios = {"floor": TARGETS[load][0], "ratio": round(result["rps"] / floor_rps, 3)}
     ratios["p99_over_p50"] = round(result["p99_ms"] / max(result["p50_ms"], 0.001), 2)
