@@ -55,6 +55,7 @@ def _round(ratio_to_peer: float, p99_to_peer: float) -> dict:
         "p99_over_p50": 2.0,
         "ratio_to_peer": ratio_to_peer,
         "p99_to_peer": p99_to_peer,
+        "cpu_to_peer": 1.0,
         "peer": {"errors": 0},
     }
 
