@@ -4,6 +4,7 @@ effect of each change on live tokens. Runs on both backends like every app-level
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import pytest
@@ -300,6 +301,70 @@ def test_bad_query_parameters_are_400(admin, query):
     assert r.status_code == 400
     assert r.json["error"] == "invalid_request"
     assert r.json["fields"]
+
+
+def cursor_of(values) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [2**63],  # the review's WzkyMjMzNzIwMzY4NTQ3NzU4MDhd: 500 on SQLite, 503 on PostgreSQL
+        [-(2**63) - 1],
+        [10**30],
+        [1.5],
+        [True],
+        ["1"],
+        [None],
+        [[1]],
+        [1, 2],
+    ],
+)
+def test_out_of_range_integer_cursors_are_400(admin, values):
+    r = admin.get(f"/audit-events?cursor={cursor_of(values)}")
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.json["error"] == "invalid_request" and "cursor" in r.json["fields"]
+
+
+def test_the_largest_integer_cursor_is_a_cursor(admin, storefront):
+    storefront.login()
+    r = admin.get(f"/audit-events?cursor={cursor_of([2**63 - 1])}")
+    assert r.status_code == 200 and r.json["items"]
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [
+        ("/customers/{alice}/sessions", ["+10000-01-01T00:00:00+00:00", "sid_x"]),
+        ("/customers/{alice}/sessions", ["2020-01-01T00:00:00", "sid_x"]),  # no zone
+        ("/customers/{alice}/sessions", [2**63, "sid_x"]),
+        ("/legal-entities", ["\ud800", "acme"]),
+        ("/legal-entities", ["a\u0000", "acme"]),
+        ("/customers", [2**63]),
+        ("/groups", [{"a": 1}]),
+        ("/clients", ["x", "y"]),
+        ("/scopes", [-1]),
+        ("/groups/{group}/members", [2**64]),
+    ],
+)
+def test_every_list_refuses_foreign_cursors(app, admin, path, values):
+    alice, group = customer_id(app, "alice@acme.test"), group_id(app, "acme", "ADMIN")
+    r = admin.get(path.format(alice=alice, group=group) + f"?cursor={cursor_of(values)}")
+    assert r.status_code == 400, (path, values, r.get_data(as_text=True))
+    assert "cursor" in r.json["fields"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=0001-01-01T00:00:00%2B23:59",
+        "until=9999-12-31T23:59:59.999999-23:59",
+        f"cursor={cursor_of([2**63 - 1])}&since=0001-01-01T00:00:00Z",
+    ],
+)
+def test_extreme_dates_are_answered(admin, query):
+    assert admin.get(f"/audit-events?{query}").status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/customers/%00", "/customers/" + "x" * 300, "/groups/%7F"])
