@@ -367,6 +367,35 @@ def test_extreme_dates_are_answered(admin, query):
     assert admin.get(f"/audit-events?{query}").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/legal-entities",
+        "/legal-entities/acme",
+        "/customers",
+        "/customers/{alice}/sessions",
+        "/customers/{alice}/assignments",
+        "/customers/{alice}/effective-scopes?legal_entity_id=acme",
+        "/groups",
+        "/groups/{group}/members",
+        "/scopes",
+        "/clients",
+        "/signing-keys",
+        "/audit-events",
+        "/legal-entities?limit=0",  # an error
+        "/no-such-route",
+    ],
+)
+def test_every_admin_answer_is_no_store(app, admin, client, path):
+    """Lists used to lack it (single resources had it): a shared cache could keep a page of
+    customers."""
+    url = "/admin" + path.format(
+        alice=customer_id(app, "alice@acme.test"), group=group_id(app, "acme", "ADMIN")
+    )
+    for r in (admin.get(url.removeprefix("/admin")), client.get(url)):  # with and without token
+        assert r.headers.get("Cache-Control") == "no-store", (path, r.status_code)
+
+
 @pytest.mark.parametrize("path", ["/customers/%00", "/customers/" + "x" * 300, "/groups/%7F"])
 def test_unreadable_ids_are_404(admin, path):
     assert admin.get(path).status_code == 404

@@ -24,6 +24,16 @@ from .schema import Obj, clean_text
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 errors.register(bp)
 
+
+@bp.after_app_request
+def _no_store(response: Response) -> Response:
+    """Every answer under /admin (lists, resources, errors, unknown routes) holds directory
+    data or says who may see it: no cache may keep it (RFC 9111 §5.2.2.5)."""
+    if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 MAX_ID_LENGTH = 128
 
 
