@@ -190,15 +190,37 @@ def test_revoked_admin_token_is_refused_at_once(app, client, admin):
     assert r.json["error"] == "invalid_token"
 
 
-def test_store_outage_fails_closed_with_503(app, admin, monkeypatch):
+def test_store_outage_leaves_the_admin_api_working(app, client, admin, storefront, monkeypatch):
+    """Was 503 for every admin call (issue 15 #9): the admin API needs the database only."""
+    revoked = Admin(client, "admin-cli", app.secrets["admin-cli"])
+    r = client.post(
+        "/oauth/revoke", data={"token": revoked.token}, auth=("admin-cli", app.secrets["admin-cli"])
+    )
+    assert r.status_code == 200
+    login = storefront.login()
+
     def down(*args):
         raise StoreUnavailable("down")
 
-    monkeypatch.setattr(app.extensions["token_store"], "get_many", down)
+    store = app.extensions["token_store"]
+    for name in ("get", "get_many", "set", "set_and_publish"):
+        monkeypatch.setattr(store, name, down)
     r = admin.get("/customers")
-    assert r.status_code == 503
-    assert r.json["error"] == "temporarily_unavailable"
-    assert r.headers["Retry-After"] == "1"
+    assert r.status_code == 200 and "Deny-List" not in r.headers
+    assert revoked.get("/customers").status_code == 401  # its revocation is on record
+    alice = customer_id(app, "alice@acme.test")
+    r = admin.delete(f"/customers/{alice}/sessions")
+    assert r.status_code == 200 and r.json == {"revoked": 1}
+    assert r.headers["Deny-List"] == "queued"
+    assert storefront.refresh(login.json["refresh_token"]).json["error"] == "invalid_grant"
+    monkeypatch.undo()
+    assert app.extensions["deny_list_outbox"].flush() == 0
+    assert introspect_as_order_service(app, client, login.json["access_token"]) == INACTIVE
+
+
+def introspect_as_order_service(app, client, token: str) -> dict:
+    auth = ("order-service", app.secrets["order-service"])
+    return client.post("/oauth/introspect", data={"token": token}, auth=auth).json
 
 
 def test_deleted_or_narrowed_client_loses_access_at_once(app, client, admin):
