@@ -124,6 +124,25 @@ def test_refresh_token_scope_is_what_the_customer_holds_now(app, web_shop):
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        lambda: lifecycle.block_customer("cus_alice", actor=("client", "admin-cli")),
+        lambda: lifecycle.remove_assignment("cus_alice", "acme", actor=("client", "admin-cli")),
+    ],
+    ids=["blocked", "unassigned"],
+)
+def test_refresh_token_dies_with_its_customer_or_entity(app, web_shop, change):
+    """What test_lifecycle checks through order-service (now told nothing of refresh tokens),
+    checked through the owning client, which is told."""
+    token = web_shop.login().json["refresh_token"]
+    assert web_shop.introspect(token)["active"] is True
+    with app.app_context():
+        change()
+        db.session.commit()
+    assert web_shop.introspect(token) == INACTIVE
+
+
+@pytest.mark.parametrize(
     "token",
     [
         "garbage",

@@ -103,6 +103,7 @@ class Outbox:
         """Write what is queued; returns how many entries are still waiting for the store."""
         with self._lock:
             queued = list(self._pending.items())
+        written = 0
         for key, item in queued:
             value, deadline, message = item
             remaining = math.ceil(deadline - time.time())
@@ -110,13 +111,14 @@ class Outbox:
                 if remaining > 0 and not self._superseded(key, value):
                     payload = json.dumps(message, separators=(",", ":"))
                     self.store.set_and_publish(key, value, remaining, REVOCATION_CHANNEL, payload)
+                    written += 1
             except StoreUnavailable:
                 break
             with self._lock:
                 if self._pending.get(key) is item:
                     del self._pending[key]
-        if len(self._pending) < len(queued):
-            log.warning("deny-list: %d queued entries written", len(queued) - len(self._pending))
+        if written:
+            log.warning("store available again: %d queued deny-list entries written", written)
         return len(self._pending)
 
     def _superseded(self, key: str, value: bytes) -> bool:
