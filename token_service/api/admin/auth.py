@@ -121,9 +121,10 @@ def authenticate(write: bool) -> Principal:
     try:
         revoked = is_denied(sid if isinstance(sid, str) else None, jti, iat)
     except StoreUnavailable:
-        # Admin changes commit to the database, which is the source of truth: the admin API
-        # works through a store outage, and asks the database instead (an admin token is a
-        # client's, so only a revocation of this very token can stop it; see below).
+        # Admin changes commit to the database, the source of truth, so the admin API works
+        # through a store outage and asks the database instead. An admin token has no
+        # session: what stops it is its client's deletion or narrowing (checked below against
+        # the client row) or a revocation of this very token, on record with its audit event.
         revoked = revoked_on_record(jti, iat)
     if revoked:
         raise _unauthorized("The access token was revoked.")
