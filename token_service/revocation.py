@@ -18,11 +18,12 @@ import logging
 import threading
 import time
 
-from flask import current_app
+from flask import current_app, g
 
 from . import audit
 from .expiring import ExpiringMap
 from .models import Session, utcnow
+from .outbox import Outbox
 from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,22 @@ def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **ext
             json.dumps(message, separators=(",", ":")),
         )
     except StoreUnavailable:
-        # The database stays the source of truth for sessions; introspection of access tokens
-        # fails closed while the store is down, and access tokens expire within minutes.
-        log.error("store unavailable: %s deny-list entry not written", kind)
+        # The database stays the source of truth for sessions (introspection of access tokens
+        # fails closed while the store is down); resource servers that read the deny-list get
+        # the entry once the store is back.
+        log.error("store unavailable: %s deny-list entry queued", kind)
+        _outbox().add(f"deny:{kind}:{value}", stored, ttl, message)
+        g.deny_list_queued = True  # the admin API says so in its answer
         return False
+    _outbox().discard(f"deny:{kind}:{value}")  # this newer entry supersedes a queued one
     return True
+
+
+def _outbox() -> Outbox:
+    extensions = current_app.extensions
+    if "deny_list_outbox" not in extensions:
+        extensions["deny_list_outbox"] = Outbox(extensions["token_store"])
+    return extensions["deny_list_outbox"]
 
 
 def deny_session(session: Session, reason: str) -> bool:

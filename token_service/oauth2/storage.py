@@ -134,7 +134,3 @@ def load_refresh_token(token_hash: str) -> tuple[RefreshToken, Session, Customer
         .where(RefreshToken.token_hash == token_hash)
     ).first()
     return tuple(row) if row else None
-
-
-def is_assigned(customer_id: str, legal_entity_id: str) -> bool:
-    return db.session.get(Assignment, (customer_id, legal_entity_id)) is not None
