@@ -17,9 +17,11 @@ def event(
     actor_id: str | None,
     customer_id: str | None = None,
     target: str | None = None,
+    legal_entity_id: str | None = None,
     **details,
 ) -> dict:
-    """One audit event's row, logged (without secrets) as it is made."""
+    """One audit event's row, logged (without secrets) as it is made. `legal_entity_id`: the
+    entity the change happened in, whose company admins may read the event."""
     log.info(
         "%s actor=%s:%s customer=%s target=%s", action, actor_type, actor_id, customer_id, target
     )
@@ -30,6 +32,7 @@ def event(
         "actor_id": actor_id,
         "customer_id": customer_id,
         "target": target,
+        "legal_entity_id": legal_entity_id,
         "details": details,
     }
 
