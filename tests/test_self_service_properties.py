@@ -32,7 +32,7 @@ from token_service.models import (
 )
 from token_service.scopes import split_scopes
 
-EXAMPLES = {"embedded": 100, "postgres": 30}
+EXAMPLES = {"embedded": 200, "postgres": 60}
 ENTITIES = ("A", "A1", "B")  # a company, its subsidiary, a neighbour
 PARENT = {"A1": "A"}
 ROLES = ("ADMIN", "BUYER", "REQUESTER", "CONTACT")
@@ -71,8 +71,8 @@ steps = st.lists(
         st.integers(0, 30),  # group
         st.integers(0, 3),  # 0: target and group anywhere in the world; else: in the entity
     ),
-    min_size=1,
-    max_size=10,
+    min_size=3,
+    max_size=12,
 )
 
 
