@@ -47,8 +47,9 @@ ACCEPT = Obj(
         "token": Prop(Str(max_length=128, description="From the invitation's link."), True),
         "password": Prop(
             Str(
+                min_length=company.MIN_PASSWORD_LENGTH,
                 max_length=company.MAX_PASSWORD_LENGTH,
-                description=f"At least {company.MIN_PASSWORD_LENGTH} characters.",
+                description="The new password.",
             ),
             True,
         ),
