@@ -124,6 +124,15 @@ def upgrade() -> None:
             ),
             {"name": MANAGE_OWN, "yes": True},
         )
+        # Clients whose ceiling lets customers manage assignments may carry it too (the
+        # storefront), so that the existing admins' next refresh can invite.
+        for client_id, scope in bind.execute(sa.text("SELECT client_id, scope FROM clients")):
+            names = set(scope.split())
+            if "iam.assignment_create_own" in names and MANAGE_OWN not in names:
+                bind.execute(
+                    sa.text("UPDATE clients SET scope = :scope WHERE client_id = :id"),
+                    {"scope": " ".join(sorted(names | {MANAGE_OWN})), "id": client_id},
+                )
 
 
 def downgrade() -> None:
