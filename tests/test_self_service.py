@@ -5,30 +5,42 @@ BUYER group (demo data)."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
+import uuid
 from dataclasses import replace
 from datetime import timedelta
 from email import message_from_bytes, policy
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import IntegrityError
 
-from token_service import directory, lifecycle
-from token_service.demo import DEMO_PASSWORD
+from token_service import company, create_app, directory, lifecycle
+from token_service.config import Settings
+from token_service.database import upgrade
+from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
 from token_service.models import (
     Assignment,
     AuditEvent,
+    Client,
     Customer,
+    CustomerGroup,
     GroupMember,
+    GroupScope,
     Invitation,
     OutboxMessage,
 )
+from token_service.store import MemoryStore
 
 ALICE, BOB = "cus_alice", "cus_bob"
+PG_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 class SelfService:
@@ -635,3 +647,71 @@ def test_console_mode_prints_the_link(app, alice, monkeypatch, capfd):
     printed = capfd.readouterr().err
     assert "carol@acme.test" in printed and "?token=" in printed
     assert outbox(app)[0].sent_at is not None
+
+
+# -- the migration ----------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_at_0001(request, tmp_path):
+    """A database of its own at revision 0001, dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        return
+    name = f"ts_mig_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_migration_0003_keeps_the_data_and_grants_the_invite_scope(database_at_0001, keys_dir):
+    settings = replace(
+        Settings.from_env({}),
+        database_url=database_at_0001,
+        redis_url=None,
+        issuer="http://issuer.test",
+        keys_dir=keys_dir,
+    )
+    app = create_app({"SETTINGS": settings, "STORE": MemoryStore(), "TESTING": True})
+    with app.app_context():
+        upgrade(db.engine, "0001")
+        load_demo()
+        db.session.commit()
+        # As a deployment made before the scope existed.
+        db.session.execute(text(f"DELETE FROM scopes WHERE name = '{company.MANAGE_OWN}'"))
+        storefront = db.session.get(Client, "storefront")
+        storefront.scope = " ".join(sorted(set(storefront.scope.split()) - {company.MANAGE_OWN}))
+        db.session.commit()
+        counts = {
+            table: db.session.scalar(text(f"SELECT count(*) FROM {table}"))
+            for table in ("customers", "assignments", "group_members", "group_scopes")
+        }
+        db.session.remove()
+        upgrade(db.engine)
+        after = {
+            table: db.session.scalar(text(f"SELECT count(*) FROM {table}")) for table in counts
+        }
+        admins = db.session.scalar(
+            select(func.count())
+            .select_from(GroupScope)
+            .join(CustomerGroup, CustomerGroup.id == GroupScope.group_id)
+            .where(CustomerGroup.code == "ADMIN", GroupScope.scope == company.MANAGE_OWN)
+        )
+        assert admins == 3  # ACME, ACME Logistics, Globex
+        assert after == {**counts, "group_scopes": counts["group_scopes"] + 3}
+        assert company.MANAGE_OWN in db.session.get(Client, "storefront").scope.split()
+        customer = directory.create_customer("new@example.test", None)
+        customer.status = "invited"
+        db.session.commit()
+        bad = directory.create_customer("bad@example.test", None)
+        bad.status = "unknown"
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+        db.engine.dispose()
