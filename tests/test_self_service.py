@@ -322,7 +322,9 @@ def test_invite_an_existing_customer_assigns_them(app, alice, login):
     _, tokens = login("gina@globex.test", entity="acme")
     assert tokens["legal_entity_id"] == "acme"
     assert alice.invite("gina@globex.test").status_code == 200
-    assert alice.invite("bob@acme.test").status_code == 201  # a member already: nothing moves
+    r = alice.invite("bob@acme.test")  # a member already: nothing moves, nothing is sent
+    assert r.status_code == 200 and r.json["status"] == "accepted"
+    assert len(outbox(app)) == 1
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Assignment)) == 5
 

@@ -344,6 +344,20 @@ def invite(actor: Actor, email: str) -> InvitationResult:
         and invitation_status(invitation, customer, now) != "expired"
     ):
         return InvitationResult(invitation, customer, created=False)
+    if assigned and customer.status != "invited" and invitation is None:
+        # A member already: nothing to assign, activate or announce; the record says so.
+        invitation = Invitation(
+            id=new_id("inv"),
+            legal_entity_id=entity.id,
+            email=email,
+            customer_id=customer.id,
+            invited_by=actor.customer_id,
+            expires_at=now,
+            accepted_at=now,
+        )
+        db.session.add(invitation)
+        db.session.flush()
+        return InvitationResult(invitation, customer, created=False)
     if customer is None:
         customer = directory.create_customer(email, None)
         customer.status = "invited"
