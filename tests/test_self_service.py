@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from token_service import company, create_app, directory, lifecycle
-from token_service.config import Settings
+from token_service.config import ConfigError, Settings
 from token_service.database import upgrade
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
@@ -717,3 +717,22 @@ def test_migration_0003_keeps_the_data_and_grants_the_invite_scope(database_at_0
             db.session.commit()
         db.session.rollback()
         db.engine.dispose()
+
+
+def test_notifications_send_retries_what_failed(app, alice, smtp_server, monkeypatch):
+    set_settings(app, monkeypatch, smtp_url="smtp://127.0.0.1:9")
+    assert alice.invite("carol@acme.test").status_code == 201
+    assert outbox(app)[0].sent_at is None
+    inbox, port = smtp_server
+    set_settings(app, monkeypatch, smtp_url=f"smtp://127.0.0.1:{port}")
+    result = app.test_cli_runner().invoke(args=["notifications", "send"])
+    assert result.exit_code == 0, result.output
+    assert "1 message(s) sent" in result.output
+    assert inbox.received.wait(10)
+    assert outbox(app)[0].sent_at is not None
+
+
+@pytest.mark.parametrize("url", ["http://mail.test", "smtp://", "mail.test:25"])
+def test_a_bad_smtp_url_stops_the_service(url):
+    with pytest.raises(ConfigError, match="TOKEN_SERVICE_SMTP_URL"):
+        Settings.from_env({"TOKEN_SERVICE_SMTP_URL": url})
