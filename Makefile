@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Development: invitation emails are printed, with their activation link, not sent.
+run: export TOKEN_SERVICE_SMTP_URL ?= console
 run: install
 	$(BIN)/token-service migrate
 	$(BIN)/token-service keys generate --if-absent

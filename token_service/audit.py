@@ -60,9 +60,11 @@ def event(
     actor_id: str | None,
     customer_id: str | None = None,
     target: str | None = None,
+    legal_entity_id: str | None = None,
     **details,
 ) -> dict:
-    """One audit event's row, every value fitted to its column, logged (without secrets)."""
+    """One audit event's row, every value fitted to its column, logged (without secrets).
+    `legal_entity_id`: the entity the change happened in, whose company admins may read it."""
     row = {
         "at": utcnow(),
         "action": _column("action", action),
@@ -70,6 +72,7 @@ def event(
         "actor_id": _column("actor_id", actor_id),
         "customer_id": _column("customer_id", customer_id),
         "target": _column("target", target),
+        "legal_entity_id": _column("legal_entity_id", legal_entity_id),
         "details": {fit(str(k), 64): _fit_detail(v) for k, v in details.items()},
     }
     # %r: a value chosen by a caller (a username) cannot forge a log line with a newline.

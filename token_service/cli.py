@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from .extensions import db
+from .notifications import deliver_pending
 
 
 def _settings():
@@ -202,6 +203,23 @@ def serve_command(workers: int | None) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted
 
 
+@click.group("notifications")
+def notifications_group() -> None:
+    """The outbox of notification emails (invitations)."""
+
+
+@notifications_group.command("send")
+@with_appcontext
+def notifications_send() -> None:
+    """Deliver pending messages through TOKEN_SERVICE_SMTP_URL (retries earlier failures)."""
+    if _settings().smtp_url is None:
+        raise click.ClickException("TOKEN_SERVICE_SMTP_URL is not set: the outbox is left as is")
+    total = 0
+    while sent := deliver_pending():
+        total += sent
+    click.echo(f"{total} message(s) sent")
+
+
 def register_commands(app: Flask) -> None:
     from .maintenance import prune_command
 
@@ -211,6 +229,7 @@ def register_commands(app: Flask) -> None:
         keys_group,
         customers_group,
         clients_group,
+        notifications_group,
         prune_command,
     ):
         app.cli.add_command(command)

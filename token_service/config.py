@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: Scopes every logged-in customer holds, whatever their groups (DESIGN section 2).
 DEFAULT_BASELINE = (
@@ -18,8 +19,8 @@ DEFAULT_GROUP_TEMPLATES = {
     "ADMIN": (
         "customermanagement.legalentity_read_own approval.approval_read_own "
         "approval.approval_manage_own order.order_create order.order_read_le "
-        "customer.customer_read_own iam.assignment_create_own iam.assignment_delete_own "
-        "approval.approval_read approval.approval_manage"
+        "customer.customer_read_own customer.customer_manage_own iam.assignment_create_own "
+        "iam.assignment_delete_own approval.approval_read approval.approval_manage"
     ),
     "BUYER": (
         "customermanagement.legalentity_read_own approval.approval_read_own "
@@ -33,6 +34,7 @@ DEFAULT_GROUP_TEMPLATES = {
 }
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
 
 
 class ConfigError(ValueError):
@@ -79,6 +81,15 @@ class Settings:
     trusted_proxies: int = 0
     # Prefix of every key in Redis: deployments sharing one Redis database stay apart.
     redis_prefix: str = "ts:"
+    # Company self-service invitations: how long an activation link lives, how many
+    # invitations one inviter may send per hour, where the link points, how mail goes out
+    # (smtp://, smtps:// or smtp+starttls:// URL; "console": print it, for development;
+    # unset: the outbox only, for an external mailer).
+    invitation_ttl: int = 7 * 86400
+    invitation_rate_limit: int = 20
+    activation_url: str = ""
+    smtp_url: str | None = None
+    mail_from: str = "token-service@localhost"
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -108,6 +119,14 @@ class Settings:
             if unknown:
                 raise ConfigError(f"TOKEN_SERVICE_SCOPE_TEMPLATES: unknown groups {unknown}")
             templates.update(loaded)
+        smtp_url = env.get("TOKEN_SERVICE_SMTP_URL") or None
+        if smtp_url not in (None, "console") and (
+            urlsplit(smtp_url).scheme not in SMTP_SCHEMES or not urlsplit(smtp_url).hostname
+        ):
+            raise ConfigError(
+                "TOKEN_SERVICE_SMTP_URL must be console or smtp://, smtps://, "
+                "smtp+starttls://[user:password@]host[:port]"
+            )
         issuer = env.get("TOKEN_SERVICE_ISSUER", f"http://127.0.0.1:{port}").rstrip("/")
         settings = cls(
             database_url=database_url,
@@ -127,6 +146,11 @@ class Settings:
             login_throttle_max_delay=_int(env, "TOKEN_SERVICE_LOGIN_MAX_DELAY", 900),
             trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
             redis_prefix=env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
+            invitation_ttl=_int(env, "TOKEN_SERVICE_INVITATION_TTL", 7 * 86400),
+            invitation_rate_limit=_int(env, "TOKEN_SERVICE_INVITATION_RATE_LIMIT", 20),
+            activation_url=env.get("TOKEN_SERVICE_ACTIVATION_URL") or f"{issuer}/activate",
+            smtp_url=smtp_url,
+            mail_from=env.get("TOKEN_SERVICE_MAIL_FROM", "token-service@localhost"),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(

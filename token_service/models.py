@@ -80,9 +80,15 @@ class LegalEntity(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+CUSTOMER_STATUSES = ("active", "blocked", "invited")
+
+
 class Customer(db.Model):
+    """`invited`: created by a company's invitation, no password yet, cannot log in until the
+    invitation is accepted (see company.accept_invitation)."""
+
     __tablename__ = "customers"
-    __table_args__ = (CheckConstraint("status IN ('active', 'blocked')", name="status"),)
+    __table_args__ = (CheckConstraint("status IN ('active', 'blocked', 'invited')", name="status"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Stored lower-cased: uniqueness is case-insensitive on every backend.
@@ -263,4 +269,55 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(64), index=True)
     customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(255))
+    # The legal entity the change happened in (None: none or several): a company's admins read
+    # their own entity's events through self-service.
+    legal_entity_id: Mapped[str | None] = mapped_column(String(64), index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Invitation(db.Model):
+    """A company's invitation of an email address; one per (legal entity, email).
+
+    For a new email it carries the activation token (its SHA-256 only, cleared once used); an
+    existing customer is assigned at once and the invitation is accepted when made."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (
+        UniqueConstraint("legal_entity_id", "email", name="uq_invitations_entity_email"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    legal_entity_id: Mapped[str] = mapped_column(
+        ForeignKey("legal_entities.id", ondelete="CASCADE")
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    invited_by: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(db.Model):
+    """A notification to deliver (an email for now), written in the transaction that caused it.
+
+    Any mailer may read the pending rows (`sent_at` null); the built-in one is
+    notifications.deliver_pending. The body holds the activation link, a credential: it is
+    blanked once the message is delivered."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    kind: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(255))

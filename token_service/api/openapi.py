@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, jsonify
 from .admin import OPERATIONS
 from .admin.auth import MANAGE_SCOPE, READ_SCOPE
 from .admin.representations import SCHEMAS as ADMIN_SCHEMAS
+from .self_service import OPERATIONS as SELF_SERVICE_OPERATIONS
 
 bp = Blueprint("openapi", __name__)
 
@@ -27,6 +28,7 @@ ERROR_RESPONSES = {
     403: "The access token lacks the scope, or belongs to a customer.",
     404: "No such resource (or a referenced one in the body is missing).",
     409: "The change conflicts with the current data.",
+    429: "Too many requests of this kind: wait `Retry-After` seconds.",
     412: "`If-Match` names an older version: fetch the resource again.",
     422: "The body is well-formed but invalid; `fields` says what is wrong where.",
     503: "The database or the revocation store is unavailable; retry.",
@@ -354,7 +356,7 @@ def _error(status: int, *, challenge: bool = False) -> dict:
     response = {"description": ERROR_RESPONSES[status], "content": _json(_ref("Error"))}
     if challenge:
         response["headers"] = {"WWW-Authenticate": _header("RFC 6750 §3 challenge.")}
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {"Retry-After": _header("Seconds.", {"type": "integer"})}
     return response
 
@@ -434,12 +436,128 @@ def _admin_operation(op, schemas: dict) -> dict:
     return result
 
 
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _object(description: str, /, **properties) -> dict:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _items(item: str) -> dict:
+    return _object("All of them.", items={"type": "array", "items": _ref(item)})
+
+
+SELF_SERVICE_SCHEMAS = {
+    "SelfServiceMember": _object(
+        "A member of the token's legal entity.",
+        id=_STR,
+        email=_STR,
+        name={**_NSTR, "description": "Null until customers have names."},
+        status={"type": "string", "enum": ["active", "blocked", "invited"]},
+        assignment_type={"type": "string", "enum": ["PRIMARY", "BILLING", "LOGISTICS", "CONTACT"]},
+        groups={
+            "type": "array",
+            "items": _STR,
+            "description": "Ids of the member's groups in the entity.",
+        },
+    ),
+    "SelfServiceMemberList": _items("SelfServiceMember"),
+    "SelfServiceGroupList": _items("Group"),
+    "Invitation": _object(
+        "An invitation of an email address into the token's legal entity.",
+        id=_STR,
+        email=_STR,
+        customer_id=_STR,
+        legal_entity_id=_STR,
+        status={
+            "type": "string",
+            "enum": ["pending", "accepted", "expired"],
+            "description": "accepted: an existing customer, assigned at once, or activated.",
+        },
+        created_at=_TIME,
+        expires_at=_TIME,
+    ),
+    "SelfServiceCustomer": _object(
+        "The activated customer.",
+        id=_STR,
+        email=_STR,
+        status={"type": "string", "enum": ["active"]},
+    ),
+}
+
+
+def _self_service_operation(op, schemas: dict) -> dict:
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+        }
+        for name in op.path_params
+    ]
+    parameters += [
+        {
+            "name": param.name,
+            "in": "query",
+            "required": param.required,
+            "schema": param.schema,
+            **({"description": param.description} if param.description else {}),
+        }
+        for param in op.query
+    ]
+    responses: dict[str, dict] = {}
+    for status, schema_name in sorted(op.responses.items()):
+        response: dict = {"description": "Success."}
+        if schema_name is not None:
+            if schema_name.endswith("Page"):
+                schemas.setdefault(schema_name, _page(schema_name.removesuffix("Page")))
+            response["content"] = _json(_ref(schema_name))
+        responses[str(status)] = response
+    errors = set(op.errors) | {503}
+    if op.scope is not None:
+        errors |= {401, 403}
+    if op.body is not None or op.query:
+        errors.add(400)
+    if op.body is not None:
+        errors.add(422)
+    if op.path_params:
+        errors.add(404)
+    for status in sorted(errors):
+        responses[str(status)] = _error(status, challenge=status in (401, 403))
+    result = {
+        "tags": [op.tag],
+        "operationId": f"self_service_{op.endpoint}",
+        "summary": op.summary,
+        "security": [{"customerToken": [op.scope]}] if op.scope else [],
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if op.description:
+        result["description"] = op.description
+    if op.body is not None:
+        schemas[op.body_name] = op.body.json_schema()
+        result["requestBody"] = {"required": True, "content": _json(_ref(op.body_name))}
+    return result
+
+
 def build_document(issuer: str) -> dict:
     """The whole OpenAPI 3.1 document for a service at `issuer`."""
     schemas = {**_public_schemas(), **copy.deepcopy(ADMIN_SCHEMAS)}
     paths = _public_paths()
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _admin_operation(op, schemas)
+    schemas.update(copy.deepcopy(SELF_SERVICE_SCHEMAS))
+    for op in SELF_SERVICE_OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _self_service_operation(op, schemas)
     try:
         version = metadata.version("token-service")
     except metadata.PackageNotFoundError:
@@ -460,7 +578,13 @@ def build_document(issuer: str) -> dict:
         "tags": [
             {"name": name}
             for name in dict.fromkeys(
-                ["OAuth", "Discovery", "Operations", *(op.tag for op in OPERATIONS)]
+                [
+                    "OAuth",
+                    "Discovery",
+                    "Operations",
+                    *(op.tag for op in OPERATIONS),
+                    *(op.tag for op in SELF_SERVICE_OPERATIONS),
+                ]
             )
         ],
         "paths": paths,
@@ -471,6 +595,25 @@ def build_document(issuer: str) -> dict:
                     "type": "http",
                     "scheme": "basic",
                     "description": "client_secret_basic (RFC 6749 §2.3.1).",
+                },
+                "customerToken": {
+                    "type": "oauth2",
+                    "description": "A customer's bearer access token acting for a legal "
+                    "entity (`legal_entity_id`): self-service is confined to that entity.",
+                    "flows": {
+                        "password": {
+                            "tokenUrl": f"{issuer}/oauth/token",
+                            "refreshUrl": f"{issuer}/oauth/token",
+                            "scopes": {
+                                "customer.customer_read_own": "Read the entity's members, "
+                                "groups and audit events.",
+                                "customer.customer_manage_own": "Invite into the entity.",
+                                "iam.assignment_create_own": "Add members to the entity's groups.",
+                                "iam.assignment_delete_own": "Remove members from groups or "
+                                "from the entity.",
+                            },
+                        }
+                    },
                 },
                 "adminToken": {
                     "type": "oauth2",

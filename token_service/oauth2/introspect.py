@@ -73,6 +73,12 @@ class Introspection:
                 return answer
         return dict(INACTIVE)
 
+    def live_access_token(self, token: str) -> dict | None:
+        """The active answer for a live access token of ours, else None: introspection's own
+        check, deny-list and session state included. Raises TemporarilyUnavailable."""
+        answer = self._access(token) if _looks_like_jwt(token) else None
+        return answer if answer is not None and answer["active"] else None
+
     def _access(self, token: str) -> dict | None:
         """Active claims of a live access token; {"active": false} if ours but not live;
         None if it is not one of our access tokens at all."""

@@ -203,7 +203,7 @@ SCHEMAS: dict[str, dict] = {
         "A buyer. The password itself or its hash is never returned.",
         id=_STR,
         email={"type": "string"},
-        status={"type": "string", "enum": ["active", "blocked"]},
+        status={"type": "string", "enum": ["active", "blocked", "invited"]},
         has_password=_BOOL,
         default_legal_entity_id=_NSTR,
         version=_INT,
