@@ -19,7 +19,7 @@ docs/performance.md explains the figures.
 
     .venv/bin/python bench/run.py [--backends postgresql,sqlite] [--duration 10] [--warmup 2]
         [--loads refresh_switch,...] [--no-growth] [--no-memory] [--rebuild-growth]
-        [--service-workers 1] [--pg-setting synchronous_commit=off]
+        [--service-workers 1] [--service-threads 0] [--pg-setting synchronous_commit=off]
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ class Server:
     def start(self) -> Server:
         workers = str(SERVICE_WORKERS[0] if self.is_service else 1)
         cmd = ["taskset", "-c", SERVICE_CORE, str(BIN / "gunicorn"), "-w", workers]
+        if self.is_service and SERVICE_THREADS[0]:
+            cmd += ["-k", "gthread", "--threads", str(SERVICE_THREADS[0]), "--keep-alive", "5"]
         cmd += ["-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), self.app]
         with self.logfile.open("w") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
@@ -274,6 +276,7 @@ def argon2_rate(seconds: float) -> dict:
 
 PG_SETTINGS: list[str] = []
 SERVICE_WORKERS = [1]  # the floors always run one
+SERVICE_THREADS = [0]  # 0: sync workers; else gthread with this many threads (floors: sync)
 
 
 def service_env(work: Path, database: str | None) -> dict:
@@ -469,6 +472,12 @@ def main() -> int:
         help="sync workers of the service, all on the service core (the targets assume 1)",
     )
     parser.add_argument(
+        "--service-threads",
+        type=int,
+        default=0,
+        help="0: sync workers; N: gthread workers with N threads each (the floors stay sync)",
+    )
+    parser.add_argument(
         "--pg-setting",
         action="append",
         default=[],
@@ -481,6 +490,7 @@ def main() -> int:
         sys.exit("bench needs two cores: one for the service, one for the load")
     PG_SETTINGS.extend(args.pg_setting)
     SERVICE_WORKERS[0] = args.service_workers
+    SERVICE_THREADS[0] = args.service_threads
     records = []
     aliases = {"pg": "postgresql", "postgres": "postgresql", "embedded": "sqlite"}
     for name in args.backends.split(","):

@@ -79,6 +79,9 @@ class Settings:
     trusted_proxies: int = 0
     # Prefix of every key in Redis: deployments sharing one Redis database stay apart.
     redis_prefix: str = "ts:"
+    # Seconds a request body may go without sending a byte before the request gets 408: a slow
+    # or stalled client holds one worker thread this long at most per read.
+    body_read_timeout: int = 10
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -127,6 +130,7 @@ class Settings:
             login_throttle_max_delay=_int(env, "TOKEN_SERVICE_LOGIN_MAX_DELAY", 900),
             trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
             redis_prefix=env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
+            body_read_timeout=_int(env, "TOKEN_SERVICE_BODY_READ_TIMEOUT", 10),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(
