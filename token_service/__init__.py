@@ -36,7 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url, settings.threads),
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.config.update({k: v for k, v in test_config.items() if k != "SETTINGS"})

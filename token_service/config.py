@@ -82,6 +82,9 @@ class Settings:
     # Seconds a request body may go without sending a byte before the request gets 408: a slow
     # or stalled client holds one worker thread this long at most per read.
     body_read_timeout: int = 10
+    # Threads per worker (`token-service serve` reads the same variable): the database pool
+    # is sized to them.
+    threads: int = 4
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -131,6 +134,7 @@ class Settings:
             trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
             redis_prefix=env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
             body_read_timeout=_int(env, "TOKEN_SERVICE_BODY_READ_TIMEOUT", 10),
+            threads=_int(env, "TOKEN_SERVICE_THREADS", 4),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(
