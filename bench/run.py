@@ -100,7 +100,7 @@ class Server:
         workers = str(SERVICE_WORKERS[0] if self.is_service else 1)
         cmd = ["taskset", "-c", SERVICE_CORE, str(BIN / "gunicorn"), "-w", workers]
         if SERVICE_THREADS[0]:  # the floors too: the cost no server of this model avoids
-            cmd += ["-k", "gthread", "--threads", str(SERVICE_THREADS[0]), "--keep-alive", "5"]
+            cmd += ["-k", WORKER_CLASS, "--threads", str(SERVICE_THREADS[0]), "--keep-alive", "5"]
         cmd += ["-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), self.app]
         with self.logfile.open("w") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
@@ -277,6 +277,7 @@ def argon2_rate(seconds: float) -> dict:
 
 PG_SETTINGS: list[str] = []
 SERVICE_WORKERS = [1]  # the floors always run one
+WORKER_CLASS = "token_service.worker.ThreadWorker"  # gthread, as `token-service serve` runs
 SERVICE_THREADS = [4]  # 0: sync workers; else gthread with this many threads (as served)
 
 

@@ -43,7 +43,7 @@ def test_a_whole_body_reaches_the_app_from_memory(connection):
     status, body = _call(BufferedBody(_echo, 1024, timeout=30), environ)
     assert (status, body) == ("200 OK", b"grant_type=client_credentials")
     assert isinstance(environ["wsgi.input"], io.BytesIO)
-    assert server.gettimeout() is None  # gunicorn's threads expect a blocking socket again
+    assert server.gettimeout() is None  # as it was: blocking
 
 
 def test_a_stalled_body_gets_408_and_never_reaches_the_app(connection):

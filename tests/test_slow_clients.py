@@ -1,9 +1,10 @@
 """A slow client cannot hold the service (issue 15, defect 6), under `token-service serve` as
 deployed: a real gunicorn with the chosen worker model, on the test's backend.
 
-Two clients announce a body and stall, as many as the worker has threads. Requests from
-others are still answered, the stalled ones get 408 once their read timeout passes, and the
-worker that served them is the one still serving (no restart, so nothing in memory is lost).
+Two clients stall, as many as the worker has threads: one halfway through its request head,
+one halfway through its body. Requests from others are still answered; once the read timeout
+passes the stalled body gets 408 and both connections are closed; and the worker that served
+them is the one still serving (no restart, so nothing in memory is lost).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from conftest import basic_auth
 
 ROOT = Path(__file__).resolve().parent.parent
+SLOW_HEAD = b"POST /oauth/token HTTP/1.1\r\nHost: test\r\nContent-Type: applica"
 SLOW_BODY = (
     b"POST /oauth/token HTTP/1.1\r\nHost: test\r\n"
     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
@@ -43,7 +45,7 @@ def served(app, tmp_path):
         "DATABASE_URL": settings.database_url,
         "TOKEN_SERVICE_KEYS_DIR": str(settings.keys_dir),
         "TOKEN_SERVICE_ISSUER": settings.issuer,
-        "TOKEN_SERVICE_BODY_READ_TIMEOUT": "2",
+        "TOKEN_SERVICE_READ_TIMEOUT": "2",
         "TOKEN_SERVICE_THREADS": "2",
         "WEB_CONCURRENCY": "1",
     }
@@ -81,9 +83,10 @@ def test_stalled_bodies_hold_no_worker(app, served):
     url, proc = served
     workers = _worker_pids(proc)
     stalled = []
-    for _ in range(2):  # one per thread
+    # One per thread: half a head; a head and 29 of the 100 bytes of body announced.
+    for start in (SLOW_HEAD, SLOW_BODY):
         conn = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
-        conn.sendall(SLOW_BODY)  # 29 of the 100 bytes announced, then nothing
+        conn.sendall(start)
         stalled.append(conn)
 
     headers = basic_auth("admin-cli", app.secrets["admin-cli"])
@@ -93,12 +96,15 @@ def test_stalled_bodies_hold_no_worker(app, served):
     with urllib.request.urlopen(request, timeout=60) as answer:
         assert answer.status == 200
 
+    replies = []
     for conn in stalled:
         conn.settimeout(60)
         reply = b""
-        while chunk := conn.recv(4096):
+        while chunk := conn.recv(4096):  # until the service closes the connection
             reply += chunk
         conn.close()
-        assert reply.startswith(b"HTTP/1.1 408 "), reply[:100]
-        assert b'"error":"invalid_request"' in reply.replace(b" ", b"")
+        replies.append(reply)
+    assert replies[0] == b""  # half a head: closed, nothing to answer
+    assert replies[1].startswith(b"HTTP/1.1 408 "), replies[1][:100]
+    assert b'"error":"invalid_request"' in replies[1].replace(b" ", b"")
     assert _worker_pids(proc) == workers  # the same worker: nothing restarted

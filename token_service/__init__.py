@@ -75,7 +75,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api.body import BufferedBody
 
     app.wsgi_app = BufferedBody(
-        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], settings.body_read_timeout
+        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], settings.read_timeout
     )
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix

@@ -206,10 +206,11 @@ def serve_command(workers: int | None, threads: int | None) -> None:
         f"{host}:{port}",
         "--workers",
         str(workers),
-        # Threads share a worker's caches, key ring, deny-list copy and pools; a slow client
-        # holds one thread, and the worker's heartbeat goes on, so it is never killed for it.
+        # gthread with bounded socket reads and writes (token_service/worker.py). Threads share
+        # a worker's caches, key ring, deny-list copy and pools; a stalled client holds one
+        # thread for TOKEN_SERVICE_READ_TIMEOUT at most, and the worker's heartbeat goes on.
         "--worker-class",
-        "gthread",
+        "token_service.worker.ThreadWorker",
         "--threads",
         str(threads),
         # Idle kept-alive connections wait in the worker's poller, not in a thread.

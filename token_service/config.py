@@ -79,9 +79,10 @@ class Settings:
     trusted_proxies: int = 0
     # Prefix of every key in Redis: deployments sharing one Redis database stay apart.
     redis_prefix: str = "ts:"
-    # Seconds a request body may go without sending a byte before the request gets 408: a slow
-    # or stalled client holds one worker thread this long at most per read.
-    body_read_timeout: int = 10
+    # Seconds a client may go without sending a byte (of its request head or body) or without
+    # taking one of its response: a stalled client holds one worker thread this long at most
+    # per read or write (token_service/worker.py, api/body.py).
+    read_timeout: int = 10
     # Threads per worker (`token-service serve` reads the same variable): the database pool
     # is sized to them.
     threads: int = 4
@@ -133,7 +134,7 @@ class Settings:
             login_throttle_max_delay=_int(env, "TOKEN_SERVICE_LOGIN_MAX_DELAY", 900),
             trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
             redis_prefix=env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
-            body_read_timeout=_int(env, "TOKEN_SERVICE_BODY_READ_TIMEOUT", 10),
+            read_timeout=_int(env, "TOKEN_SERVICE_READ_TIMEOUT", 10),
             threads=_int(env, "TOKEN_SERVICE_THREADS", 4),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:

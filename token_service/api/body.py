@@ -42,13 +42,14 @@ class BufferedBody:
         chunked = length < 0 and environ.get("wsgi.input_terminated")
         if sock is None or not (0 < length <= self.max_bytes or chunked):
             return self.inner(environ, start_response)
+        previous = sock.gettimeout()  # gunicorn's: blocking, or our worker's bound
         try:
             sock.settimeout(self.timeout)
             body = environ["wsgi.input"].read(length if length > 0 else self.max_bytes + 1)
         except (TimeoutError, OSError):
             return self._timed_out(sock, environ, start_response)
         finally:
-            sock.settimeout(None)  # gunicorn's threads expect a blocking socket
+            sock.settimeout(previous)
         environ["wsgi.input"] = io.BytesIO(body)
         if length > 0 and len(body) < length:
             return self._timed_out(sock, environ, start_response)  # the client hung up
