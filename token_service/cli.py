@@ -200,6 +200,7 @@ def serve_command(workers: int | None, threads: int | None) -> None:
         workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
     if threads is None:
         threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
+    os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app sizes its database pool to it
     args = [
         "gunicorn",
         "--bind",
