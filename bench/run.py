@@ -1,13 +1,13 @@
 """`make bench`: the service's loads against node-oidc-provider and against floors, in one run.
 
-For each backend (PostgreSQL + Redis, then the embedded default: SQLite + in-process store):
-a fresh database with the demo data, then two gunicorn servers with one sync worker each
-(`--service-threads N`: gthread), pinned to core 0 (the service, and the floors: a bare POST
-endpoint and one that parses the form and signs one RS256 JWT with the service's key), and wrk
-pinned to core 1, 16 connections, closed loop. Loads: password login, refresh without switch,
-refresh switching between two entities on every request, client_credentials, introspection of
-an access token. Refresh loads run one chain per connection: every response's refresh token is
-the next request's.
+For each backend (PostgreSQL + Redis, then the embedded default: SQLite + its store file):
+a fresh database with the demo data, then two gunicorn servers with one gthread worker each
+(four threads, keep-alive: as `token-service serve` runs them), pinned to core 0 (the service,
+and the floors: a bare POST endpoint and one that parses the form and signs one RS256 JWT with
+the service's key), and wrk pinned to core 1, 16 connections, closed loop. Loads: password
+login, refresh without switch, refresh switching between two entities on every request,
+client_credentials, introspection of an access token. Refresh loads run one chain per
+connection: every response's refresh token is the next request's.
 
 The peer (bench/peer.py): node-oidc-provider, started once for the run on the same core 0, doing
 the same job minus legal entities. Refresh, refresh with switch, client_credentials and
@@ -31,7 +31,7 @@ docs/performance.md explains the figures.
     .venv/bin/python bench/run.py [--backends postgresql,sqlite] [--duration 10] [--warmup 2]
         [--rounds 3] [--no-peer] [--peer-pool-threads 1]
         [--loads refresh_switch,...] [--no-growth] [--no-memory] [--rebuild-growth]
-        [--service-workers 1] [--service-threads 1] [--pg-setting synchronous_commit=off]
+        [--service-workers 1] [--service-threads 4] [--pg-setting synchronous_commit=off]
 """
 
 from __future__ import annotations
@@ -122,8 +122,8 @@ class Server:
     def start(self) -> Server:
         workers = str(SERVICE_WORKERS[0] if self.is_service else 1)
         cmd = ["taskset", "-c", SERVICE_CORE, str(BIN / "gunicorn"), "-w", workers]
-        if SERVICE_THREADS[0] > 1:
-            cmd += ["--threads", str(SERVICE_THREADS[0])]
+        if SERVICE_THREADS[0]:  # the floors too: the cost no server of this model avoids
+            cmd += ["-k", WORKER_CLASS, "--threads", str(SERVICE_THREADS[0]), "--keep-alive", "5"]
         cmd += ["-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), self.app]
         with self.logfile.open("w") as out:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
@@ -329,7 +329,8 @@ def argon2_rate(seconds: float) -> dict:
 
 PG_SETTINGS: list[str] = []
 SERVICE_WORKERS = [1]  # the floors always run one
-SERVICE_THREADS = [1]  # the service's and the floors' (the same worker model)
+WORKER_CLASS = "token_service.worker.ThreadWorker"  # gthread, as `token-service serve` runs
+SERVICE_THREADS = [4]  # 0: sync workers; else gthread with this many threads (as served)
 
 
 def service_env(work: Path, database: str | None) -> dict:
@@ -620,14 +621,14 @@ def main() -> int:
         "--service-workers",
         type=int,
         default=1,
-        help="sync workers of the service, all on the service core (the targets assume 1)",
+        help="workers of the service, all on the service core (the targets assume 1)",
     )
     parser.add_argument(
         "--service-threads",
         type=int,
-        default=1,
-        help="threads per worker (gunicorn's gthread, with keep-alive) for the service and its "
-        "floors; 1: sync workers",
+        default=4,
+        help="threads per gthread worker, of the service and the floors, as `token-service "
+        "serve` runs them; 0: sync workers (the model before issue 18)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the loads, alternating")
     parser.add_argument("--no-peer", action="store_true", help="skip node-oidc-provider")

@@ -328,7 +328,8 @@ def test_removed_key_verifies_nothing_even_for_tokens_seen_before(
 @pytest.fixture
 def two_workers(app):
     """Two workers of one deployment: the same database, the same Redis (whatever the backend:
-    the in-process store serves one process), each with its own copy of the deny-list."""
+    the copy of the deny-list and its subscription exist only with Redis), each with its own
+    copy of the deny-list."""
     settings = dataclasses.replace(app.config["SETTINGS"], redis_url=REDIS_URL)
     prefix = f"ts-test:{uuid.uuid4().hex[:8]}:"
     workers = [

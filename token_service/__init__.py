@@ -23,7 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .oauth2.grants import TokenEndpoint
     from .oauth2.introspect import Introspection
     from .revocation import DenyList
-    from .store import make_store
+    from .store import embedded_store_path, make_store
     from .throttle import LoginThrottle
 
     app = Flask(__name__, instance_relative_config=True)
@@ -36,7 +36,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(
         SETTINGS=settings,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url, settings.threads),
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.config.update({k: v for k, v in test_config.items() if k != "SETTINGS"})
@@ -48,7 +48,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
 
     db.init_app(app)
-    store = test_config.get("STORE") or make_store(settings.redis_url, settings.redis_prefix)
+    store = test_config.get("STORE") or make_store(
+        settings.redis_url,
+        settings.redis_prefix,
+        embedded_store_path(settings.database_url, app.instance_path),
+    )
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
     throttle = LoginThrottle(store, settings)
     app.extensions["token_store"] = store
@@ -69,6 +73,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api.front import OAuthFront
 
     app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
+    from .api.body import BufferedBody
+
+    app.wsgi_app = BufferedBody(
+        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], settings.read_timeout
+    )
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

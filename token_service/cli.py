@@ -182,20 +182,42 @@ def clients_create(client_id, public, first_party, grants, scope, audience) -> N
     click.echo(f"client {client.client_id}" + (f" secret: {secret}" if secret else " (public)"))
 
 
+#: Threads per worker: enough to overlap a request's database and Redis waits with another's
+#: CPU; more only queue on the GIL (bench/worker_model.py, docs/performance.md).
+THREADS_PER_WORKER = 4
+
+
 @click.command("serve")
-@click.option("--workers", type=int, default=None)
-def serve_command(workers: int | None) -> None:
-    """Serve under gunicorn at 127.0.0.1:$PORT (one worker without Redis)."""
+@click.option("--workers", type=int, default=None, help="Default: $WEB_CONCURRENCY, else 1.")
+@click.option(
+    "--threads", type=int, default=None, help="Per worker. Default: $TOKEN_SERVICE_THREADS, else 4."
+)
+def serve_command(workers: int | None, threads: int | None) -> None:
+    """Serve under gunicorn at $HOST:$PORT (default 127.0.0.1:8000): gthread workers with
+    keep-alive, each `threads` threads (docs/operations.md says how to size them)."""
     port = os.environ.get("PORT", "8000")
     host = os.environ.get("HOST", "127.0.0.1")
     if workers is None:
-        workers = 2 if os.environ.get("REDIS_URL") else 1
+        workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
+    if threads is None:
+        threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
+    os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app sizes its database pool to it
     args = [
         "gunicorn",
         "--bind",
         f"{host}:{port}",
         "--workers",
         str(workers),
+        # gthread with bounded socket reads and writes (token_service/worker.py). Threads share
+        # a worker's caches, key ring, deny-list copy and pools; a stalled client holds one
+        # thread for TOKEN_SERVICE_READ_TIMEOUT at most, and the worker's heartbeat goes on.
+        "--worker-class",
+        "token_service.worker.ThreadWorker",
+        "--threads",
+        str(threads),
+        # Idle kept-alive connections wait in the worker's poller, not in a thread.
+        "--keep-alive",
+        os.environ.get("TOKEN_SERVICE_KEEP_ALIVE", "5"),
         "--access-logfile",
         "-",
         "token_service:create_app()",

@@ -90,6 +90,13 @@ class Settings:
     activation_url: str = ""
     smtp_url: str | None = None
     mail_from: str = "token-service@localhost"
+    # Seconds a client may go without sending a byte (of its request head or body) or without
+    # taking one of its response: a stalled client holds one worker thread this long at most
+    # per read or write (token_service/worker.py, api/body.py).
+    read_timeout: int = 10
+    # Threads per worker (`token-service serve` reads the same variable): the database pool
+    # is sized to them.
+    threads: int = 4
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -151,6 +158,8 @@ class Settings:
             activation_url=env.get("TOKEN_SERVICE_ACTIVATION_URL") or f"{issuer}/activate",
             smtp_url=smtp_url,
             mail_from=env.get("TOKEN_SERVICE_MAIL_FROM", "token-service@localhost"),
+            read_timeout=_int(env, "TOKEN_SERVICE_READ_TIMEOUT", 10),
+            threads=_int(env, "TOKEN_SERVICE_THREADS", 4),
         )
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(

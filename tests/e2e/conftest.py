@@ -179,6 +179,10 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
                 str(BIN / "gunicorn"),
                 "-w",
                 str(workers),
+                "-k",  # the worker model of `token-service serve`
+                "token_service.worker.ThreadWorker",
+                "--threads",
+                "4",
                 "-b",
                 f"127.0.0.1:{port}",
                 "--graceful-timeout",
