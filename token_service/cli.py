@@ -151,18 +151,24 @@ def clients_group() -> None:
 @clients_group.command("create")
 @click.argument("client_id")
 @click.option("--public", is_flag=True, help="No secret (browser or mobile app).")
-@click.option("--first-party", is_flag=True, help="May use the password grant.")
+@click.option("--first-party", is_flag=True, help="May use the password grant; skips consent.")
 @click.option(
     "--grant",
     "grants",
     multiple=True,
     required=True,
-    type=click.Choice(["password", "refresh_token", "client_credentials"]),
+    type=click.Choice(["authorization_code", "password", "refresh_token", "client_credentials"]),
 )
 @click.option("--scope", default="", help="Scope ceiling, space-separated.")
 @click.option("--audience", default=None)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact URI (repeatable).")
+@click.option(
+    "--post-logout-redirect-uri", "post_logout", multiple=True, help="Exact URI (repeatable)."
+)
 @with_appcontext
-def clients_create(client_id, public, first_party, grants, scope, audience) -> None:
+def clients_create(
+    client_id, public, first_party, grants, scope, audience, redirect_uris, post_logout
+) -> None:
     """Register a client; a confidential client's secret is printed once."""
     from .directory import DirectoryError, create_client
 
@@ -174,6 +180,8 @@ def clients_create(client_id, public, first_party, grants, scope, audience) -> N
             scope=scope,
             first_party=first_party,
             audience=audience,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=post_logout,
         )
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from None

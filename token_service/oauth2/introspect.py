@@ -71,6 +71,11 @@ class Introspection:
                 return answer
         return dict(INACTIVE)
 
+    def access_claims(self, token: str) -> dict | None:
+        """The claims of a live access token of ours (as introspection answers), else None."""
+        answer = self._access(token) if _looks_like_jwt(token) else None
+        return answer if answer is not None and answer["active"] else None
+
     def _access(self, token: str) -> dict | None:
         """Active claims of a live access token; {"active": false} if ours but not live;
         None if it is not one of our access tokens at all."""

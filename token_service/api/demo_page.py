@@ -1,0 +1,30 @@
+"""/demo: a small browser client of the service (the demo data's `demo-web` client), to try the
+whole flow by hand: sign in through the hosted pages (authorization code + PKCE), see the
+decoded tokens, switch company with a refresh, sign out. Its script runs in the browser like
+any single-page storefront's would; the service only serves the page."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from ..security import new_token
+
+bp = Blueprint("demo_page", __name__)
+
+DEMO_CLIENT_ID = "demo-web"
+
+
+@bp.get("/demo")
+def demo():
+    nonce = new_token(16)
+    csp = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self'; connect-src 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
+    headers = {
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+        "X-Frame-Options": "DENY",
+    }
+    return render_template("demo.html", nonce=nonce, client_id=DEMO_CLIENT_ID), 200, headers
