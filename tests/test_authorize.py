@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback, text
+
 from token_service.directory import create_client
 from token_service.extensions import db
 from token_service.models import AuditEvent, AuthorizationCode

@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from .directory import (
     DirectoryError,
-    check_redirect_uris,
     add_member,
     assign,
+    check_redirect_uris,
     create_client,
     create_customer,
     create_legal_entity,
