@@ -205,6 +205,10 @@ def serve_command(workers: int | None) -> None:
         str(workers),
         "--access-logfile",
         "-",
+        # The path without its query: a query can carry a code (/demo?code=...) or an
+        # id_token_hint (/oauth/logout?...), and no code or token is ever logged.
+        "--access-logformat",
+        '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',
         "token_service:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
+from ..extensions import db
+from ..models import Client
 from ..security import new_token
 
 bp = Blueprint("demo_page", __name__)
@@ -27,4 +29,9 @@ def demo():
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",
     }
-    return render_template("demo.html", nonce=nonce, client_id=DEMO_CLIENT_ID), 200, headers
+    client = db.session.get(Client, DEMO_CLIENT_ID)
+    if client is None:
+        message = "The demo-web client is not registered: run `token-service demo`."
+        return message, 404, {**headers, "Content-Type": "text/plain; charset=utf-8"}
+    page = render_template("demo.html", nonce=nonce, client_id=DEMO_CLIENT_ID, scope=client.scope)
+    return page, 200, headers
