@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 # The client's pages are elsewhere (another origin): a stand-in server that answers anything,
 # so the code reaches no server but the client's.
 class _ClientPage(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         body = b"client page"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -261,8 +261,8 @@ def test_prompt_none_sso_and_logout(web, metadata, page):
     page.goto(url)
     assert callback_query(page)["error"] == "login_required"
 
-    tokens, claims, _, _ = code_flow(page, metadata, "acme")
-    session, url, verifier, _ = start(metadata, prompt="none")
+    tokens, _, _, _ = code_flow(page, metadata, "acme")
+    _, url, _, _ = start(metadata, prompt="none")
     page.goto(url)  # the browser session answers: no page
     assert "code" in callback_query(page)
 
