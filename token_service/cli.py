@@ -45,13 +45,15 @@ def demo_command(print_secrets: bool) -> None:
         issuer = _settings().issuer
         click.echo(
             f"""
-Log in as alice (storefront is a public client):
+Sign in through the hosted pages (authorization code + PKCE, OpenID Connect) in a browser:
+  {issuer}/demo
+Or log in as alice with the password grant (storefront is a public, first-party client):
   curl -s {issuer}/oauth/token -d grant_type=password -d client_id=storefront \\
        -d username=alice@acme.test -d 'password=correct horse battery staple'
 Switch her to Globex with the refresh_token from that answer (no new login):
   curl -s {issuer}/oauth/token -d grant_type=refresh_token -d client_id=storefront \\
        -d refresh_token=REFRESH_TOKEN -d legal_entity_id=globex
-Signing keys: {issuer}/jwks.json   Discovery: {issuer}/.well-known/oauth-authorization-server
+Signing keys: {issuer}/jwks.json   Discovery: {issuer}/.well-known/openid-configuration
 """
         )
 

@@ -18,12 +18,11 @@ import jwt
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from playwright import sync_api as playwright_api
 
 from token_service.demo import DEMO_PASSWORD
 
 from .conftest import REPO, Server, running_server
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
