@@ -297,3 +297,24 @@ def test_forged_csrf_and_bad_redirect_uri(web, metadata, page):
     assert page.url.startswith(metadata["authorization_endpoint"])  # an error page, no redirect
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_demo_page_runs_the_flow(web, page):
+    """/demo (make run's demo client): sign in, see the tokens, switch company, sign out."""
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{web.issuer}/demo")
+    page.get_by_role("button", name="Sign in").click()
+    sign_in(page)
+    page.get_by_label("ACME Corp").check()
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url(f"{web.issuer}/demo")
+    status = page.get_by_role("status")
+    status.filter(has_text="acting for ACME Corp").wait_for()
+    assert '"legal_entity_id": "acme"' in page.locator("#id-token").inner_text()
+    page.get_by_role("button", name="Switch to Globex").click()
+    status.filter(has_text="acting for Globex").wait_for()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{web.issuer}/demo?state=*")
+    page.get_by_role("button", name="Sign in").wait_for()
+    assert errors == []
