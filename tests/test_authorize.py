@@ -338,3 +338,13 @@ def test_discovery_is_openid(client):
     assert meta["userinfo_endpoint"] == "http://issuer.test/oauth/userinfo"
     assert meta["end_session_endpoint"] == "http://issuer.test/oauth/logout"
     assert "openid" in meta["scopes_supported"]
+
+
+def test_prompt_select_account_shows_the_picker_again(shop, browser, client):
+    sign_in_to_callback(browser, authorize_params())
+    params = authorize_params(prompt="select_account", legal_entity_id="acme")
+    picker = browser.authorize(params)
+    form = Form(picker.get_data(as_text=True))
+    assert form.buttons == ["Continue"] and form.fields["legal_entity_id"] == "acme"
+    answer = callback(browser.submit(picker, legal_entity_id="globex"))
+    assert exchange(client, params, answer["code"]).json["legal_entity_id"] == "globex"

@@ -179,6 +179,8 @@ def _continue(req: AuthorizationRequest, session, *, consent: bool | None = None
     entities, _ = storage.entitlements(customer.id)
     assigned = {e["id"] for e in entities}
     entity = req.legal_entity_id if req.legal_entity_id in assigned else None
+    if "select_account" in req.prompt and len(entities) > 1:
+        return _picker_page(req, customer, entities, entity)
     if entity is None and entities:
         if len(entities) == 1 or "none" in req.prompt:
             entity = choose_entity(None, customer.default_legal_entity_id, entities)
@@ -232,7 +234,12 @@ def _login_page(req: AuthorizationRequest, error: str | None = None, status: int
     )
 
 
-def _picker_page(req: AuthorizationRequest, customer: Customer, entities: list[dict]):
+def _picker_page(
+    req: AuthorizationRequest,
+    customer: Customer,
+    entities: list[dict],
+    selected: str | None = None,
+):
     return _render(
         "picker.html",
         client_name=_client_name(req),
@@ -240,7 +247,7 @@ def _picker_page(req: AuthorizationRequest, customer: Customer, entities: list[d
         authorization_request=req.encoded(),
         email=customer.email,
         entities=entities,
-        selected=customer.default_legal_entity_id,
+        selected=selected or customer.default_legal_entity_id,
     )
 
 
@@ -306,7 +313,7 @@ def select():
     if chosen not in {e["id"] for e in entities}:
         customer = db.session.get(Customer, session.customer_id)
         return _picker_page(req, customer, entities)
-    return _continue(req.with_entity(chosen), session)
+    return _continue(req.without_prompt("select_account").with_entity(chosen), session)
 
 
 @bp.post("/authorize/consent")

@@ -76,13 +76,17 @@ class AuthorizationRequest:
 
     def after_login(self) -> AuthorizationRequest:
         """The request once the customer has just signed in: prompt=login and max_age hold."""
-        params = {k: v for k, v in self.params.items() if k != "max_age"}
-        prompt = self.prompt - {"login"}
+        done = self.without_prompt("login")
+        params = {k: v for k, v in done.params.items() if k != "max_age"}
+        return replace(done, params=params, max_age=None)
+
+    def without_prompt(self, value: str) -> AuthorizationRequest:
+        """The request once a prompt (login, select_account) has been answered."""
+        prompt = self.prompt - {value}
+        params = {k: v for k, v in self.params.items() if k != "prompt"}
         if prompt:
             params["prompt"] = " ".join(sorted(prompt))
-        else:
-            params.pop("prompt", None)
-        return replace(self, params=params, prompt=prompt, max_age=None)
+        return replace(self, params=params, prompt=prompt)
 
     def with_entity(self, legal_entity_id: str) -> AuthorizationRequest:
         """The picker's choice, carried as the `legal_entity_id` parameter it stands for."""
