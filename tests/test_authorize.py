@@ -348,3 +348,29 @@ def test_prompt_select_account_shows_the_picker_again(shop, browser, client):
     assert form.buttons == ["Continue"] and form.fields["legal_entity_id"] == "acme"
     answer = callback(browser.submit(picker, legal_entity_id="globex"))
     assert exchange(client, params, answer["code"]).json["legal_entity_id"] == "globex"
+
+
+def test_prune_forgets_dead_codes_and_browser_sessions(shop, browser, client):
+    from datetime import timedelta
+
+    from token_service.maintenance import prune
+    from token_service.models import BrowserSession, utcnow
+
+    params = authorize_params()
+    answer = sign_in_to_callback(browser, params)
+    tokens = exchange(client, params, answer["code"]).json
+    unused = callback(browser.authorize(authorize_params(legal_entity_id="acme")))
+    assert "code" in unused
+    with shop.app_context():
+        past = utcnow() - timedelta(hours=1)
+        db.session.execute(db.update(AuthorizationCode).values(expires_at=past))
+        db.session.commit()
+        result = prune(keep_dead_for=timedelta(0))
+        assert result.codes == 1  # the unused one; the other's session lives
+        assert db.session.scalar(db.select(db.func.count()).select_from(AuthorizationCode)) == 1
+    client.get("/oauth/logout", query_string={"id_token_hint": tokens["id_token"]})
+    with shop.app_context():
+        db.session.execute(db.update(BrowserSession).values(ended_at=utcnow() - timedelta(1)))
+        db.session.commit()
+        result = prune(keep_dead_for=timedelta(0))
+        assert result.sessions == 1 and result.codes == 1 and result.browser_sessions == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 
 from .. import audit
 from ..extensions import db
@@ -104,3 +104,15 @@ def record_consent(customer_id: str, client_id: str, scope: str) -> None:
             target=client_id,
             scope=scope,
         )
+
+
+def prune_dead_browser_sessions(cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` browser sessions that expired or ended before `cutoff`."""
+    ids = db.session.scalars(
+        select(BrowserSession.id)
+        .where(or_(BrowserSession.expires_at < cutoff, BrowserSession.ended_at < cutoff))
+        .limit(limit)
+    ).all()
+    if not ids:
+        return 0
+    return db.session.execute(delete(BrowserSession).where(BrowserSession.id.in_(ids))).rowcount

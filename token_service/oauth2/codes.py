@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from ..extensions import db
-from ..models import AuthorizationCode, utcnow
+from ..models import AuthorizationCode, Session, utcnow
 from ..security import hash_token, new_token
 
 #: "A maximum authorization code lifetime of 10 minutes is RECOMMENDED" (§4.1.2); a browser
@@ -114,3 +114,20 @@ def browser_session_of_family(session_id: str) -> str | None:
             AuthorizationCode.session_id == session_id
         )
     )
+
+
+def prune_dead_codes(cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` codes expired before `cutoff` whose session is gone or never
+    began (while its session lives, a code's row is how logout and replay detection find it)."""
+    hashes = db.session.scalars(
+        select(AuthorizationCode.code_hash)
+        .outerjoin(Session, Session.id == AuthorizationCode.session_id)
+        .where(AuthorizationCode.expires_at < cutoff, Session.id.is_(None))
+        .order_by(AuthorizationCode.expires_at)
+        .limit(limit)
+    ).all()
+    if not hashes:
+        return 0
+    return db.session.execute(
+        delete(AuthorizationCode).where(AuthorizationCode.code_hash.in_(hashes))
+    ).rowcount
