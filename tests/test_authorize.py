@@ -374,3 +374,14 @@ def test_prune_forgets_dead_codes_and_browser_sessions(shop, browser, client):
         db.session.commit()
         result = prune(keep_dead_for=timedelta(0))
         assert result.sessions == 1 and result.codes == 1 and result.browser_sessions == 1
+
+
+def test_userinfo_needs_a_live_token(shop, browser, client, storefront):
+    assert client.get("/oauth/userinfo").status_code == 401
+    bogus = client.get("/oauth/userinfo", headers={"Authorization": "Bearer a.b.c"})
+    assert bogus.status_code == 401
+    assert bogus.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+    # A password-grant session without openid has no UserInfo.
+    token = storefront.login().json["access_token"]
+    plain = client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert plain.status_code == 403

@@ -13,7 +13,7 @@ from hmac import compare_digest
 from urllib.parse import urlsplit
 
 from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc6749.errors import InvalidGrantError
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, OAuth2Error
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -34,6 +34,7 @@ from ..oauth2.oidc import profile_claims
 from ..scopes import join_scopes, split_scopes
 from ..security import new_token
 from ..throttle import TooManyAttempts
+from .errors import oauth_error_parts
 
 bp = Blueprint("frontdoor", __name__, url_prefix="/oauth")
 
@@ -222,7 +223,7 @@ def _client_name(req: AuthorizationRequest) -> str:
 
 
 def _login_page(req: AuthorizationRequest, error: str | None = None, status: int = 200):
-    email = request.form.get("email") if request.method == "POST" else req.login_hint
+    email = request.form.get("email") or req.login_hint
     return _render(
         "login.html",
         status,
@@ -344,7 +345,11 @@ def userinfo():
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _bearer_error(401, None)
-    claims = current_app.extensions["introspection"].access_claims(token.strip())
+    try:
+        claims = current_app.extensions["introspection"].access_claims(token.strip())
+    except OAuth2Error as error:  # the deny-list is unreachable: fail closed, as introspection
+        status, body, headers = oauth_error_parts(error)
+        return jsonify(body), status, headers
     if claims is None or not claims.get("sid"):
         return _bearer_error(401, "invalid_token", "The access token is not active.")
     session = db.session.get(Session, claims["sid"])
