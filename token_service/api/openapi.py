@@ -263,8 +263,11 @@ def _hosted(operation_id: str, summary: str, description: str, **extra) -> dict:
     }
 
 
-def _page_form(fields: list[str]) -> dict:
-    return _form({name: _STR for name in fields}, [])
+STEP = ("csrf_token", "authorization_request")  # what every step's form sends
+
+
+def _page_form(fields: list[str], required: tuple[str, ...] = ()) -> dict:
+    return _form({name: _STR for name in fields}, list(required))
 
 
 def _front_door_paths() -> dict:
@@ -303,7 +306,9 @@ def _front_door_paths() -> dict:
                 "authorize_post",
                 "Authorization endpoint, form-encoded",
                 "As GET (OpenID Connect Core §3.1.2.1).",
-                requestBody=_page_form(AUTHORIZE_PARAMS),
+                requestBody=_page_form(
+                    AUTHORIZE_PARAMS, ("response_type", "client_id", "redirect_uri")
+                ),
             ),
         },
         "/oauth/authorize/login": {
@@ -312,7 +317,7 @@ def _front_door_paths() -> dict:
                 "Sign-in form",
                 step,
                 requestBody=_page_form(
-                    ["csrf_token", "authorization_request", "email", "password"]
+                    ["csrf_token", "authorization_request", "email", "password"], STEP
                 ),
             )
         },
@@ -321,7 +326,9 @@ def _front_door_paths() -> dict:
                 "authorize_select",
                 "Company picker form",
                 step,
-                requestBody=_page_form(["csrf_token", "authorization_request", "legal_entity_id"]),
+                requestBody=_page_form(
+                    ["csrf_token", "authorization_request", "legal_entity_id"], STEP
+                ),
             )
         },
         "/oauth/authorize/consent": {
@@ -329,7 +336,7 @@ def _front_door_paths() -> dict:
                 "authorize_consent",
                 "Consent form",
                 step,
-                requestBody=_page_form(["csrf_token", "authorization_request", "decision"]),
+                requestBody=_page_form(["csrf_token", "authorization_request", "decision"], STEP),
             )
         },
         "/oauth/userinfo": {"get": userinfo, "post": {**userinfo, "operationId": "userinfo_post"}},
@@ -346,7 +353,8 @@ def _front_door_paths() -> dict:
                 "Logout confirmation form",
                 "The confirmation asked when no valid `id_token_hint` came.",
                 requestBody=_page_form(
-                    ["csrf_token", "id_token_hint", "post_logout_redirect_uri", "state"]
+                    ["csrf_token", "id_token_hint", "post_logout_redirect_uri", "state"],
+                    ("csrf_token",),
                 ),
             ),
         },
@@ -356,7 +364,14 @@ def _front_door_paths() -> dict:
                 "operationId": "demo",
                 "summary": "A demo browser client of the code flow (the `demo-web` client)",
                 "security": [],
-                "responses": {"200": {"description": "A page.", "content": _HTML}},
+                "responses": {
+                    "200": {"description": "A page.", "content": _HTML},
+                    "404": {
+                        "description": "No demo-web client: `token-service demo` registers "
+                        "it when the issuer is https or http on localhost.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                },
             }
         },
     }
