@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import jwt
 import pytest
+from conftest import basic_auth
 from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback, text
 
 from token_service.directory import create_client
 from token_service.extensions import db
-from token_service.models import AuditEvent, AuthorizationCode
+from token_service.maintenance import prune
+from token_service.models import AuditEvent, AuthorizationCode, BrowserSession, utcnow
 from token_service.oauth2.storage import forget_client
-
-SCOPES = "openid email profile order.order_read_le customer.customer_read"
 
 
 def register(app, client_id="web-shop", *, first_party=True, confidential=False):
@@ -99,8 +102,6 @@ def test_code_flow_picker_id_token_and_switch(shop, browser, client, storefront)
 
     id_token = body["id_token"]
     assert shop.extensions["keyring"].decode(id_token) is None  # typ JWT: never an access token
-    import jwt
-
     jwks = jwt.PyJWKSet.from_json(client.get("/jwks.json").get_data(as_text=True))
     header = jwt.get_unverified_header(id_token)
     key = next(k for k in jwks.keys if k.key_id == header["kid"])
@@ -299,8 +300,6 @@ def test_logout_ends_session_and_revokes_families(shop, browser, client, introsp
 
 
 def test_admin_registers_redirect_uris(app, client):
-    from conftest import basic_auth
-
     headers = basic_auth("admin-cli", app.secrets["admin-cli"])
     token = client.post(
         "/oauth/token", data={"grant_type": "client_credentials"}, headers=headers
@@ -351,11 +350,6 @@ def test_prompt_select_account_shows_the_picker_again(shop, browser, client):
 
 
 def test_prune_forgets_dead_codes_and_browser_sessions(shop, browser, client):
-    from datetime import timedelta
-
-    from token_service.maintenance import prune
-    from token_service.models import BrowserSession, utcnow
-
     params = authorize_params()
     answer = sign_in_to_callback(browser, params)
     tokens = exchange(client, params, answer["code"]).json
