@@ -58,7 +58,9 @@ def basic(value: str) -> dict:
         ("grant_type=refresh_token&client_id=storefront&refresh_token=%ff%fe", "invalid_request"),
         ("grant_type=refresh_token&client_id=storefront&refresh_token=a%00b", "invalid_request"),
         ("&".join(f"p{i}=1" for i in range(40)), "invalid_request"),
-        ("grant_type=authorization_code&client_id=storefront&code=x", "unsupported_grant_type"),
+        # Supported, but not registered for the storefront (it has password and refresh_token).
+        ("grant_type=authorization_code&client_id=storefront&code=x", "unauthorized_client"),
+        ("grant_type=implicit&client_id=storefront", "unsupported_grant_type"),
         (
             "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&client_id=storefront",
             "unsupported_grant_type",

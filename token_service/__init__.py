@@ -62,10 +62,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
     app.extensions["introspection"] = Introspection(settings, keyring)
 
-    from .api import admin, errors, oauth, openapi, public, self_service
+    from .api import admin, demo_page, errors, frontdoor, oauth, openapi, public, self_service
 
     app.register_blueprint(public.bp)
     app.register_blueprint(oauth.bp)
+    app.register_blueprint(frontdoor.bp)
+    app.register_blueprint(demo_page.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(self_service.bp)
     app.register_blueprint(openapi.bp)

@@ -46,13 +46,15 @@ def demo_command(print_secrets: bool) -> None:
         issuer = _settings().issuer
         click.echo(
             f"""
-Log in as alice (storefront is a public client):
+Sign in through the hosted pages (authorization code + PKCE, OpenID Connect) in a browser:
+  {issuer}/demo
+Or log in as alice with the password grant (storefront is a public, first-party client):
   curl -s {issuer}/oauth/token -d grant_type=password -d client_id=storefront \\
        -d username=alice@acme.test -d 'password=correct horse battery staple'
 Switch her to Globex with the refresh_token from that answer (no new login):
   curl -s {issuer}/oauth/token -d grant_type=refresh_token -d client_id=storefront \\
        -d refresh_token=REFRESH_TOKEN -d legal_entity_id=globex
-Signing keys: {issuer}/jwks.json   Discovery: {issuer}/.well-known/oauth-authorization-server
+Signing keys: {issuer}/jwks.json   Discovery: {issuer}/.well-known/openid-configuration
 """
         )
 
@@ -152,18 +154,24 @@ def clients_group() -> None:
 @clients_group.command("create")
 @click.argument("client_id")
 @click.option("--public", is_flag=True, help="No secret (browser or mobile app).")
-@click.option("--first-party", is_flag=True, help="May use the password grant.")
+@click.option("--first-party", is_flag=True, help="May use the password grant; skips consent.")
 @click.option(
     "--grant",
     "grants",
     multiple=True,
     required=True,
-    type=click.Choice(["password", "refresh_token", "client_credentials"]),
+    type=click.Choice(["authorization_code", "password", "refresh_token", "client_credentials"]),
 )
 @click.option("--scope", default="", help="Scope ceiling, space-separated.")
 @click.option("--audience", default=None)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact URI (repeatable).")
+@click.option(
+    "--post-logout-redirect-uri", "post_logout", multiple=True, help="Exact URI (repeatable)."
+)
 @with_appcontext
-def clients_create(client_id, public, first_party, grants, scope, audience) -> None:
+def clients_create(
+    client_id, public, first_party, grants, scope, audience, redirect_uris, post_logout
+) -> None:
     """Register a client; a confidential client's secret is printed once."""
     from .directory import DirectoryError, create_client
 
@@ -175,6 +183,8 @@ def clients_create(client_id, public, first_party, grants, scope, audience) -> N
             scope=scope,
             first_party=first_party,
             audience=audience,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=post_logout,
         )
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from None
@@ -220,6 +230,10 @@ def serve_command(workers: int | None, threads: int | None) -> None:
         os.environ.get("TOKEN_SERVICE_KEEP_ALIVE", "5"),
         "--access-logfile",
         "-",
+        # The path without its query: a query can carry a code (/demo?code=...) or an
+        # id_token_hint (/oauth/logout?...), and no code or token is ever logged.
+        "--access-logformat",
+        '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',
         "token_service:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted

@@ -158,11 +158,15 @@ class SigningKey:
             return False
         return True
 
-    def encode_jwt(self, claims: dict) -> str:
-        """Compact JWS of `claims` with header {alg, kid, typ: at+jwt}."""
+    def encode_jwt(self, claims: dict, typ: str = "at+jwt") -> str:
+        """Compact JWS of `claims` with header {alg, kid, typ} (at+jwt: an access token)."""
+        header_b64 = self.header_b64
+        if typ != "at+jwt":
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
         payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = f"{self.header_b64}.{payload}".encode("ascii")
-        return f"{self.header_b64}.{payload}.{b64url(self.sign(signing_input))}"
+        signing_input = f"{header_b64}.{payload}".encode("ascii")
+        return f"{header_b64}.{payload}.{b64url(self.sign(signing_input))}"
 
 
 VERIFIED_CACHE_SIZE = 4096

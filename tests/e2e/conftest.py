@@ -137,17 +137,11 @@ def e2e_pg_database() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="module", params=["embedded", "postgres"])
-def server(request, tmp_path_factory) -> Iterator[Server]:
+@contextlib.contextmanager
+def running_server(backend: str, home: Path, database_url: str) -> Iterator[Server]:
     """migrate, keys generate, demo (secrets captured), then gunicorn until /readyz answers."""
-    backend = request.param
-    home = tmp_path_factory.mktemp(f"e2e-{backend}")
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
-    if backend == "postgres":
-        database_url = request.getfixturevalue("e2e_pg_database")
-    else:
-        database_url = f"sqlite:///{home / 'token_service.sqlite3'}"
     env = {
         k: v
         for k, v in os.environ.items()
@@ -205,6 +199,19 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
         yield Server(backend, issuer, database_url, workers, secrets, access_log, process)
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    """The service under gunicorn on each backend."""
+    backend = request.param
+    home = tmp_path_factory.mktemp(f"e2e-{backend}")
+    if backend == "postgres":
+        database_url = request.getfixturevalue("e2e_pg_database")
+    else:
+        database_url = f"sqlite:///{home / 'token_service.sqlite3'}"
+    with running_server(backend, home, database_url) as running:
+        yield running
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -42,7 +42,7 @@ def orders_url(server):
         try:
             requests.get(f"{url}/orders", timeout=1)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow to answer on a loaded machine
             time.sleep(0.1)
     yield url
     _stop(process)

@@ -73,7 +73,13 @@ def _form(properties: dict, required: list[str]) -> dict:
 _STR = {"type": "string"}
 CLIENT_AUTH = [{"clientBasic": []}, {}]
 TOKEN_PARAMS = {
-    "grant_type": {"type": "string", "enum": ["password", "refresh_token", "client_credentials"]},
+    "grant_type": {
+        "type": "string",
+        "enum": ["authorization_code", "password", "refresh_token", "client_credentials"],
+    },
+    "code": {**_STR, "description": "authorization_code grant: the code (single use)."},
+    "redirect_uri": {**_STR, "description": "authorization_code grant: as in the request."},
+    "code_verifier": {**_STR, "description": "authorization_code grant: PKCE (RFC 7636)."},
     "client_id": {**_STR, "description": "client_secret_post or public clients."},
     "client_secret": {**_STR, "description": "client_secret_post."},
     "username": {**_STR, "description": "password grant: the customer's email."},
@@ -99,7 +105,9 @@ def _public_paths() -> dict:
                 "tags": ["OAuth"],
                 "operationId": "token",
                 "summary": "Token endpoint (RFC 6749)",
-                "description": "Grants `password` (first-party clients), `refresh_token` "
+                "description": "Grants `authorization_code` (PKCE S256; with `openid`, an "
+                "`id_token`), `password` (first-party clients; RFC 9700 §2.4 says it MUST NOT "
+                "be used: prefer the code flow), `refresh_token` "
                 "(rotation, legal-entity switching) and `client_credentials`. Client "
                 "authentication: client_secret_basic, client_secret_post, or none for public "
                 "clients. Errors are RFC 6749 §5.2 JSON.",
@@ -157,6 +165,7 @@ def _public_paths() -> dict:
                 },
             }
         },
+        **_front_door_paths(),
         "/jwks.json": {
             "get": {
                 "tags": ["Discovery"],
@@ -214,6 +223,162 @@ def _public_paths() -> dict:
     }
 
 
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_PAGE_HEADERS = {
+    "Cache-Control": _header("`no-store`."),
+    "X-Frame-Options": _header("`DENY`: never framed."),
+    "Referrer-Policy": _header("`no-referrer`."),
+}
+AUTHORIZE_PARAMS = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "login_hint",
+    "legal_entity_id",
+]
+
+
+def _hosted(operation_id: str, summary: str, description: str, **extra) -> dict:
+    """A hosted page: HTML, or a redirect to an exact registered URI."""
+    return {
+        "tags": ["Front door"],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "security": [],
+        **extra,
+        "responses": {
+            "200": {"description": "A page.", "headers": _PAGE_HEADERS, "content": _HTML},
+            "302": {"description": "To the client's registered redirect URI."},
+            "303": {"description": "To the client's registered redirect URI."},
+            "400": {"description": "An error page (never a redirect).", "content": _HTML},
+            "401": {"description": "Sign-in refused: the page again.", "content": _HTML},
+            "429": {"description": "Too many failed sign-ins.", "content": _HTML},
+        },
+    }
+
+
+STEP = ("csrf_token", "authorization_request")  # what every step's form sends
+
+
+def _page_form(fields: list[str], required: tuple[str, ...] = ()) -> dict:
+    return _form({name: _STR for name in fields}, list(required))
+
+
+def _front_door_paths() -> dict:
+    query = [{"name": n, "in": "query", "schema": _STR} for n in AUTHORIZE_PARAMS]
+    logout_query = [
+        {"name": n, "in": "query", "schema": _STR}
+        for n in ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
+    ]
+    step = "A step of the hosted sign-in; the form carries a CSRF token and the request."
+    userinfo = {
+        "tags": ["Front door"],
+        "operationId": "userinfo",
+        "summary": "UserInfo (OpenID Connect Core §5.3)",
+        "security": [{"bearerToken": []}],
+        "responses": {
+            "200": {"description": "Claims.", "content": _json({"type": "object"})},
+            "401": {
+                "description": "No or no live access token.",
+                "headers": {"WWW-Authenticate": _header("Bearer.")},
+                "content": _json({"type": "object"}),
+            },
+            "403": {"description": "No openid scope.", "content": _json({"type": "object"})},
+            "503": {"description": "Unavailable.", "content": _json({"type": "object"})},
+        },
+    }
+    return {
+        "/oauth/authorize": {
+            "get": _hosted(
+                "authorize",
+                "Authorization endpoint (RFC 6749 §4.1, PKCE S256, OpenID Connect)",
+                "Shows the sign-in page, the company picker or the consent page as needed, "
+                "then redirects with `code`, `state` and `iss` (RFC 9207).",
+                parameters=query,
+            ),
+            "post": _hosted(
+                "authorize_post",
+                "Authorization endpoint, form-encoded",
+                "As GET (OpenID Connect Core §3.1.2.1).",
+                requestBody=_page_form(
+                    AUTHORIZE_PARAMS, ("response_type", "client_id", "redirect_uri")
+                ),
+            ),
+        },
+        "/oauth/authorize/login": {
+            "post": _hosted(
+                "authorize_login",
+                "Sign-in form",
+                step,
+                requestBody=_page_form(
+                    ["csrf_token", "authorization_request", "email", "password"], STEP
+                ),
+            )
+        },
+        "/oauth/authorize/select": {
+            "post": _hosted(
+                "authorize_select",
+                "Company picker form",
+                step,
+                requestBody=_page_form(
+                    ["csrf_token", "authorization_request", "legal_entity_id"], STEP
+                ),
+            )
+        },
+        "/oauth/authorize/consent": {
+            "post": _hosted(
+                "authorize_consent",
+                "Consent form",
+                step,
+                requestBody=_page_form(["csrf_token", "authorization_request", "decision"], STEP),
+            )
+        },
+        "/oauth/userinfo": {"get": userinfo, "post": {**userinfo, "operationId": "userinfo_post"}},
+        "/oauth/logout": {
+            "get": _hosted(
+                "logout",
+                "RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0)",
+                "Ends the browser session and revokes the refresh-token families born from "
+                "it; redirects to a registered `post_logout_redirect_uri` with `state`.",
+                parameters=logout_query,
+            ),
+            "post": _hosted(
+                "logout_post",
+                "Logout confirmation form",
+                "The confirmation asked when no valid `id_token_hint` came.",
+                requestBody=_page_form(
+                    ["csrf_token", "id_token_hint", "post_logout_redirect_uri", "state"],
+                    ("csrf_token",),
+                ),
+            ),
+        },
+        "/demo": {
+            "get": {
+                "tags": ["Front door"],
+                "operationId": "demo",
+                "summary": "A demo browser client of the code flow (the `demo-web` client)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "A page.", "content": _HTML},
+                    "404": {
+                        "description": "No demo-web client: `token-service demo` registers "
+                        "it when the issuer is https or http on localhost.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                },
+            }
+        },
+    }
+
+
 def _discovery(operation_id: str, summary: str) -> dict:
     return {
         "tags": ["Discovery"],
@@ -264,6 +429,7 @@ def _public_schemas() -> dict:
                 "scope": _STR,
                 "refresh_token": _STR,
                 "refresh_token_expires_in": {"type": "integer"},
+                "id_token": {**_STR, "description": "OpenID Connect ID token (code flow)."},
                 "legal_entity_id": nullable_str,
                 "legal_entities": {
                     "type": "array",
@@ -580,6 +746,7 @@ def build_document(issuer: str) -> dict:
             for name in dict.fromkeys(
                 [
                     "OAuth",
+                    "Front door",
                     "Discovery",
                     "Operations",
                     *(op.tag for op in OPERATIONS),
@@ -601,7 +768,8 @@ def build_document(issuer: str) -> dict:
                     "description": "A customer's bearer access token acting for a legal "
                     "entity (`legal_entity_id`): self-service is confined to that entity.",
                     "flows": {
-                        "password": {
+                        "authorizationCode": {
+                            "authorizationUrl": f"{issuer}/oauth/authorize",
                             "tokenUrl": f"{issuer}/oauth/token",
                             "refreshUrl": f"{issuer}/oauth/token",
                             "scopes": {
@@ -614,6 +782,11 @@ def build_document(issuer: str) -> dict:
                             },
                         }
                     },
+                },
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A customer's access token (RFC 6750).",
                 },
                 "adminToken": {
                     "type": "oauth2",

@@ -42,6 +42,8 @@ class ClientInfo:
     audience: str | None
     access_token_ttl: int | None
     refresh_token_ttl: int | None
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
 
     @property
     def is_public(self) -> bool:
@@ -72,6 +74,8 @@ def load_client(client_id: str) -> ClientInfo | None:
             row.audience,
             row.access_token_ttl,
             row.refresh_token_ttl,
+            tuple(row.redirect_uris or ()),
+            tuple(row.post_logout_redirect_uris or ()),
         )
     _clients.put(client_id, info)
     if _forgotten[0] != generation:  # a change raced this read: keep nothing from it
