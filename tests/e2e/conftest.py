@@ -44,6 +44,7 @@ class Server:
     secrets: dict[str, str]
     access_log: Path
     process: subprocess.Popen = field(repr=False)
+    redis_prefix: str = "ts:"  # of its deny-list keys, for a resource server's online check
     race_pids: list[int] = field(default_factory=list)  # workers that answered racing requests
 
     def served_by(self, tag: str, count: int) -> list[int]:
@@ -196,7 +197,16 @@ def running_server(backend: str, home: Path, database_url: str) -> Iterator[Serv
         )
     try:
         _wait_ready(process, issuer, log)
-        yield Server(backend, issuer, database_url, workers, secrets, access_log, process)
+        yield Server(
+            backend,
+            issuer,
+            database_url,
+            workers,
+            secrets,
+            access_log,
+            process,
+            env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
+        )
     finally:
         _stop(process)
 

@@ -19,7 +19,11 @@ PASSWORD = "correct horse battery staple"
 def orders_url(server):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_SERVICE_")}
-    env.update(ORDER_SERVICE_ISSUER=server.issuer, REDIS_URL=REDIS_URL)
+    env.update(
+        ORDER_SERVICE_ISSUER=server.issuer,
+        REDIS_URL=REDIS_URL,
+        TOKEN_SERVICE_REDIS_PREFIX=server.redis_prefix,
+    )
     process = subprocess.Popen(
         [
             str(BIN / "gunicorn"),

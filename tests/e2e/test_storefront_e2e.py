@@ -304,9 +304,12 @@ def test_storefront_flow_node(server):
     assert seen["refused_switch"] == {"status": 400, "error": "invalid_grant"}
 
     introspection = seen["introspection"]
+    assert introspection["before"]["access_token"]["active"] is True
+    assert introspection["before"]["access_token"]["sid"] in alice_sessions
+    # A refresh token is introspected only for the client holding it: to the order service it
+    # is as unknown as any other string.
+    assert introspection["before"]["refresh_token"] == {"active": False}
     for kind in ("access_token", "refresh_token"):
-        assert introspection["before"][kind]["active"] is True, kind
-        assert introspection["before"][kind]["sid"] in alice_sessions, kind
         assert introspection["revoked"][kind] == {"active": False}, kind
     assert seen["refresh_after_revoke"] == {"status": 400, "error": "invalid_grant"}
 
