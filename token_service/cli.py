@@ -181,6 +181,25 @@ def clients_create(client_id, public, first_party, grants, scope, audience) -> N
     click.echo(f"client {client.client_id}" + (f" secret: {secret}" if secret else " (public)"))
 
 
+@click.command("init")
+@click.option(
+    "--demo/--no-demo",
+    default=False,
+    envvar="TOKEN_SERVICE_DEMO",
+    show_envvar=True,
+    help="Also load the demo data and print the demo clients' new secrets.",
+)
+@click.pass_context
+def init_command(ctx: click.Context, demo: bool) -> None:
+    """First run, or any start: a signing key if there is none, the schema migrated, and the
+    demo data if asked. Idempotent; run once per deployment before the servers (compose's
+    one-shot `init` service), never by each server."""
+    ctx.invoke(keys_generate, alg=None, if_absent=True)
+    ctx.invoke(migrate_command)
+    if demo:
+        ctx.invoke(demo_command, print_secrets=True)
+
+
 @click.command("serve")
 @click.option("--workers", type=int, default=None)
 def serve_command(workers: int | None) -> None:
@@ -189,14 +208,16 @@ def serve_command(workers: int | None) -> None:
     host = os.environ.get("HOST", "127.0.0.1")
     if workers is None:
         workers = 2 if os.environ.get("REDIS_URL") else 1
+    # The settings module prepares the metrics directory and drops gunicorn's access log (the
+    # service logs every request itself).
     args = [
         "gunicorn",
+        "--config",
+        "python:token_service.gunicorn_conf",
         "--bind",
         f"{host}:{port}",
         "--workers",
         str(workers),
-        "--access-logfile",
-        "-",
         "token_service:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted
@@ -206,6 +227,7 @@ def register_commands(app: Flask) -> None:
     from .maintenance import prune_command
 
     for command in (
+        init_command,
         migrate_command,
         demo_command,
         keys_group,
