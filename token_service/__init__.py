@@ -63,11 +63,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     app.register_blueprint(openapi.bp)
     errors.register(app)
+    from .api import observe
     from .api.front import OAuthFront
-    from .api.observe import Observed
 
-    app.extensions["oauth_front"] = front = OAuthFront(app, app.wsgi_app)
-    app.wsgi_app = Observed(app, front)  # every request's id, log line and metrics
+    app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
+    observe.install(app)  # outermost: every request's id, log line and metrics
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -63,6 +63,7 @@ class RequestLog:
 
     __slots__ = (
         "_secrets",
+        "authorization",
         "client_id",
         "customer_hash",
         "error",
@@ -88,6 +89,7 @@ class RequestLog:
         self.legal_entity_id: str | None = None
         self.oauth = None  # the TokenRequest of an OAuth POST (oauth2.request)
         self.params: dict | None = None  # a Flask request's form or JSON members
+        self.authorization: str | None = None  # a Flask request's Authorization header
         self._secrets: list[str] | None = None
 
     def customer(self, customer_id: str, legal_entity_id: str | None) -> None:
@@ -107,9 +109,9 @@ class RequestLog:
             for params in (self.params, getattr(self.oauth, "params", None)):
                 if params:
                     found += [str(params[k]) for k in SECRET_NAMES & params.keys() if params[k]]
-            authorization = getattr(self.oauth, "authorization", None)
-            if authorization:
-                found += _credentials(authorization)
+            for authorization in (self.authorization, getattr(self.oauth, "authorization", None)):
+                if authorization:
+                    found += _credentials(authorization)
             self._secrets = sorted(set(found), key=len, reverse=True)
         return self._secrets
 

@@ -16,27 +16,36 @@ import time
 from flask import Flask, request
 
 from .. import logs, metrics
+from ..config import Settings
+from ..keys import KeyRing
 
 #: Probes and scrapes, every few seconds: their successes are logged at DEBUG only.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def install(app: Flask) -> None:
+    """Make `Observed` the app's outermost WSGI layer, and let Flask's views inform it."""
+    app.before_request(_note_flask_request)
+    app.after_request(_note_flask_response)
+    grant_types = app.extensions["token_endpoint"].grants
+    app.wsgi_app = Observed(
+        app.config["SETTINGS"], app.extensions["keyring"], grant_types, app.wsgi_app
+    )
+
+
 class Observed:
     """WSGI middleware: request id, log line and metrics around `inner`; /metrics itself."""
 
-    def __init__(self, app: Flask, inner) -> None:
-        settings = app.config["SETTINGS"]
+    def __init__(self, settings: Settings, keyring: KeyRing, grant_types, inner) -> None:
         self.inner = inner
-        self.keyring = app.extensions["keyring"]
+        self.keyring = keyring
         self.count = settings.metrics_enabled
         # Served here unless disabled or served on a port of its own (by gunicorn's arbiter).
         self.serve_metrics = settings.metrics_enabled and settings.metrics_port is None
         self.metrics_token = (settings.metrics_token or "").encode() or None
         # grant_type is a metric label: only the grants the token endpoint knows.
-        self.grant_types = frozenset(app.extensions["token_endpoint"].grants)
-        app.before_request(_note_flask_request)
-        app.after_request(_note_flask_response)
+        self.grant_types = frozenset(grant_types)
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -110,6 +119,7 @@ def _note_flask_request() -> None:
     body's secret members, so that no line logged during the request can show them."""
     record = logs.current()
     record.route = request.url_rule.rule if request.url_rule is not None else None
+    record.authorization = request.headers.get("Authorization")
     if request.method in _BODY_METHODS:
         if request.mimetype == "application/json":
             body = request.get_json(silent=True)

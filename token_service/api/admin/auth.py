@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from flask import current_app, request
 
+from ... import logs
 from ...extensions import db
 from ...models import Client
 from ...revocation import is_denied
@@ -123,4 +124,5 @@ def authenticate(write: bool) -> Principal:
     allowed = {MANAGE_SCOPE} if write else {READ_SCOPE, MANAGE_SCOPE}
     if not held & allowed:
         raise _forbidden(f"The access token lacks the {needed} scope.", needed)
+    logs.current().client_id = client_id
     return Principal(client_id=client_id, scopes=frozenset(held))
