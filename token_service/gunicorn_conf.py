@@ -62,6 +62,8 @@ def when_ready(server) -> None:
 
     multiprocess.mark_process_dead(os.getpid())  # the import made the arbiter a "live" series
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
-    host = os.environ.get("TOKEN_SERVICE_METRICS_HOST", "0.0.0.0")  # noqa: S104 - its own port
+    # The service's own interface (127.0.0.1 for `token-service serve`, all in the image).
+    bind = server.cfg.bind[0] if server.cfg.bind else "unix:"
+    host = "127.0.0.1" if bind.startswith(("unix:", "fd:")) else bind.rsplit(":", 1)[0].strip("[]")
     start_http_server(settings.metrics_port, host, registry=scrape_registry(keyring))
     server.log.info("metrics at http://%s:%s/metrics", host, settings.metrics_port)
