@@ -10,8 +10,10 @@ metrics in multi-process mode, JSON request lines to a file) and the same app wi
 (`bare()` below). wrk (bench/post.lua, 16 connections) runs introspection and client_credentials
 against each in turn, A B B A, and prints for each the rps and the worker's CPU time per
 request, and the ratio of the medians of the latter (observed / bare: 1.05 would be a 5 %
-cost). CPU time per request, not rps, is what to compare on a shared machine: other processes
-on the service's core lower the rps of both sides by whatever they take, run by run.
+cost). A third server, bare with gunicorn's access log on (as the image and `token-service
+serve` ran before this layer replaced it), gives `cpu_ratio_to_access_log`. CPU time per
+request, not rps, is what to compare on a shared machine: other processes on the service's
+core lower the rps of every side by whatever they take, run by run.
 
 Without `--served`, in-process:
 
@@ -90,10 +92,13 @@ def served(seconds: float, rounds: int) -> None:
     for name, target, port in (
         ("observed", "wsgi:app", 8711),
         ("bare", "observability:bare()", 8712),
+        ("bare_access_log", "observability:bare()", 8713),
     ):
         cmd = ["taskset", "-c", harness.SERVICE_CORE, str(harness.BIN / "gunicorn"), "-w", "1"]
         cmd += ["-c", "python:token_service.gunicorn_conf", "-b", f"127.0.0.1:{port}"]
         cmd += ["--chdir", str(harness.ROOT if name == "observed" else harness.HERE), target]
+        if name == "bare_access_log":  # as the image and `serve` ran before: a line per request
+            cmd += ["--access-logfile", str(work / "access.log")]
         log = (work / f"{name}.log").open("w")
         servers[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=log), port)
     try:
@@ -116,21 +121,25 @@ def served(seconds: float, rounds: int) -> None:
             ),
         }
         for load, (path, load_env) in loads.items():
-            rps = {"observed": [], "bare": []}
-            cpu = {"observed": [], "bare": []}
-            for name in ("observed", "bare"):  # warm up
+            rps = {name: [] for name in servers}
+            cpu = {name: [] for name in servers}
+            for name in servers:  # warm up
                 harness.wrk(f"http://127.0.0.1:{servers[name][1]}{path}", 2, "post.lua", load_env)
-            for i in range(rounds * 2):
-                name = ("observed", "bare")[(i + i // 2) % 2]
+            order = list(servers)
+            for i in range(rounds * len(order)):
+                name = (order if (i // len(order)) % 2 == 0 else order[::-1])[i % len(order)]
                 url = f"http://127.0.0.1:{servers[name][1]}{path}"
                 worker = _worker_cpu(servers[name][0].pid)
                 result = harness.wrk(url, seconds, "post.lua", load_env)
                 rps[name].append(result["rps"])
                 used = _worker_cpu(servers[name][0].pid) - worker
                 cpu[name].append(round(used / max(result["requests"], 1) * 1e6, 1))
-            seen, plain = (statistics.median(cpu[k]) for k in ("observed", "bare"))
+            seen, plain, logged = (
+                statistics.median(cpu[k]) for k in ("observed", "bare", "bare_access_log")
+            )
             record = {"load": load, "served": True, "rps": rps, "worker_cpu_us": cpu}
             record["cpu_ratio"] = round(seen / plain, 4)
+            record["cpu_ratio_to_access_log"] = round(seen / logged, 4)
             print(json.dumps(record), flush=True)
     finally:
         for process, _ in servers.values():

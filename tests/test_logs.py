@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from conftest import basic_auth
 
-from token_service import logs
+from token_service import directory, logs
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
 from token_service.models import RefreshToken, utcnow
@@ -150,7 +150,9 @@ def test_console_format_for_a_person(app, client):
 # -- no secret in any line ---------------------------------------------------------------------
 
 
-def test_no_token_code_password_or_secret_reaches_a_log_line(app, captured, client, storefront):
+def test_no_token_code_password_or_secret_reaches_a_log_line(
+    app, captured, client, storefront, monkeypatch
+):
     """A day in the life, errors included; then every secret that crossed the wire is looked
     for in everything logged."""
     secrets = {DEMO_PASSWORD, *app.secrets.values()}
@@ -234,6 +236,21 @@ def test_no_token_code_password_or_secret_reaches_a_log_line(app, captured, clie
         endpoint.handle = original
     assert r.status_code == 500
     secrets.add("hunter2-hunter2")
+
+    def leaky_directory(email, password, **_):
+        logging.getLogger("token_service.test").warning("creating %s with %s", email, password)
+        raise RuntimeError(f"cannot create {email}: {password!r} rejected")
+
+    monkeypatch.setattr(directory, "create_customer", leaky_directory)
+    monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # a 500, as when deployed
+    leaky = client.post(
+        "/admin/customers",
+        json={"email": "dave@acme.test", "password": "dave's secret words"},
+        headers=admin,
+    )
+    assert leaky.status_code == 500
+    secrets.add("dave's secret words")
+    assert "creating dave@acme.test with" in captured.text
     logging.getLogger("token_service.test").error(
         "outside any request: Authorization: Bearer %s", service["access_token"]
     )

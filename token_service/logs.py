@@ -67,12 +67,12 @@ class RequestLog:
         "client_id",
         "customer_hash",
         "error",
+        "flask_request",
         "grant_type",
         "id_from_caller",
         "legal_entity_id",
         "method",
         "oauth",
-        "params",
         "request_id",
         "route",
     )
@@ -88,8 +88,7 @@ class RequestLog:
         self.customer_hash: str | None = None
         self.legal_entity_id: str | None = None
         self.oauth = None  # the TokenRequest of an OAuth POST (oauth2.request)
-        self.params: dict | None = None  # a Flask request's form or JSON members
-        self.authorization: str | None = None  # a Flask request's Authorization header
+        self.flask_request = None  # the Flask request, for a view's body and headers
         self._secrets: list[str] | None = None
 
     def customer(self, customer_id: str, legal_entity_id: str | None) -> None:
@@ -106,14 +105,41 @@ class RequestLog:
         """The request's secret values, longest first (so that none is left half-replaced)."""
         if self._secrets is None:
             found: list[str] = []
-            for params in (self.params, getattr(self.oauth, "params", None)):
-                if params:
-                    found += [str(params[k]) for k in SECRET_NAMES & params.keys() if params[k]]
-            for authorization in (self.authorization, getattr(self.oauth, "authorization", None)):
+            sources = [getattr(self.oauth, "params", None) or {}]
+            for params in sources + _flask_bodies(self.flask_request):
+                found += [str(params[k]) for k in SECRET_NAMES & params.keys() if params[k]]
+            headers = getattr(self.flask_request, "headers", None)
+            for authorization in (
+                getattr(self.oauth, "authorization", None),
+                headers.get("Authorization") if headers is not None else None,
+            ):
                 if authorization:
                     found += _credentials(authorization)
-            self._secrets = sorted(set(found), key=len, reverse=True)
+            secrets = sorted(set(found), key=len, reverse=True)
+            if self.flask_request is not None:  # a view may read more of its body later
+                return secrets
+            self._secrets = secrets
         return self._secrets
+
+
+def _flask_bodies(request) -> list[dict]:
+    """A Flask request's form (if a view parsed it) and JSON members: the body is not read
+    here, a view may still want the raw stream."""
+    if request is None:
+        return []
+    bodies = []
+    form = request.__dict__.get("form")  # werkzeug's cached property, once parsed
+    if form:
+        bodies.append(form.to_dict())
+    data = request.__dict__.get("_cached_data")  # a JSON body, kept by api/observe.py
+    if data and request.is_json:
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            bodies.append(body)
+    return bodies
 
 
 def _credentials(authorization: str) -> list[str]:

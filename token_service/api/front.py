@@ -105,10 +105,11 @@ class OAuthFront:
         return [payload]
 
     def answer(
-        self, route, environ, note: logs.RequestLog
+        self, route, environ, note: logs.RequestLog | None = None
     ) -> tuple[int, dict | None, list[tuple[str, str]]]:
         """(status, JSON body or None, headers) for one request; errors as the Flask app's
-        handlers (api/errors.py) give them. `note` learns the request (client, grant)."""
+        handlers (api/errors.py) give them. The request's log record learns the request."""
+        note = note or logs.current()
         try:
             note.oauth = request = read_form(environ, self.max_form_bytes)
             return route(request)

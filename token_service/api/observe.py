@@ -21,7 +21,6 @@ from ..keys import KeyRing
 
 #: Probes and scrapes, every few seconds: their successes are logged at DEBUG only.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def install(app: Flask) -> None:
@@ -56,6 +55,8 @@ class Observed:
         def start(status: str, headers: list, exc_info=None):
             answer.append(status)
             headers.append(("X-Request-Id", record.request_id))
+            if exc_info is None:  # as most callers do: some servers' start_response takes two
+                return start_response(status, headers)
             return start_response(status, headers, exc_info)
 
         try:
@@ -116,16 +117,12 @@ class Observed:
 
 def _note_flask_request() -> None:
     """Before a Flask view: the matched rule (never the raw path: a metric label), and the
-    body's secret members, so that no line logged during the request can show them."""
+    request, whose secret members no line logged during it may show (logs.RequestLog)."""
     record = logs.current()
     record.route = request.url_rule.rule if request.url_rule is not None else None
-    record.authorization = request.headers.get("Authorization")
-    if request.method in _BODY_METHODS:
-        if request.mimetype == "application/json":
-            body = request.get_json(silent=True)
-            record.params = body if isinstance(body, dict) else None
-        elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            record.params = request.form.to_dict()
+    record.flask_request = request._get_current_object()
+    if request.is_json:  # kept in memory, so that a line logged during the view can be scrubbed
+        request.get_data(cache=True)
 
 
 def _note_flask_response(response):
