@@ -57,7 +57,7 @@ def test_redis_down_and_back(redis_app, redis_server):
     redis_server.stop()
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json["checks"] == {"database": "ok", "store": "unavailable"}
+    assert ready.json["checks"] == {"database": "ok", "store": "unavailable", "signing_key": "ok"}
     assert client.get("/healthz").status_code == 200
     # Logins and refreshes go on (throttling and grace replay are off, and logged).
     assert storefront.login("bob@acme.test").status_code == 200

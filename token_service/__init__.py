@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Flask is imported by create_app only: token_service.resource needs none of it
@@ -16,6 +15,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     store, key ring, blueprints, error handlers and CLI."""
     from flask import Flask
 
+    from . import logs
     from .config import Settings
     from .database import configure_engine
     from .extensions import db
@@ -28,11 +28,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app = Flask(__name__, instance_relative_config=True)
     app.json.sort_keys = False
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     test_config = test_config or {}
     settings = test_config.get("SETTINGS") or Settings.from_env(instance_path=app.instance_path)
+    logs.configure(settings.log_format, settings.log_level)
     app.config.update(
         SETTINGS=settings,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
@@ -72,14 +70,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(self_service.bp)
     app.register_blueprint(openapi.bp)
     errors.register(app)
+    from .api import observe
+    from .api.body import BufferedBody
     from .api.front import OAuthFront
 
     app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
-    from .api.body import BufferedBody
-
     app.wsgi_app = BufferedBody(
         app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], settings.read_timeout
     )
+    observe.install(app)  # outermost: every request's id, log line and metrics
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

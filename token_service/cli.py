@@ -192,6 +192,25 @@ def clients_create(
     click.echo(f"client {client.client_id}" + (f" secret: {secret}" if secret else " (public)"))
 
 
+@click.command("init")
+@click.option(
+    "--demo/--no-demo",
+    default=False,
+    envvar="TOKEN_SERVICE_DEMO",
+    show_envvar=True,
+    help="Also load the demo data and print the demo clients' new secrets.",
+)
+@click.pass_context
+def init_command(ctx: click.Context, demo: bool) -> None:
+    """First run, or any start: a signing key if there is none, the schema migrated, and the
+    demo data if asked. Idempotent; run once per deployment before the servers (compose's
+    one-shot `init` service), never by each server."""
+    ctx.invoke(keys_generate, alg=None, if_absent=True)
+    ctx.invoke(migrate_command)
+    if demo:
+        ctx.invoke(demo_command, print_secrets=True)
+
+
 #: Threads per worker: enough to overlap a request's database and Redis waits with another's
 #: CPU; more only queue on the GIL (bench/worker_model.py, docs/performance.md).
 THREADS_PER_WORKER = 4
@@ -212,8 +231,13 @@ def serve_command(workers: int | None, threads: int | None) -> None:
     if threads is None:
         threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
     os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app sizes its database pool to it
+    # The settings module prepares the metrics directory and drops gunicorn's access log (the
+    # service logs every request itself, the path without its query: a query can carry a code
+    # or an id_token_hint, and no code or token is ever logged).
     args = [
         "gunicorn",
+        "--config",
+        "python:token_service.gunicorn_conf",
         "--bind",
         f"{host}:{port}",
         "--workers",
@@ -228,12 +252,6 @@ def serve_command(workers: int | None, threads: int | None) -> None:
         # Idle kept-alive connections wait in the worker's poller, not in a thread.
         "--keep-alive",
         os.environ.get("TOKEN_SERVICE_KEEP_ALIVE", "5"),
-        "--access-logfile",
-        "-",
-        # The path without its query: a query can carry a code (/demo?code=...) or an
-        # id_token_hint (/oauth/logout?...), and no code or token is ever logged.
-        "--access-logformat",
-        '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(L)ss',
         "token_service:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted
@@ -260,6 +278,7 @@ def register_commands(app: Flask) -> None:
     from .maintenance import prune_command
 
     for command in (
+        init_command,
         migrate_command,
         demo_command,
         keys_group,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,6 +36,8 @@ DEFAULT_GROUP_TEMPLATES = {
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -52,6 +55,30 @@ def _int(env: dict, name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _switch(env: dict, name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def _choice(env: dict, name: str, choices: tuple, default: str, upper: bool = False) -> str:
+    raw = env.get(name) or default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _default_log_format() -> str:
+    """Text for a person at a terminal (`make run`), JSON for everything else."""
+    return "console" if sys.stderr.isatty() else "json"
 
 
 @dataclass(frozen=True)
@@ -97,6 +124,14 @@ class Settings:
     # Threads per worker (`token-service serve` reads the same variable): the database pool
     # is sized to them.
     threads: int = 4
+    # Prometheus metrics (see docs/operations.md): served at /metrics on the service's port,
+    # behind `metrics_token` if set, or only on `metrics_port` (by gunicorn's arbiter) if set.
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+    # "json": one JSON object per line; "console": aligned, coloured text for a terminal.
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -160,7 +195,14 @@ class Settings:
             mail_from=env.get("TOKEN_SERVICE_MAIL_FROM", "token-service@localhost"),
             read_timeout=_int(env, "TOKEN_SERVICE_READ_TIMEOUT", 10),
             threads=_int(env, "TOKEN_SERVICE_THREADS", 4),
+            metrics_enabled=_switch(env, "TOKEN_SERVICE_METRICS", True),
+            metrics_token=env.get("TOKEN_SERVICE_METRICS_TOKEN") or None,
+            metrics_port=_int(env, "TOKEN_SERVICE_METRICS_PORT", 0, minimum=0) or None,
+            log_format=_choice(env, "TOKEN_SERVICE_LOG_FORMAT", LOG_FORMATS, _default_log_format()),
+            log_level=_choice(env, "TOKEN_SERVICE_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
         )
+        if settings.metrics_port is not None and settings.metrics_port == port:
+            raise ConfigError("TOKEN_SERVICE_METRICS_PORT must differ from PORT")
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(
                 "TOKEN_SERVICE_ACCESS_TOKEN_TTL exceeds TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX"

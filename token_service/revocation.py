@@ -20,7 +20,7 @@ import time
 
 from flask import current_app, g
 
-from . import audit
+from . import audit, metrics
 from .expiring import ExpiringMap
 from .models import Session, utcnow
 from .outbox import Outbox
@@ -78,7 +78,10 @@ def deny_session(session: Session, reason: str) -> bool:
 
 def deny_access_token(jti: str, ttl: int, reason: str) -> bool:
     """Revoke one access token until it expires."""
-    return ttl <= 0 or _announce("jti", jti, ttl, reason, b"1")
+    if ttl > 0 and not _announce("jti", jti, ttl, reason, b"1"):
+        return False
+    metrics.revoked("access_token", reason)
+    return True
 
 
 def is_denied(sid: str | None, jti: str, iat: int) -> bool:
@@ -95,6 +98,7 @@ def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: 
     if session.revoked_at is None:
         session.revoked_at = utcnow()
         session.revoked_reason = reason
+        metrics.revoked("session", reason)
         audit.record(
             "session.revoked",
             actor_type=actor_type,
@@ -167,4 +171,5 @@ class DenyList:
             self._copy.clear()
             self._changes += 1
             self._generation = subscription.generation
+        metrics.deny_list_copy(subscription.live)
         return subscription.live

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 #: Channel on which every revocation is published (see docs in README).
@@ -24,6 +26,12 @@ REVOCATION_CHANNEL = "token-service:revocations"
 
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached; callers decide whether to fail open or closed."""
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    """A failed Redis call, counted (metrics: token_service_backend_errors_total)."""
+    metrics.backend_error("redis")
+    return StoreUnavailable(str(exc))
 
 
 class Pending:
@@ -305,7 +313,7 @@ class RedisStore:
         try:
             return fn(*args)
         except self._errors as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def get(self, key: str) -> bytes | None:
         return self._call(self._redis.get, self.prefix + key)
@@ -323,14 +331,14 @@ class RedisStore:
         try:
             conn = pool.get_connection()
         except self._errors as exc:
-            return Pending(error=StoreUnavailable(str(exc)))
+            return Pending(error=_unavailable(exc))
 
         def wait() -> None:
             try:
                 conn.read_response()
             except self._errors as exc:
                 conn.disconnect()
-                raise StoreUnavailable(str(exc)) from exc
+                raise _unavailable(exc) from exc
             finally:
                 pool.release(conn)
 
@@ -339,7 +347,7 @@ class RedisStore:
         except self._errors as exc:
             conn.disconnect()
             pool.release(conn)
-            return Pending(error=StoreUnavailable(str(exc)))
+            return Pending(error=_unavailable(exc))
         return Pending(wait)
 
     def delete(self, key: str) -> None:
@@ -442,6 +450,7 @@ class Subscription:
             self.live = self._confirmed and now - self._ponged <= 3 * PING_SECONDS
         except (*self._errors, TimeoutError):
             log.warning("store unavailable: subscription to %s lost", self.channel)
+            metrics.backend_error("redis")
             self._drop()
         return messages
 

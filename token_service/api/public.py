@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import text
 
 from ..extensions import db
+from ..keys import NoSigningKey
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("public", __name__)
 
@@ -90,6 +95,17 @@ def jwks():
     )
 
 
+def _signing_key_check() -> str:
+    try:
+        current_app.extensions["keyring"].current  # noqa: B018 - loads, or raises
+    except NoSigningKey:
+        return "missing"
+    except Exception as exc:  # a key file that cannot be read or parsed
+        log.error("signing key unusable: %s: %s", exc.__class__.__name__, exc)
+        return "unusable"
+    return "ok"
+
+
 @bp.get("/healthz")
 def healthz():
     """The process is up (liveness)."""
@@ -98,7 +114,8 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """The database and the store answer (readiness)."""
+    """The database and the store answer, and a signing key can sign (readiness): without
+    one every token request would answer 503."""
     checks = {}
     try:
         db.session.execute(text("SELECT 1"))
@@ -107,5 +124,6 @@ def readyz():
         db.session.rollback()
         checks["database"] = "unavailable"
     checks["store"] = "ok" if current_app.extensions["token_store"].ping() else "unavailable"
+    checks["signing_key"] = _signing_key_check()
     ready = all(v == "ok" for v in checks.values())
     return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503

@@ -19,7 +19,7 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, create_s256_code_challenge
 from authlib.oidc.core.util import create_half_hash
 
-from .. import audit
+from .. import audit, metrics
 from ..config import Settings
 from ..extensions import db
 from ..keys import KeyRing
@@ -180,6 +180,7 @@ class TokenEndpoint:
             if asked_entity is not None:
                 # A refused switch changes nothing: the presented token stays valid.
                 if asked_entity not in assigned:
+                    metrics.switch_refused()
                     raise InvalidGrantError("The customer is not assigned to that legal entity.")
                 entity = asked_entity
             else:
@@ -228,6 +229,7 @@ class TokenEndpoint:
             finally:
                 self._kept(kept)
             if won:
+                metrics.entity_switched(found.legal_entity_id, entity)
                 return response
             # Lost the race to a concurrent refresh of the same token: read what it decided.
             found = hot.load_refresh(token_hash)[0]
@@ -380,11 +382,13 @@ class TokenEndpoint:
             blob = self._grace_response(key, age)
             opened = grace.open_sealed(presented, blob) if blob else None
             if opened is not None and opened[0] == params:
+                metrics.grace_replayed(found.customer_id)
                 return opened[1]
             raise InvalidGrantError("The refresh token was already used.")
         if found.revoked_at is None:
             session = db.session.get(Session, found.session_id)
             revoke_session(session, "refresh_token_reuse", actor_type="system", actor_id=None)
+            metrics.reuse_detected(found.customer_id)
             audit.record(
                 "refresh_token.reuse_detected",
                 actor_type="client",
@@ -456,7 +460,9 @@ class TokenEndpoint:
             claims["auth_time"] = int(auth_time.timestamp())
             if legal_entity_id is not None:
                 claims["legal_entity_id"] = legal_entity_id
-        return self.keyring.current.encode_jwt(claims), ttl
+        token = self.keyring.current.encode_jwt(claims)
+        metrics.token_issued(subject if sid is not None else None, legal_entity_id)
+        return token, ttl
 
     def _customer_response(
         self,

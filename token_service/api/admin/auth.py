@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from flask import current_app, request
 from sqlalchemy import select
 
+from ... import logs
 from ...extensions import db
 from ...models import AuditEvent, Client
 from ...revocation import is_denied
@@ -141,4 +142,5 @@ def authenticate(write: bool) -> Principal:
     allowed = {MANAGE_SCOPE} if write else {READ_SCOPE, MANAGE_SCOPE}
     if not held & allowed:
         raise _forbidden(f"The access token lacks the {needed} scope.", needed)
+    logs.current().client_id = client_id
     return Principal(client_id=client_id, scopes=frozenset(held))
