@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Development: invitation emails are printed, with their activation link, not sent.
+run: export TOKEN_SERVICE_SMTP_URL ?= console
 run: install
 	$(BIN)/token-service migrate
 	$(BIN)/token-service keys generate --if-absent
@@ -30,8 +32,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# make bench: loads against their floors, PostgreSQL + Redis then SQLite (docs/performance.md).
-# Needs wrk and taskset; BENCH_ARGS="--no-growth --duration 5" for a shorter run.
+# make bench: loads against node-oidc-provider (bench/peer, installed with npm ci) and their
+# floors, PostgreSQL + Redis then SQLite (docs/performance.md). Needs wrk, taskset, node and npm;
+# BENCH_ARGS="--no-growth --no-memory --rounds 1 --duration 5" for a shorter run.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

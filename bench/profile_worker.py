@@ -11,6 +11,7 @@ Needs py-spy (`pip install py-spy`) and the rights to attach to a child process.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -56,12 +57,14 @@ def main() -> None:
     py_spy = shutil.which("py-spy") or str(bench.BIN / "py-spy")
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         work = Path(tmp)
-        database = "bench_profile" if args.backend == "postgresql" else None
+        database = f"bench_profile_{os.getpid()}" if args.backend == "postgresql" else None
         backend = bench.prepare(args.backend, work, database)
-        service = bench.Server("wsgi:app", 8305, backend.env, bench.ROOT, work / "service.log")
+        service = bench.Server(
+            "wsgi:app", bench.free_port(), backend.env, bench.ROOT, work / "service.log"
+        )
         service.start()
         try:
-            bench.measure(backend, service, args.load, 2, 0)  # warm up
+            bench.measure_ours(backend, service, args.load, 2, 0)  # warm up
             raw = work / "raw.txt"
             # --idle: samples in which the worker waits count too (as their own frames).
             cmd = [py_spy, "record", "-p", str(service.worker), "-d", str(int(args.seconds))]
@@ -70,7 +73,7 @@ def main() -> None:
                 target=subprocess.run, args=(cmd,), kwargs={"capture_output": True}
             )
             spy.start()
-            result = bench.measure(backend, service, args.load, args.seconds + 1, 0)
+            result = bench.measure_ours(backend, service, args.load, args.seconds + 1, 0)
             spy.join()
             print(f"{args.load} on {args.backend}: {result['rps']} rps under the profiler")
             summarize(raw, args.top)

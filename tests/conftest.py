@@ -1,6 +1,6 @@
 """Fixtures: every app-level test runs on both backends, the embedded default (SQLite file,
-in-process store) and production's (PostgreSQL + Redis on 127.0.0.1). No mocks: each backend is
-real, emptied and reloaded with the demo data before each test."""
+SQLite store beside it) and production's (PostgreSQL + Redis on 127.0.0.1). No mocks: each
+backend is real, emptied and reloaded with the demo data before each test."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
 from token_service.keys import KeyRing
 from token_service.oauth2.storage import forget_client
-from token_service.store import MemoryStore, RedisStore
+from token_service.store import RedisStore, SqliteStore, embedded_store_path
 
 PG_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -73,7 +73,7 @@ def _settings(backend: str, keys_dir: Path, tmp_path_factory, request) -> Settin
 def build_app(settings: Settings):
     """An app on `settings`, its schema migrated, its store private to this test run."""
     store = (
-        MemoryStore()
+        SqliteStore(embedded_store_path(settings.database_url, "instance"))
         if settings.redis_url is None
         else RedisStore(settings.redis_url, prefix=f"ts-test:{os.getpid()}:{uuid.uuid4().hex[:6]}:")
     )

@@ -4,6 +4,7 @@ effect of each change on live tokens. Runs on both backends like every app-level
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import pytest
@@ -189,15 +190,37 @@ def test_revoked_admin_token_is_refused_at_once(app, client, admin):
     assert r.json["error"] == "invalid_token"
 
 
-def test_store_outage_fails_closed_with_503(app, admin, monkeypatch):
+def test_store_outage_leaves_the_admin_api_working(app, client, admin, storefront, monkeypatch):
+    """Was 503 for every admin call (issue 15 #9): the admin API needs the database only."""
+    revoked = Admin(client, "admin-cli", app.secrets["admin-cli"])
+    r = client.post(
+        "/oauth/revoke", data={"token": revoked.token}, auth=("admin-cli", app.secrets["admin-cli"])
+    )
+    assert r.status_code == 200
+    login = storefront.login()
+
     def down(*args):
         raise StoreUnavailable("down")
 
-    monkeypatch.setattr(app.extensions["token_store"], "get_many", down)
+    store = app.extensions["token_store"]
+    for name in ("get", "get_many", "set", "set_and_publish"):
+        monkeypatch.setattr(store, name, down)
     r = admin.get("/customers")
-    assert r.status_code == 503
-    assert r.json["error"] == "temporarily_unavailable"
-    assert r.headers["Retry-After"] == "1"
+    assert r.status_code == 200 and "Deny-List" not in r.headers
+    assert revoked.get("/customers").status_code == 401  # its revocation is on record
+    alice = customer_id(app, "alice@acme.test")
+    r = admin.delete(f"/customers/{alice}/sessions")
+    assert r.status_code == 200 and r.json == {"revoked": 1}
+    assert r.headers["Deny-List"] == "queued"
+    assert storefront.refresh(login.json["refresh_token"]).json["error"] == "invalid_grant"
+    monkeypatch.undo()
+    assert app.extensions["deny_list_outbox"].flush() == 0
+    assert introspect_as_order_service(app, client, login.json["access_token"]) == INACTIVE
+
+
+def introspect_as_order_service(app, client, token: str) -> dict:
+    auth = ("order-service", app.secrets["order-service"])
+    return client.post("/oauth/introspect", data={"token": token}, auth=auth).json
 
 
 def test_deleted_or_narrowed_client_loses_access_at_once(app, client, admin):
@@ -300,6 +323,99 @@ def test_bad_query_parameters_are_400(admin, query):
     assert r.status_code == 400
     assert r.json["error"] == "invalid_request"
     assert r.json["fields"]
+
+
+def cursor_of(values) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [2**63],  # the review's WzkyMjMzNzIwMzY4NTQ3NzU4MDhd: 500 on SQLite, 503 on PostgreSQL
+        [-(2**63) - 1],
+        [10**30],
+        [1.5],
+        [True],
+        ["1"],
+        [None],
+        [[1]],
+        [1, 2],
+    ],
+)
+def test_out_of_range_integer_cursors_are_400(admin, values):
+    r = admin.get(f"/audit-events?cursor={cursor_of(values)}")
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert r.json["error"] == "invalid_request" and "cursor" in r.json["fields"]
+
+
+def test_the_largest_integer_cursor_is_a_cursor(admin, storefront):
+    storefront.login()
+    r = admin.get(f"/audit-events?cursor={cursor_of([2**63 - 1])}")
+    assert r.status_code == 200 and r.json["items"]
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [
+        ("/customers/{alice}/sessions", ["+10000-01-01T00:00:00+00:00", "sid_x"]),
+        ("/customers/{alice}/sessions", ["2020-01-01T00:00:00", "sid_x"]),  # no zone
+        ("/customers/{alice}/sessions", [2**63, "sid_x"]),
+        ("/legal-entities", ["\ud800", "acme"]),
+        ("/legal-entities", ["a\u0000", "acme"]),
+        ("/customers", [2**63]),
+        ("/groups", [{"a": 1}]),
+        ("/clients", ["x", "y"]),
+        ("/scopes", [-1]),
+        ("/groups/{group}/members", [2**64]),
+    ],
+)
+def test_every_list_refuses_foreign_cursors(app, admin, path, values):
+    alice, group = customer_id(app, "alice@acme.test"), group_id(app, "acme", "ADMIN")
+    r = admin.get(path.format(alice=alice, group=group) + f"?cursor={cursor_of(values)}")
+    assert r.status_code == 400, (path, values, r.get_data(as_text=True))
+    assert "cursor" in r.json["fields"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=0001-01-01T00:00:00%2B23:59",
+        "until=9999-12-31T23:59:59.999999-23:59",
+        f"cursor={cursor_of([2**63 - 1])}&since=0001-01-01T00:00:00Z",
+    ],
+)
+def test_extreme_dates_are_answered(admin, query):
+    assert admin.get(f"/audit-events?{query}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/legal-entities",
+        "/legal-entities/acme",
+        "/customers",
+        "/customers/{alice}/sessions",
+        "/customers/{alice}/assignments",
+        "/customers/{alice}/effective-scopes?legal_entity_id=acme",
+        "/groups",
+        "/groups/{group}/members",
+        "/scopes",
+        "/clients",
+        "/signing-keys",
+        "/audit-events",
+        "/legal-entities?limit=0",  # an error
+        "/no-such-route",
+    ],
+)
+def test_every_admin_answer_is_no_store(app, admin, client, path):
+    """Lists used to lack it (single resources had it): a shared cache could keep a page of
+    customers."""
+    url = "/admin" + path.format(
+        alice=customer_id(app, "alice@acme.test"), group=group_id(app, "acme", "ADMIN")
+    )
+    for r in (admin.get(url.removeprefix("/admin")), client.get(url)):  # with and without token
+        assert r.headers.get("Cache-Control") == "no-store", (path, r.status_code)
 
 
 @pytest.mark.parametrize("path", ["/customers/%00", "/customers/" + "x" * 300, "/groups/%7F"])

@@ -4,14 +4,25 @@ without a restart."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from conftest import Storefront, basic_auth, build_app, reset, settings_for
 from faults import CuttableProxy, ThrowawayRedis
 
+from token_service import directory
 from token_service.extensions import db
+from token_service.models import Session
+from token_service.revocation import deny_session
 from token_service.store import RedisStore
 
 INACTIVE = {"active": False}
+
+
+def jwt_claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 @pytest.fixture
@@ -46,7 +57,7 @@ def test_redis_down_and_back(redis_app, redis_server):
     redis_server.stop()
     ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json["checks"] == {"database": "ok", "store": "unavailable"}
+    assert ready.json["checks"] == {"database": "ok", "store": "unavailable", "signing_key": "ok"}
     assert client.get("/healthz").status_code == 200
     # Logins and refreshes go on (throttling and grace replay are off, and logged).
     assert storefront.login("bob@acme.test").status_code == 200
@@ -57,8 +68,9 @@ def test_redis_down_and_back(redis_app, redis_server):
     assert down.status_code == 503
     assert down.json["error"] == "temporarily_unavailable"
     assert down.headers["Retry-After"]
-    # Refresh tokens live in the database: introspection still answers for them.
-    assert introspect(refreshed.json["refresh_token"]).json["active"] is True
+    # Refresh tokens live in the database: introspection still answers for them (to their own
+    # client only; to a resource server, as to anyone else, they are inactive).
+    assert introspect(refreshed.json["refresh_token"]).json == INACTIVE
     # Revoking an access token needs the deny-list: refused clearly, nothing half done.
     r = client.post(
         "/oauth/revoke",
@@ -80,6 +92,83 @@ def test_redis_down_and_back(redis_app, redis_server):
     assert storefront.refresh(revoked.json["refresh_token"]).json["error"] == "invalid_grant"
     # No session lost: the chain continues.
     assert storefront.refresh(refreshed.json["refresh_token"]).status_code == 200
+
+
+def test_admin_api_works_while_redis_is_down(redis_app, redis_server):
+    """Reads need no Redis; changes commit to the database, and the deny-list entries they
+    could not write are queued (the answer says so) and written once Redis is back."""
+    client = redis_app.test_client()
+    storefront = Storefront(client)
+    secret = redis_app.secrets["admin-cli"]
+
+    def admin_token() -> str:
+        data = {"grant_type": "client_credentials"}
+        return client.post("/oauth/token", data=data, auth=("admin-cli", secret)).json[
+            "access_token"
+        ]
+
+    token, revoked_token = admin_token(), admin_token()
+    auth = {"Authorization": f"Bearer {token}"}
+    r = client.post("/oauth/revoke", data={"token": revoked_token}, auth=("admin-cli", secret))
+    assert r.status_code == 200
+    alice = storefront.login()
+    bob = storefront.login("bob@acme.test")
+    with redis_app.app_context():
+        group = directory.group_of("acme", "ADMIN").id
+
+    redis_server.stop()
+    for path in ("/admin/customers", "/admin/audit-events", "/admin/customers/cus_alice/sessions"):
+        r = client.get(path, headers=auth)
+        assert r.status_code == 200, (path, r.get_data(as_text=True))
+        assert "Deny-List" not in r.headers
+    # A token revoked before the outage stays revoked: the database has its revocation.
+    r = client.get("/admin/customers", headers={"Authorization": f"Bearer {revoked_token}"})
+    assert r.status_code == 401
+    r = client.delete(f"/admin/groups/{group}/members/cus_alice", headers=auth)
+    assert r.status_code == 204, r.get_data(as_text=True)
+    assert r.headers["Deny-List"] == "queued"
+    r = client.post("/admin/customers/cus_bob/block", headers=auth)
+    assert r.status_code == 200 and r.json["status"] == "blocked"
+    assert r.headers["Deny-List"] == "queued"
+    # Committed: the refresh and the login see it at once.
+    assert storefront.refresh(bob.json["refresh_token"]).json["error"] == "invalid_grant"
+    refreshed = storefront.refresh(alice.json["refresh_token"])
+    assert refreshed.status_code == 200
+    assert "order.order_read_le" not in refreshed.json["scope"].split()
+    outbox = redis_app.extensions["deny_list_outbox"]
+    assert outbox.flush() == 2  # still down: kept
+
+    redis_server.start()  # empty: only the queue can bring the entries back
+    outbox.flush()
+    assert len(outbox) == 0
+    store = redis_app.extensions["token_store"]
+    for login in (alice, bob):
+        claims = jwt_claims(login.json["access_token"])
+        assert int(store.get(f"deny:sid:{claims['sid']}")) > claims["iat"]
+    order_service = basic_auth("order-service", redis_app.secrets["order-service"])
+    for login in (alice, bob):
+        r = client.post(
+            "/oauth/introspect", data={"token": login.json["access_token"]}, headers=order_service
+        )
+        assert r.json == INACTIVE
+    assert client.get("/admin/customers", headers=auth).status_code == 200
+
+
+def test_queued_entry_never_overwrites_a_newer_one(redis_app, redis_server):
+    client = redis_app.test_client()
+    login = Storefront(client).login()
+    sid = jwt_claims(login.json["access_token"])["sid"]
+    with redis_app.app_context():
+        session = db.session.get(Session, sid)
+        redis_server.stop()
+        deny_session(session, "test")  # queued
+        redis_server.start()
+        store = redis_app.extensions["token_store"]
+        store.set(f"deny:sid:{sid}", str(session.tokens_not_before + 5).encode(), 60)
+        outbox = redis_app.extensions["deny_list_outbox"]
+        assert outbox.flush() == 0
+        assert int(store.get(f"deny:sid:{sid}")) == session.tokens_not_before + 5
+        db.session.rollback()
 
 
 @pytest.fixture

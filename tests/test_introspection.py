@@ -12,8 +12,10 @@ import pytest
 from conftest import REDIS_URL, Storefront, basic_auth, forget_deny_list
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from token_service import create_app
+from token_service import create_app, directory, lifecycle
+from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
+from token_service.models import Client
 from token_service.oauth2.introspect import SESSION_STATE_SECONDS
 from token_service.store import REVOCATION_CHANNEL, RedisStore
 
@@ -43,15 +45,101 @@ def test_active_access_token(introspect, storefront):
     assert {"sub", "exp", "iat", "jti", "sid"} <= set(answer)
 
 
-def test_active_refresh_token(introspect, storefront):
-    login = storefront.login()
-    answer = introspect(login.json["refresh_token"], token_type_hint="refresh_token")
+@pytest.fixture
+def web_shop(app, client):
+    """A confidential first-party client (a storefront's back end) that may introspect: the
+    one kind of caller that is told about its own refresh tokens."""
+    with app.app_context():
+        _, secret = directory.create_client(
+            "web-shop",
+            confidential=True,
+            grant_types=["password", "refresh_token"],
+            scope=db.session.get(Client, "storefront").scope + " token.introspect",
+            first_party=True,
+        )
+        db.session.commit()
+    auth = basic_auth("web-shop", secret)
+
+    class WebShop:
+        def login(self, username="alice@acme.test", **params):
+            data = {"grant_type": "password", "username": username, "password": DEMO_PASSWORD}
+            return client.post("/oauth/token", data={**data, **params}, headers=auth)
+
+        def refresh(self, token, **params):
+            data = {"grant_type": "refresh_token", "refresh_token": token, **params}
+            return client.post("/oauth/token", data=data, headers=auth)
+
+        def introspect(self, token, **params):
+            r = client.post("/oauth/introspect", data={"token": token, **params}, headers=auth)
+            assert r.status_code == 200, r.get_data(as_text=True)
+            assert r.headers["Cache-Control"] == "no-store"
+            return r.json
+
+    return WebShop()
+
+
+def test_active_refresh_token(web_shop):
+    login = web_shop.login()
+    token = login.json["refresh_token"]
+    answer = web_shop.introspect(token, token_type_hint="refresh_token")
     assert answer["active"] is True
     assert answer["token_type"] == "refresh_token"
     assert answer["legal_entity_id"] == "acme"
-    # Rotated: the old one is no longer active.
-    storefront.refresh(login.json["refresh_token"])
-    assert introspect(login.json["refresh_token"]) == INACTIVE
+    assert answer["client_id"] == "web-shop" and answer["sub"] == "cus_alice"
+    assert answer["scope"] == login.json["scope"]
+    # DESIGN §4 lists aud and jti for every active answer.
+    assert answer["aud"] == answer["iss"] == "http://issuer.test"
+    assert len(answer["jti"]) == 32 and answer["jti"] == web_shop.introspect(token)["jti"]
+    # Rotated: the old one is no longer active; its successor has a name of its own.
+    successor = web_shop.refresh(token).json["refresh_token"]
+    assert web_shop.introspect(token) == INACTIVE
+    assert web_shop.introspect(successor)["jti"] != answer["jti"]
+
+
+def test_refresh_token_is_inactive_to_other_clients(introspect, storefront, web_shop):
+    """A resource server that introspects a refresh token learns nothing: were it told the
+    session's ceiling, bob's refresh token would read all of acme's orders (issue 15 #5)."""
+    bob = storefront.login("bob@acme.test")
+    assert "order.order_read_le" not in bob.json["scope"]
+    assert introspect(bob.json["refresh_token"]) == INACTIVE
+    assert introspect(bob.json["refresh_token"], token_type_hint="refresh_token") == INACTIVE
+    assert introspect(web_shop.login().json["refresh_token"]) == INACTIVE
+
+
+def test_refresh_token_scope_is_what_the_customer_holds_now(app, web_shop):
+    """Never the ceiling, never scopes the customer lost since: the scope of its next refresh."""
+    bob = web_shop.login("bob@acme.test")
+    answer = web_shop.introspect(bob.json["refresh_token"])
+    assert answer["scope"] == bob.json["scope"]
+    assert not {"order.order_read_le", "iam.assignment_create_own"} & set(answer["scope"].split())
+    alice = web_shop.login()
+    assert "order.order_read_le" in web_shop.introspect(alice.json["refresh_token"])["scope"]
+    with app.app_context():
+        group = directory.group_of("acme", "ADMIN").id
+        lifecycle.remove_membership(group, "cus_alice", actor=("client", "admin-cli"))
+        db.session.commit()
+    now = web_shop.introspect(alice.json["refresh_token"])
+    assert now["active"] is True and "order.order_read_le" not in now["scope"].split()
+    assert now["scope"] == web_shop.refresh(alice.json["refresh_token"]).json["scope"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda: lifecycle.block_customer("cus_alice", actor=("client", "admin-cli")),
+        lambda: lifecycle.remove_assignment("cus_alice", "acme", actor=("client", "admin-cli")),
+    ],
+    ids=["blocked", "unassigned"],
+)
+def test_refresh_token_dies_with_its_customer_or_entity(app, web_shop, change):
+    """What test_lifecycle checks through order-service (now told nothing of refresh tokens),
+    checked through the owning client, which is told."""
+    token = web_shop.login().json["refresh_token"]
+    assert web_shop.introspect(token)["active"] is True
+    with app.app_context():
+        change()
+        db.session.commit()
+    assert web_shop.introspect(token) == INACTIVE
 
 
 @pytest.mark.parametrize(
@@ -137,17 +225,20 @@ def test_revocation_is_published(app, revoke, storefront):
     assert payload["not_before"] <= payload["exp"]
 
 
-def test_unknown_and_foreign_tokens_revoke_nothing(app, introspect, revoke, storefront):
-    login = storefront.login()
+def test_unknown_and_foreign_tokens_revoke_nothing(app, revoke, storefront, web_shop):
+    login = web_shop.login()
     revoke("no-such-token")
-    # Another client cannot revoke the storefront's tokens; the answer does not tell.
-    r = app.test_client().post(
-        "/oauth/revoke",
-        data={"token": login.json["refresh_token"]},
-        headers=basic_auth("order-service", app.secrets["order-service"]),
-    )
-    assert r.status_code == 200
-    assert introspect(login.json["refresh_token"])["active"] is True
+    # Another client cannot revoke web-shop's tokens; the answer does not tell.
+    for other in (
+        basic_auth("order-service", app.secrets["order-service"]),
+        {},  # the storefront, a public client
+    ):
+        data = {"token": login.json["refresh_token"]}
+        if not other:
+            data["client_id"] = "storefront"
+        r = app.test_client().post("/oauth/revoke", data=data, headers=other)
+        assert r.status_code == 200
+    assert web_shop.introspect(login.json["refresh_token"])["active"] is True
 
 
 def test_revoke_needs_client_authentication(client, storefront):
@@ -237,7 +328,8 @@ def test_removed_key_verifies_nothing_even_for_tokens_seen_before(
 @pytest.fixture
 def two_workers(app):
     """Two workers of one deployment: the same database, the same Redis (whatever the backend:
-    the in-process store serves one process), each with its own copy of the deny-list."""
+    the copy of the deny-list and its subscription exist only with Redis), each with its own
+    copy of the deny-list."""
     settings = dataclasses.replace(app.config["SETTINGS"], redis_url=REDIS_URL)
     prefix = f"ts-test:{uuid.uuid4().hex[:8]}:"
     workers = [

@@ -58,7 +58,9 @@ def basic(value: str) -> dict:
         ("grant_type=refresh_token&client_id=storefront&refresh_token=%ff%fe", "invalid_request"),
         ("grant_type=refresh_token&client_id=storefront&refresh_token=a%00b", "invalid_request"),
         ("&".join(f"p{i}=1" for i in range(40)), "invalid_request"),
-        ("grant_type=authorization_code&client_id=storefront&code=x", "unsupported_grant_type"),
+        # Supported, but not registered for the storefront (it has password and refresh_token).
+        ("grant_type=authorization_code&client_id=storefront&code=x", "unauthorized_client"),
+        ("grant_type=implicit&client_id=storefront", "unsupported_grant_type"),
         (
             "grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&client_id=storefront",
             "unsupported_grant_type",
@@ -237,3 +239,32 @@ def test_a_post_that_reaches_flask_gets_the_same_answer(app):
     assert json.loads(payload) == json.loads(flask_payload)
     assert headers["WWW-Authenticate"] == flask_headers["WWW-Authenticate"]
     assert flask_headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("count", [33, 40, 1000])
+def test_too_many_parameters_are_named_as_such(client, count):
+    """Was "not valid UTF-8 form data" (parse_qsl's own limit raised the same ValueError)."""
+    r = post(client, "&".join(f"p{i}=1" for i in range(count)))
+    assert_oauth_error(r, "invalid_request")
+    assert r.json["error_description"] == "The request has more than 32 parameters."
+
+
+def test_thirty_two_parameters_are_read(client):
+    """The limit counts parameters, not separators: empty pieces are not parameters."""
+    body = "grant_type=password&client_id=storefront&" + "&".join(f"p{i}=" for i in range(30))
+    r = post(client, body + "&&&&")
+    assert_oauth_error(r, "invalid_request")
+    assert r.json["error_description"] == "Missing 'username' parameter."
+
+
+@pytest.mark.parametrize(
+    ("body", "description"),
+    [
+        (b"grant_type=password&username=\xff", "The request body is not valid UTF-8."),
+        ("grant_type=password&username=%ff", "A parameter is not valid percent-encoded UTF-8."),
+    ],
+)
+def test_encoding_errors_say_which(client, body, description):
+    r = post(client, body)
+    assert_oauth_error(r, "invalid_request")
+    assert r.json["error_description"] == description

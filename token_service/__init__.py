@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # Flask is imported by create_app only: token_service.resource needs none of it
@@ -16,6 +15,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     store, key ring, blueprints, error handlers and CLI."""
     from flask import Flask
 
+    from . import logs
     from .config import Settings
     from .database import configure_engine
     from .extensions import db
@@ -23,20 +23,18 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .oauth2.grants import TokenEndpoint
     from .oauth2.introspect import Introspection
     from .revocation import DenyList
-    from .store import make_store
+    from .store import embedded_store_path, make_store
     from .throttle import LoginThrottle
 
     app = Flask(__name__, instance_relative_config=True)
     app.json.sort_keys = False
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     test_config = test_config or {}
     settings = test_config.get("SETTINGS") or Settings.from_env(instance_path=app.instance_path)
+    logs.configure(settings.log_format, settings.log_level)
     app.config.update(
         SETTINGS=settings,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=configure_engine(settings.database_url, settings.threads),
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.config.update({k: v for k, v in test_config.items() if k != "SETTINGS"})
@@ -48,7 +46,11 @@ def create_app(test_config: dict | None = None) -> Flask:
         )
 
     db.init_app(app)
-    store = test_config.get("STORE") or make_store(settings.redis_url, settings.redis_prefix)
+    store = test_config.get("STORE") or make_store(
+        settings.redis_url,
+        settings.redis_prefix,
+        embedded_store_path(settings.database_url, app.instance_path),
+    )
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
     throttle = LoginThrottle(store, settings)
     app.extensions["token_store"] = store
@@ -58,16 +60,25 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
     app.extensions["introspection"] = Introspection(settings, keyring)
 
-    from .api import admin, errors, oauth, openapi, public
+    from .api import admin, demo_page, errors, frontdoor, oauth, openapi, public, self_service
 
     app.register_blueprint(public.bp)
     app.register_blueprint(oauth.bp)
+    app.register_blueprint(frontdoor.bp)
+    app.register_blueprint(demo_page.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(self_service.bp)
     app.register_blueprint(openapi.bp)
     errors.register(app)
+    from .api import observe
+    from .api.body import BufferedBody
     from .api.front import OAuthFront
 
     app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
+    app.wsgi_app = BufferedBody(
+        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], settings.read_timeout
+    )
+    observe.install(app)  # outermost: every request's id, log line and metrics
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from .extensions import db
+from .notifications import deliver_pending
 
 
 def _settings():
@@ -45,13 +46,15 @@ def demo_command(print_secrets: bool) -> None:
         issuer = _settings().issuer
         click.echo(
             f"""
-Log in as alice (storefront is a public client):
+Sign in through the hosted pages (authorization code + PKCE, OpenID Connect) in a browser:
+  {issuer}/demo
+Or log in as alice with the password grant (storefront is a public, first-party client):
   curl -s {issuer}/oauth/token -d grant_type=password -d client_id=storefront \\
        -d username=alice@acme.test -d 'password=correct horse battery staple'
 Switch her to Globex with the refresh_token from that answer (no new login):
   curl -s {issuer}/oauth/token -d grant_type=refresh_token -d client_id=storefront \\
        -d refresh_token=REFRESH_TOKEN -d legal_entity_id=globex
-Signing keys: {issuer}/jwks.json   Discovery: {issuer}/.well-known/oauth-authorization-server
+Signing keys: {issuer}/jwks.json   Discovery: {issuer}/.well-known/openid-configuration
 """
         )
 
@@ -151,18 +154,24 @@ def clients_group() -> None:
 @clients_group.command("create")
 @click.argument("client_id")
 @click.option("--public", is_flag=True, help="No secret (browser or mobile app).")
-@click.option("--first-party", is_flag=True, help="May use the password grant.")
+@click.option("--first-party", is_flag=True, help="May use the password grant; skips consent.")
 @click.option(
     "--grant",
     "grants",
     multiple=True,
     required=True,
-    type=click.Choice(["password", "refresh_token", "client_credentials"]),
+    type=click.Choice(["authorization_code", "password", "refresh_token", "client_credentials"]),
 )
 @click.option("--scope", default="", help="Scope ceiling, space-separated.")
 @click.option("--audience", default=None)
+@click.option("--redirect-uri", "redirect_uris", multiple=True, help="Exact URI (repeatable).")
+@click.option(
+    "--post-logout-redirect-uri", "post_logout", multiple=True, help="Exact URI (repeatable)."
+)
 @with_appcontext
-def clients_create(client_id, public, first_party, grants, scope, audience) -> None:
+def clients_create(
+    client_id, public, first_party, grants, scope, audience, redirect_uris, post_logout
+) -> None:
     """Register a client; a confidential client's secret is printed once."""
     from .directory import DirectoryError, create_client
 
@@ -174,6 +183,8 @@ def clients_create(client_id, public, first_party, grants, scope, audience) -> N
             scope=scope,
             first_party=first_party,
             audience=audience,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=post_logout,
         )
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from None
@@ -181,36 +192,99 @@ def clients_create(client_id, public, first_party, grants, scope, audience) -> N
     click.echo(f"client {client.client_id}" + (f" secret: {secret}" if secret else " (public)"))
 
 
+@click.command("init")
+@click.option(
+    "--demo/--no-demo",
+    default=False,
+    envvar="TOKEN_SERVICE_DEMO",
+    show_envvar=True,
+    help="Also load the demo data and print the demo clients' new secrets.",
+)
+@click.pass_context
+def init_command(ctx: click.Context, demo: bool) -> None:
+    """First run, or any start: a signing key if there is none, the schema migrated, and the
+    demo data if asked. Idempotent; run once per deployment before the servers (compose's
+    one-shot `init` service), never by each server."""
+    ctx.invoke(keys_generate, alg=None, if_absent=True)
+    ctx.invoke(migrate_command)
+    if demo:
+        ctx.invoke(demo_command, print_secrets=True)
+
+
+#: Threads per worker: enough to overlap a request's database and Redis waits with another's
+#: CPU; more only queue on the GIL (bench/worker_model.py, docs/performance.md).
+THREADS_PER_WORKER = 4
+
+
 @click.command("serve")
-@click.option("--workers", type=int, default=None)
-def serve_command(workers: int | None) -> None:
-    """Serve under gunicorn at 127.0.0.1:$PORT (one worker without Redis)."""
+@click.option("--workers", type=int, default=None, help="Default: $WEB_CONCURRENCY, else 1.")
+@click.option(
+    "--threads", type=int, default=None, help="Per worker. Default: $TOKEN_SERVICE_THREADS, else 4."
+)
+def serve_command(workers: int | None, threads: int | None) -> None:
+    """Serve under gunicorn at $HOST:$PORT (default 127.0.0.1:8000): gthread workers with
+    keep-alive, each `threads` threads (docs/operations.md says how to size them)."""
     port = os.environ.get("PORT", "8000")
     host = os.environ.get("HOST", "127.0.0.1")
     if workers is None:
-        workers = 2 if os.environ.get("REDIS_URL") else 1
+        workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
+    if threads is None:
+        threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
+    os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app sizes its database pool to it
+    # The settings module prepares the metrics directory and drops gunicorn's access log (the
+    # service logs every request itself, the path without its query: a query can carry a code
+    # or an id_token_hint, and no code or token is ever logged).
     args = [
         "gunicorn",
+        "--config",
+        "python:token_service.gunicorn_conf",
         "--bind",
         f"{host}:{port}",
         "--workers",
         str(workers),
-        "--access-logfile",
-        "-",
+        # gthread with bounded socket reads and writes (token_service/worker.py). Threads share
+        # a worker's caches, key ring, deny-list copy and pools; a stalled client holds one
+        # thread for TOKEN_SERVICE_READ_TIMEOUT at most, and the worker's heartbeat goes on.
+        "--worker-class",
+        "token_service.worker.ThreadWorker",
+        "--threads",
+        str(threads),
+        # Idle kept-alive connections wait in the worker's poller, not in a thread.
+        "--keep-alive",
+        os.environ.get("TOKEN_SERVICE_KEEP_ALIVE", "5"),
         "token_service:create_app()",
     ]
     os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted
+
+
+@click.group("notifications")
+def notifications_group() -> None:
+    """The outbox of notification emails (invitations)."""
+
+
+@notifications_group.command("send")
+@with_appcontext
+def notifications_send() -> None:
+    """Deliver pending messages through TOKEN_SERVICE_SMTP_URL (retries earlier failures)."""
+    if _settings().smtp_url is None:
+        raise click.ClickException("TOKEN_SERVICE_SMTP_URL is not set: the outbox is left as is")
+    total = 0
+    while sent := deliver_pending():
+        total += sent
+    click.echo(f"{total} message(s) sent")
 
 
 def register_commands(app: Flask) -> None:
     from .maintenance import prune_command
 
     for command in (
+        init_command,
         migrate_command,
         demo_command,
         keys_group,
         customers_group,
         clients_group,
+        notifications_group,
         prune_command,
     ):
         app.cli.add_command(command)

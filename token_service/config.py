@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 #: Scopes every logged-in customer holds, whatever their groups (DESIGN section 2).
 DEFAULT_BASELINE = (
@@ -18,8 +20,8 @@ DEFAULT_GROUP_TEMPLATES = {
     "ADMIN": (
         "customermanagement.legalentity_read_own approval.approval_read_own "
         "approval.approval_manage_own order.order_create order.order_read_le "
-        "customer.customer_read_own iam.assignment_create_own iam.assignment_delete_own "
-        "approval.approval_read approval.approval_manage"
+        "customer.customer_read_own customer.customer_manage_own iam.assignment_create_own "
+        "iam.assignment_delete_own approval.approval_read approval.approval_manage"
     ),
     "BUYER": (
         "customermanagement.legalentity_read_own approval.approval_read_own "
@@ -33,6 +35,9 @@ DEFAULT_GROUP_TEMPLATES = {
 }
 
 SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
+SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class ConfigError(ValueError):
@@ -50,6 +55,30 @@ def _int(env: dict, name: str, default: int, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def _switch(env: dict, name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def _choice(env: dict, name: str, choices: tuple, default: str, upper: bool = False) -> str:
+    raw = env.get(name) or default
+    value = raw.upper() if upper else raw.lower()
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _default_log_format() -> str:
+    """Text for a person at a terminal (`make run`), JSON for everything else."""
+    return "console" if sys.stderr.isatty() else "json"
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,30 @@ class Settings:
     trusted_proxies: int = 0
     # Prefix of every key in Redis: deployments sharing one Redis database stay apart.
     redis_prefix: str = "ts:"
+    # Company self-service invitations: how long an activation link lives, how many
+    # invitations one inviter may send per hour, where the link points, how mail goes out
+    # (smtp://, smtps:// or smtp+starttls:// URL; "console": print it, for development;
+    # unset: the outbox only, for an external mailer).
+    invitation_ttl: int = 7 * 86400
+    invitation_rate_limit: int = 20
+    activation_url: str = ""
+    smtp_url: str | None = None
+    mail_from: str = "token-service@localhost"
+    # Seconds a client may go without sending a byte (of its request head or body) or without
+    # taking one of its response: a stalled client holds one worker thread this long at most
+    # per read or write (token_service/worker.py, api/body.py).
+    read_timeout: int = 10
+    # Threads per worker (`token-service serve` reads the same variable): the database pool
+    # is sized to them.
+    threads: int = 4
+    # Prometheus metrics (see docs/operations.md): served at /metrics on the service's port,
+    # behind `metrics_token` if set, or only on `metrics_port` (by gunicorn's arbiter) if set.
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+    # "json": one JSON object per line; "console": aligned, coloured text for a terminal.
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -108,6 +161,14 @@ class Settings:
             if unknown:
                 raise ConfigError(f"TOKEN_SERVICE_SCOPE_TEMPLATES: unknown groups {unknown}")
             templates.update(loaded)
+        smtp_url = env.get("TOKEN_SERVICE_SMTP_URL") or None
+        if smtp_url not in (None, "console") and (
+            urlsplit(smtp_url).scheme not in SMTP_SCHEMES or not urlsplit(smtp_url).hostname
+        ):
+            raise ConfigError(
+                "TOKEN_SERVICE_SMTP_URL must be console or smtp://, smtps://, "
+                "smtp+starttls://[user:password@]host[:port]"
+            )
         issuer = env.get("TOKEN_SERVICE_ISSUER", f"http://127.0.0.1:{port}").rstrip("/")
         settings = cls(
             database_url=database_url,
@@ -127,7 +188,21 @@ class Settings:
             login_throttle_max_delay=_int(env, "TOKEN_SERVICE_LOGIN_MAX_DELAY", 900),
             trusted_proxies=_int(env, "TOKEN_SERVICE_TRUSTED_PROXIES", 0, minimum=0),
             redis_prefix=env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
+            invitation_ttl=_int(env, "TOKEN_SERVICE_INVITATION_TTL", 7 * 86400),
+            invitation_rate_limit=_int(env, "TOKEN_SERVICE_INVITATION_RATE_LIMIT", 20),
+            activation_url=env.get("TOKEN_SERVICE_ACTIVATION_URL") or f"{issuer}/activate",
+            smtp_url=smtp_url,
+            mail_from=env.get("TOKEN_SERVICE_MAIL_FROM", "token-service@localhost"),
+            read_timeout=_int(env, "TOKEN_SERVICE_READ_TIMEOUT", 10),
+            threads=_int(env, "TOKEN_SERVICE_THREADS", 4),
+            metrics_enabled=_switch(env, "TOKEN_SERVICE_METRICS", True),
+            metrics_token=env.get("TOKEN_SERVICE_METRICS_TOKEN") or None,
+            metrics_port=_int(env, "TOKEN_SERVICE_METRICS_PORT", 0, minimum=0) or None,
+            log_format=_choice(env, "TOKEN_SERVICE_LOG_FORMAT", LOG_FORMATS, _default_log_format()),
+            log_level=_choice(env, "TOKEN_SERVICE_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
         )
+        if settings.metrics_port is not None and settings.metrics_port == port:
+            raise ConfigError("TOKEN_SERVICE_METRICS_PORT must differ from PORT")
         if settings.access_token_ttl > settings.access_token_ttl_max:
             raise ConfigError(
                 "TOKEN_SERVICE_ACCESS_TOKEN_TTL exceeds TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX"

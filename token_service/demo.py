@@ -10,8 +10,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from .directory import (
+    DirectoryError,
     add_member,
     assign,
+    check_redirect_uris,
     create_client,
     create_customer,
     create_legal_entity,
@@ -54,6 +56,12 @@ def _storefront_scopes() -> str:
     return " ".join(sorted(names))
 
 
+def _issuer() -> str:
+    from flask import current_app
+
+    return current_app.config["SETTINGS"].issuer
+
+
 def load_demo() -> dict[str, str]:
     """Create what is missing; returns {client_id: new secret} for confidential demo clients."""
     seed_catalogue()
@@ -83,6 +91,16 @@ def load_demo() -> dict[str, str]:
             first_party=True,
         ),
         dict(
+            client_id="demo-web",
+            name="Demo storefront",
+            confidential=False,
+            grant_types=["authorization_code", "refresh_token"],
+            scope=_storefront_scopes() + " email openid profile",
+            first_party=True,
+            redirect_uris=[f"{_issuer()}/demo"],
+            post_logout_redirect_uris=[f"{_issuer()}/demo"],
+        ),
+        dict(
             client_id="order-service",
             name="Order service",
             confidential=True,
@@ -98,9 +116,21 @@ def load_demo() -> dict[str, str]:
         ),
     ]
     secrets = {}
+    try:
+        check_redirect_uris([f"{_issuer()}/demo"], "redirect_uris")
+    except DirectoryError:
+        # Plain http on a public host: no browser client may be sent there (the demo page
+        # works on http://127.0.0.1 and on https).
+        clients = [c for c in clients if c["client_id"] != "demo-web"]
     for spec in clients:
-        if db.session.get(Client, spec["client_id"]) is None:
+        existing = db.session.get(Client, spec["client_id"])
+        if existing is None:
             _, secret = create_client(**spec)
+        elif spec.get("redirect_uris") and existing.redirect_uris != spec["redirect_uris"]:
+            # The issuer (and so the demo page's address) changed since the last load.
+            existing.redirect_uris = spec["redirect_uris"]
+            existing.post_logout_redirect_uris = spec["post_logout_redirect_uris"]
+            secret = None
         elif spec["confidential"]:
             secret = rotate_client_secret(spec["client_id"])
         else:

@@ -6,6 +6,8 @@ transaction and never commit: the caller decides where the transaction ends.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import current_app
 from sqlalchemy import select
 
@@ -27,7 +29,45 @@ from .oauth2.storage import forget_client
 from .scopes import split_scopes
 from .security import hash_client_secret, hash_password, new_token
 
-GRANT_TYPES = ("password", "refresh_token", "client_credentials")
+GRANT_TYPES = ("authorization_code", "password", "refresh_token", "client_credentials")
+#: What the OpenID Connect scopes need in the catalogue (a client's ceiling names them).
+OIDC_SCOPES = ("openid", "email", "profile")
+
+
+def check_redirect_uris(uris, field: str) -> list[str]:
+    """Registered redirect URIs: absolute, no fragment (RFC 6749 §3.1.2), https or http on a
+    loopback host (RFC 8252 §7.3); they are compared exactly, character for character."""
+    checked = []
+    for uri in uris:
+        parts = urlsplit(uri) if isinstance(uri, str) else None
+        if (
+            parts is None
+            or not parts.netloc
+            or parts.fragment
+            or "#" in uri
+            or any(c.isspace() for c in uri)
+            or len(uri) > 2000
+        ):
+            raise DirectoryError(f"{field}: not an absolute URI without fragment", field=field)
+        secure = parts.scheme == "https" or (
+            parts.scheme == "http" and (parts.hostname or "") in ("localhost", "127.0.0.1", "::1")
+        )
+        if not secure:
+            raise DirectoryError(f"{field}: https, or http on localhost only", field=field)
+        checked.append(uri)
+    return list(dict.fromkeys(checked))
+
+
+def _check_grants(grant_types: list[str], *, public: bool, redirect_uris) -> None:
+    bad = set(grant_types) - set(GRANT_TYPES)
+    if bad:
+        raise DirectoryError(
+            f"unsupported grant types: {' '.join(sorted(bad))}", field="grant_types"
+        )
+    if public and "client_credentials" in grant_types:
+        raise DirectoryError("a public client cannot use client_credentials", field="grant_types")
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise DirectoryError("authorization_code needs redirect_uris", field="redirect_uris")
 
 
 class DirectoryError(ValueError):
@@ -69,7 +109,7 @@ def seed_catalogue() -> None:
     names = set(split_scopes(settings.baseline_scopes))
     for bundle in settings.group_templates.values():
         names |= split_scopes(bundle)
-    names |= {"token.introspect", "admin.read", "admin.manage"}
+    names |= {"token.introspect", "admin.read", "admin.manage", *OIDC_SCOPES}
     ensure_scopes(names, predefined=True)
 
 
@@ -243,16 +283,14 @@ def create_client(
     scope: str,
     first_party: bool = False,
     audience: str | None = None,
+    redirect_uris=(),
+    post_logout_redirect_uris=(),
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once, stored only as a hash)."""
     grant_types = list(grant_types)
-    bad = set(grant_types) - set(GRANT_TYPES)
-    if bad:
-        raise DirectoryError(
-            f"unsupported grant types: {' '.join(sorted(bad))}", field="grant_types"
-        )
-    if not confidential and "client_credentials" in grant_types:
-        raise DirectoryError("a public client cannot use client_credentials", field="grant_types")
+    redirect_uris = check_redirect_uris(redirect_uris, "redirect_uris")
+    post_logout = check_redirect_uris(post_logout_redirect_uris, "post_logout_redirect_uris")
+    _check_grants(grant_types, public=not confidential, redirect_uris=redirect_uris)
     check_catalogue(split_scopes(scope))
     if db.session.get(Client, client_id) is not None:
         raise DirectoryError("client exists", status=409, field="client_id")
@@ -265,6 +303,8 @@ def create_client(
         scope=" ".join(sorted(split_scopes(scope))),
         first_party=first_party,
         audience=audience,
+        redirect_uris=redirect_uris,
+        post_logout_redirect_uris=post_logout,
     )
     db.session.add(client)
     db.session.flush()
@@ -298,6 +338,8 @@ CLIENT_CHANGES = (
     "first_party",
     "access_token_ttl",
     "refresh_token_ttl",
+    "redirect_uris",
+    "post_logout_redirect_uris",
 )
 
 
@@ -411,18 +453,15 @@ def update_client(client_id: str, changes: dict, *, max_access_ttl: int, max_ref
     client = db.session.get(Client, client_id)
     if client is None:
         raise DirectoryError("client not found", status=404)
-    if "grant_types" in changes:
-        grant_types = list(dict.fromkeys(changes["grant_types"]))
-        bad = set(grant_types) - set(GRANT_TYPES)
-        if bad:
-            raise DirectoryError(
-                f"unsupported grant types: {' '.join(sorted(bad))}", field="grant_types"
-            )
-        if client.is_public and "client_credentials" in grant_types:
-            raise DirectoryError(
-                "a public client cannot use client_credentials", field="grant_types"
-            )
-        client.grant_types = " ".join(grant_types)
+    if "redirect_uris" in changes:
+        client.redirect_uris = check_redirect_uris(changes["redirect_uris"], "redirect_uris")
+    if "post_logout_redirect_uris" in changes:
+        client.post_logout_redirect_uris = check_redirect_uris(
+            changes["post_logout_redirect_uris"], "post_logout_redirect_uris"
+        )
+    grant_types = list(dict.fromkeys(changes.get("grant_types", client.grant_types.split())))
+    _check_grants(grant_types, public=client.is_public, redirect_uris=client.redirect_uris)
+    client.grant_types = " ".join(grant_types)
     if "scope" in changes:
         scopes = split_scopes(changes["scope"])
         check_catalogue(scopes)

@@ -17,7 +17,9 @@ _ABSENT = object()
 
 
 class ExpiringMap:
-    """`get` and `put` are safe under the GIL without a lock (one dict operation each)."""
+    """Safe to share between a worker's threads without a lock: every operation is one dict
+    operation, or a rebuild from a copy (taken in one step) swapped in whole. A race can lose
+    an entry (one more read later), never return another key's value."""
 
     __slots__ = ("_clock", "_data", "maxsize", "ttl")
 
@@ -42,9 +44,9 @@ class ExpiringMap:
         """Keep `value` until `expires_at` (on this map's clock), by default for `ttl`."""
         now = self._clock()
         if len(self._data) >= self.maxsize and key not in self._data:
-            self._data = {k: v for k, v in self._data.items() if v[1] > now}
-            if len(self._data) >= self.maxsize:
-                self._data = {}
+            # Iterating the live dict while another thread inserts raises RuntimeError.
+            live = {k: v for k, v in self._data.copy().items() if v[1] > now}
+            self._data = live if len(live) < self.maxsize else {}
         self._data[key] = (value, now + self.ttl if expires_at is None else expires_at)
 
     def pop(self, key: Hashable) -> None:

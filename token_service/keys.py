@@ -158,11 +158,15 @@ class SigningKey:
             return False
         return True
 
-    def encode_jwt(self, claims: dict) -> str:
-        """Compact JWS of `claims` with header {alg, kid, typ: at+jwt}."""
+    def encode_jwt(self, claims: dict, typ: str = "at+jwt") -> str:
+        """Compact JWS of `claims` with header {alg, kid, typ} (at+jwt: an access token)."""
+        header_b64 = self.header_b64
+        if typ != "at+jwt":
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
         payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = f"{self.header_b64}.{payload}".encode("ascii")
-        return f"{self.header_b64}.{payload}.{b64url(self.sign(signing_input))}"
+        signing_input = f"{header_b64}.{payload}".encode("ascii")
+        return f"{header_b64}.{payload}.{b64url(self.sign(signing_input))}"
 
 
 VERIFIED_CACHE_SIZE = 4096
@@ -188,12 +192,15 @@ class KeyRing:
         # token again and again, and a signature check costs more than the rest of the request.
         # Forgotten whenever the keys change, so that a removed key verifies nothing.
         self._verified = ExpiringMap(VERIFIED_CACHE_SIZE, 0, clock=time.time)
+        self._generation = 0
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
         if now - self._checked_at < 1.0 and self._keys:
             return
         with self._lock:
+            if now - self._checked_at < 1.0 and self._keys:
+                return  # another thread checked while this one waited for the lock
             self._checked_at = now
             try:
                 mtime = self.keys_dir.stat().st_mtime_ns
@@ -211,7 +218,10 @@ class KeyRing:
         for path in paths:
             loaded[path] = self._loaded.get(path) or SigningKey.load(path)
         self._loaded = loaded
-        self._keys = [loaded[p] for p in paths]
+        self._keys = [loaded[p] for p in paths]  # one assignment: readers see old or new
+        # Bumped before the clear: a thread that verified against the old keys and caches its
+        # result after the clear sees the bump and drops it again (see decode).
+        self._generation += 1
         self._verified.clear()
         self._publish()
 
@@ -232,11 +242,12 @@ class KeyRing:
     def current(self) -> SigningKey:
         """The key that signs now."""
         self._maybe_reload()
-        if not self._keys:
+        keys = self._keys  # once: another thread may swap the list in between
+        if not keys:
             raise NoSigningKey(
                 f"no signing key in {self.keys_dir}: run `token-service keys generate`"
             )
-        return self._keys[0]
+        return keys[0]
 
     def jwks_json(self) -> bytes:
         """Serialized JWKS: the keys a verifier must accept now."""
@@ -250,6 +261,7 @@ class KeyRing:
         claims = self._verified.get(token)
         if claims is not None:
             return dict(claims)
+        generation = self._generation
         try:
             header_b64, payload_b64, signature_b64 = token.split(".")
             header = json.loads(_b64decode(header_b64))
@@ -268,6 +280,8 @@ class KeyRing:
             return None
         if type(claims.get("exp")) is int:
             self._verified.put(token, dict(claims), expires_at=claims["exp"])
+            if self._generation != generation:  # the keys changed meanwhile
+                self._verified.pop(token)
         return claims
 
     def all_keys(self) -> list[SigningKey]:

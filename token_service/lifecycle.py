@@ -83,6 +83,7 @@ def remove_membership(group_id: str, customer_id: str, *, actor: tuple[str, str 
         actor_id=actor[1],
         customer_id=customer_id,
         target=group_id,
+        legal_entity_id=group.legal_entity_id,
     )
 
 
@@ -133,6 +134,7 @@ def remove_assignment(customer_id: str, legal_entity_id: str, *, actor) -> None:
         actor_id=actor[1],
         customer_id=customer_id,
         target=legal_entity_id,
+        legal_entity_id=legal_entity_id,
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 
 from .extensions import db
 from .models import RefreshToken, Session, utcnow
+from .oauth2 import browser, codes
 
 
 @dataclass
@@ -25,6 +26,8 @@ class PruneResult:
     sessions: int = 0
     tokens: int = 0
     batches: int = 0
+    codes: int = 0  # authorization codes
+    browser_sessions: int = 0
 
 
 def prune(
@@ -77,6 +80,13 @@ def prune(
                 )
             ).rowcount
             batch_done(0, tokens)
+    # The front door's rows, once dead: codes after their session (pruned just above).
+    while more() and (count := codes.prune_dead_codes(cutoff, batch_size)):
+        result.codes += count
+        batch_done(0, 0)
+    while more() and (count := browser.prune_dead_browser_sessions(cutoff, batch_size)):
+        result.browser_sessions += count
+        batch_done(0, 0)
     db.session.commit()
     return result
 
@@ -124,4 +134,7 @@ def prune_command(batch_size: int, keep_dead_days: float, consumed_older_than_da
         consumed_older_than=consumed,
         progress=show,
     )
-    click.echo(f"\npruned {result.sessions} sessions and {result.tokens} refresh tokens")
+    click.echo(
+        f"\npruned {result.sessions} sessions and {result.tokens} refresh tokens, "
+        f"{result.codes} authorization codes, {result.browser_sessions} browser sessions"
+    )

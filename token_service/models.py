@@ -80,9 +80,15 @@ class LegalEntity(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+CUSTOMER_STATUSES = ("active", "blocked", "invited")
+
+
 class Customer(db.Model):
+    """`invited`: created by a company's invitation, no password yet, cannot log in until the
+    invitation is accepted (see company.accept_invitation)."""
+
     __tablename__ = "customers"
-    __table_args__ = (CheckConstraint("status IN ('active', 'blocked')", name="status"),)
+    __table_args__ = (CheckConstraint("status IN ('active', 'blocked', 'invited')", name="status"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     # Stored lower-cased: uniqueness is case-insensitive on every backend.
@@ -207,6 +213,9 @@ class Client(db.Model):
     audience: Mapped[str | None] = mapped_column(String(255))
     access_token_ttl: Mapped[int | None] = mapped_column(Integer)
     refresh_token_ttl: Mapped[int | None] = mapped_column(Integer)
+    # Exact URIs (RFC 6749 §3.1.2.3, OIDC RP-Initiated Logout §3): nothing else is redirected to.
+    redirect_uris: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
+    post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -268,4 +277,110 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(64), index=True)
     customer_id: Mapped[str | None] = mapped_column(String(64), index=True)
     target: Mapped[str | None] = mapped_column(String(255))
+    # The legal entity the change happened in (None: none or several): a company's admins read
+    # their own entity's events through self-service.
+    legal_entity_id: Mapped[str | None] = mapped_column(String(64), index=True)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Invitation(db.Model):
+    """A company's invitation of an email address; one per (legal entity, email).
+
+    For a new email it carries the activation token (its SHA-256 only, cleared once used); an
+    existing customer is assigned at once and the invitation is accepted when made."""
+
+    __tablename__ = "invitations"
+    __table_args__ = (
+        UniqueConstraint("legal_entity_id", "email", name="uq_invitations_entity_email"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    legal_entity_id: Mapped[str] = mapped_column(
+        ForeignKey("legal_entities.id", ondelete="CASCADE")
+    )
+    email: Mapped[str] = mapped_column(String(320))
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    invited_by: Mapped[str | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(db.Model):
+    """A notification to deliver (an email for now), written in the transaction that caused it.
+
+    Any mailer may read the pending rows (`sent_at` null); the built-in one is
+    notifications.deliver_pending. The body holds the activation link, a credential: it is
+    blanked once the message is delivered."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    kind: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+
+
+class BrowserSession(db.Model):
+    """A sign-in at the hosted login page (SSO): the cookie holds a random token, this row its
+    hash. The refresh-token families born from it are found through their codes."""
+
+    __tablename__ = "browser_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cookie_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthorizationCode(db.Model):
+    """RFC 6749 §4.1.2: single use, short-lived, bound to client, redirect URI and the PKCE
+    challenge. Only the code's hash is stored; `session_id` names the refresh-token family
+    issued from it (revoked if the code is replayed)."""
+
+    __tablename__ = "authorization_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    browser_session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    legal_entity_id: Mapped[str | None] = mapped_column(String(64))
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    auth_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class Consent(db.Model):
+    """A customer's consent to a third-party client for one scope set (sorted, space-joined)."""
+
+    __tablename__ = "consents"
+
+    customer_id: Mapped[str] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

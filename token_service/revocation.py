@@ -18,13 +18,14 @@ import logging
 import threading
 import time
 
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import select, update
 
-from . import audit
+from . import audit, metrics
 from .expiring import ExpiringMap
 from .extensions import db
 from .models import Customer, Session, utcnow
+from .outbox import Outbox
 from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,14 @@ def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **ext
             json.dumps(message, separators=(",", ":")),
         )
     except StoreUnavailable:
-        # The database stays the source of truth for sessions; introspection of access tokens
-        # fails closed while the store is down, and access tokens expire within minutes.
-        log.error("store unavailable: %s deny-list entry not written", kind)
+        # The database stays the source of truth for sessions (introspection of access tokens
+        # fails closed while the store is down); resource servers that read the deny-list get
+        # the entry once the store is back.
+        log.error("store unavailable: %s deny-list entry queued", kind)
+        _outbox().add(f"deny:{kind}:{value}", stored, ttl, message)
+        g.deny_list_queued = True  # the admin API says so in its answer
         return False
+    _outbox().discard(f"deny:{kind}:{value}")  # this newer entry supersedes a queued one
     return True
 
 
@@ -85,6 +90,13 @@ def fence_issuance(customer_ids) -> None:
     )
 
 
+def _outbox() -> Outbox:
+    extensions = current_app.extensions
+    if "deny_list_outbox" not in extensions:
+        extensions["deny_list_outbox"] = Outbox(extensions["token_store"])
+    return extensions["deny_list_outbox"]
+
+
 def deny_session(session: Session, reason: str) -> bool:
     """Revoke every access token issued so far in `session` (not those issued later)."""
     # iat has one-second resolution: deny the whole current second, so that no token issued
@@ -99,7 +111,10 @@ def deny_session(session: Session, reason: str) -> bool:
 
 def deny_access_token(jti: str, ttl: int, reason: str) -> bool:
     """Revoke one access token until it expires."""
-    return ttl <= 0 or _announce("jti", jti, ttl, reason, b"1")
+    if ttl > 0 and not _announce("jti", jti, ttl, reason, b"1"):
+        return False
+    metrics.revoked("access_token", reason)
+    return True
 
 
 def is_denied(sid: str | None, jti: str, iat: int) -> bool:
@@ -118,6 +133,7 @@ def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: 
     if session.revoked_at is None:
         session.revoked_at = utcnow()
         session.revoked_reason = reason
+        metrics.revoked("session", reason)
         audit.record(
             "session.revoked",
             actor_type=actor_type,
@@ -190,4 +206,5 @@ class DenyList:
             self._copy.clear()
             self._changes += 1
             self._generation = subscription.generation
+        metrics.deny_list_copy(subscription.live)
         return subscription.live

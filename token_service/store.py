@@ -1,7 +1,8 @@
 """The fast shared store: deny-lists, throttling counters, grace responses.
 
-Redis when `REDIS_URL` is set; otherwise an in-process stand-in that serves one process only
-and says so at start-up. Both speak the same small interface.
+Redis when `REDIS_URL` is set; otherwise (the embedded default) a SQLite file of its own, which
+outlives a worker and is shared by the processes of one host, and says so at start-up. All
+speak the same small interface; MemoryStore, in process memory, is for tests and tools.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Protocol
+
+from . import metrics
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +26,12 @@ REVOCATION_CHANNEL = "token-service:revocations"
 
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached; callers decide whether to fail open or closed."""
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    """A failed Redis call, counted (metrics: token_service_backend_errors_total)."""
+    metrics.backend_error("redis")
+    return StoreUnavailable(str(exc))
 
 
 class Pending:
@@ -52,7 +63,8 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """In-process store for the embedded default: correct for a single process only."""
+    """In-process store: correct for a single process only, and forgets everything when that
+    process dies. For tests and one-off tools; the embedded default uses SqliteStore."""
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float]] = {}
@@ -136,6 +148,155 @@ class MemoryStore:
                 del self._data[key]
 
 
+class SqliteStore:
+    """The embedded default's store: a SQLite file of its own, so that deny-list entries,
+    login throttles and grace responses outlive the worker that wrote them (a restart, a
+    worker killed on timeout) and are seen by every process of the host at once.
+
+    A file of its own, not a table of the service's database, because the request's own
+    transaction holds that database's write lock from its BEGIN (see database.py): a store
+    write on another connection would wait for it, in the same thread, until the busy timeout.
+    Here a write never waits for a request's transaction, and it stands whether or not the
+    request commits, exactly as a Redis write does. WAL with synchronous=NORMAL: a commit
+    costs no fsync (an entry written just before a power cut may be lost, never one from
+    before the last checkpoint; a crash of the process loses nothing).
+
+    One connection per thread (a thread-local). Reads take no lock (WAL: readers never wait).
+    Writes of one process take a lock of their own first: SQLite's busy handler would make a
+    thread that finds the file locked sleep for milliseconds, a lock wakes it as soon as the
+    writer is done; between processes SQLite's locking orders them. Expiry times are
+    wall-clock, since they must mean the same to another process and after a restart.
+    """
+
+    #: Seconds between sweeps of expired entries (a read never returns one anyway).
+    SWEEP_SECONDS = 60.0
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._writing = threading.Lock()
+        self._swept_at = 0.0
+        self.published: list[tuple[str, str]] = []
+        self._call(lambda db: db.executescript(_SQLITE_STORE_SCHEMA))
+
+    def _db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():  # a forked child opens its own
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def _call(self, work):
+        try:
+            return work(self._db())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{self.path}: {exc}") from exc
+
+    def _write(self, work):
+        with self._writing:
+            return self._call(work)
+
+    def get(self, key: str) -> bytes | None:
+        row = self._call(lambda db: db.execute(_GET, (key, time.time())).fetchone())
+        return row[0] if row else None
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        sql = _GET_MANY.format(", ".join("?" * len(keys)))
+        rows = self._call(lambda db: db.execute(sql, (*keys, time.time())).fetchall())
+        found = dict(rows)
+        return [found.get(key) for key in keys]
+
+    def set(self, key: str, value: bytes, ttl: int) -> None:
+        now = time.time()
+        self._write(lambda db: db.execute(_SET, (key, value, now + max(1, ttl))))
+        self._maybe_sweep(now)
+
+    def send_set(self, key: str, value: bytes, ttl: int) -> Pending:
+        try:
+            self.set(key, value, ttl)
+        except StoreUnavailable as exc:
+            return Pending(error=exc)
+        return Pending()
+
+    def delete(self, key: str) -> None:
+        self._write(lambda db: db.execute(_DELETE, (key,)))
+
+    def incr(self, key: str, ttl: int) -> int:
+        """One statement, so atomic between threads and processes; a counter keeps the expiry
+        of its first increment, as Redis's INCR with EXPIRE NX."""
+        now = time.time()
+        row = self._write(lambda db: db.execute(_INCR, (key, now + ttl, now, now)).fetchone())
+        return int(row[0])
+
+    def ttl(self, key: str) -> int:
+        now = time.time()
+        row = self._call(lambda db: db.execute(_EXPIRY, (key, now)).fetchone())
+        return max(0, round(row[0] - now)) if row else -2
+
+    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
+        self.set(key, value, ttl)
+        self.published.append((channel, message))  # kept for tests: nobody else listens
+        del self.published[:-1000]
+
+    def subscribe(self, channel: str) -> None:
+        """Nothing to follow: every read asks the file, which every process shares."""
+        return None
+
+    def ping(self) -> bool:
+        try:
+            self._call(lambda db: db.execute("SELECT 1").fetchone())
+        except StoreUnavailable:
+            return False
+        return True
+
+    def flush(self) -> None:
+        """Delete every entry (tests)."""
+        self._write(lambda db: db.execute("DELETE FROM store_entries"))
+        self.published.clear()
+
+    def _maybe_sweep(self, now: float) -> None:
+        """Delete what has expired, once a minute: the file holds the live entries, roughly."""
+        if now - self._swept_at < self.SWEEP_SECONDS:
+            return
+        self._swept_at = now
+        try:
+            self._write(lambda db: db.execute(_SWEEP, (now,)))
+        except StoreUnavailable:
+            log.warning("store: expired entries not swept from %s", self.path)
+
+
+# A rowid table with the expiry before the value: a lookup goes by the key's index (the `+`
+# keeps the planner off anything else), and the sweep's scan reads no overflow page of a grace
+# response. No index on the expiry: it would cost every write, to speed up one scan a minute.
+_SQLITE_STORE_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS store_entries (
+        key TEXT PRIMARY KEY, expires_at REAL NOT NULL, value BLOB NOT NULL
+    );
+"""
+_GET = "SELECT value FROM store_entries WHERE key = ? AND +expires_at > ?"
+_GET_MANY = "SELECT key, value FROM store_entries WHERE key IN ({}) AND +expires_at > ?"
+_SET = """
+    INSERT INTO store_entries (key, value, expires_at) VALUES (?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+"""
+_DELETE = "DELETE FROM store_entries WHERE key = ?"
+# Values are bytes, as Redis gives them: the count is kept as its decimal digits.
+_INCR = """
+    INSERT INTO store_entries (key, value, expires_at) VALUES (?1, CAST('1' AS BLOB), ?2)
+    ON CONFLICT (key) DO UPDATE SET
+        value = CASE WHEN expires_at > ?3
+                     THEN CAST(CAST(CAST(value AS TEXT) AS INTEGER) + 1 AS BLOB)
+                     ELSE CAST('1' AS BLOB) END,
+        expires_at = CASE WHEN expires_at > ?4 THEN expires_at ELSE excluded.expires_at END
+    RETURNING CAST(value AS TEXT)
+"""
+_EXPIRY = "SELECT expires_at FROM store_entries WHERE key = ? AND +expires_at > ?"
+_SWEEP = "DELETE FROM store_entries WHERE expires_at <= ?"
+
+
 class RedisStore:
     """Redis-backed store; every failure surfaces as StoreUnavailable."""
 
@@ -152,7 +313,7 @@ class RedisStore:
         try:
             return fn(*args)
         except self._errors as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise _unavailable(exc) from exc
 
     def get(self, key: str) -> bytes | None:
         return self._call(self._redis.get, self.prefix + key)
@@ -170,14 +331,14 @@ class RedisStore:
         try:
             conn = pool.get_connection()
         except self._errors as exc:
-            return Pending(error=StoreUnavailable(str(exc)))
+            return Pending(error=_unavailable(exc))
 
         def wait() -> None:
             try:
                 conn.read_response()
             except self._errors as exc:
                 conn.disconnect()
-                raise StoreUnavailable(str(exc)) from exc
+                raise _unavailable(exc) from exc
             finally:
                 pool.release(conn)
 
@@ -186,7 +347,7 @@ class RedisStore:
         except self._errors as exc:
             conn.disconnect()
             pool.release(conn)
-            return Pending(error=StoreUnavailable(str(exc)))
+            return Pending(error=_unavailable(exc))
         return Pending(wait)
 
     def delete(self, key: str) -> None:
@@ -289,6 +450,7 @@ class Subscription:
             self.live = self._confirmed and now - self._ponged <= 3 * PING_SECONDS
         except (*self._errors, TimeoutError):
             log.warning("store unavailable: subscription to %s lost", self.channel)
+            metrics.backend_error("redis")
             self._drop()
         return messages
 
@@ -318,12 +480,22 @@ class Subscription:
         self._drop()
 
 
-def make_store(redis_url: str | None, prefix: str = "ts:") -> Store:
-    """Redis if configured, else the in-process stand-in (announced, since it is not shared)."""
+def embedded_store_path(database_url: str, instance_path: str | os.PathLike) -> Path:
+    """Where the embedded store lives: beside a SQLite database file (`x.sqlite3` gets
+    `x.store.sqlite3`), else in the instance folder."""
+    if database_url.startswith("sqlite:///") and ":memory:" not in database_url:
+        database = Path(database_url.removeprefix("sqlite:///"))
+        return database.with_name(f"{database.stem}.store{database.suffix or '.sqlite3'}")
+    return Path(instance_path) / "token_store.sqlite3"
+
+
+def make_store(redis_url: str | None, prefix: str, embedded_path: str | os.PathLike) -> Store:
+    """Redis if configured, else the embedded SQLite store (announced: it serves one host)."""
     if redis_url:
         return RedisStore(redis_url, prefix)
     log.warning(
-        "REDIS_URL is not set: using the in-process store. Deny-lists, throttling and grace "
-        "responses are not shared between processes; run one worker, or set REDIS_URL."
+        "REDIS_URL is not set: deny-lists, throttling and grace responses are kept in %s, "
+        "shared by the processes of this host only; set REDIS_URL to run on several hosts.",
+        embedded_path,
     )
-    return MemoryStore()
+    return SqliteStore(embedded_path)

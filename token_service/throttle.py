@@ -18,6 +18,7 @@ import time
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
+from . import metrics
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class LoginThrottle:
                     expiry = now + self.store.ttl(key + ":lock")
                 remaining = math.ceil(expiry - now)
                 if remaining > 0:
+                    metrics.login_throttled()
                     raise TooManyAttempts(remaining)
         return values[0] is not None or values[-1] is not None  # the account's lock, counter
 

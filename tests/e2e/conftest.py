@@ -44,6 +44,7 @@ class Server:
     secrets: dict[str, str]
     access_log: Path
     process: subprocess.Popen = field(repr=False)
+    redis_prefix: str = "ts:"  # of its deny-list keys, for a resource server's online check
     race_pids: list[int] = field(default_factory=list)  # workers that answered racing requests
 
     def served_by(self, tag: str, count: int) -> list[int]:
@@ -137,17 +138,11 @@ def e2e_pg_database() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(scope="module", params=["embedded", "postgres"])
-def server(request, tmp_path_factory) -> Iterator[Server]:
+@contextlib.contextmanager
+def running_server(backend: str, home: Path, database_url: str) -> Iterator[Server]:
     """migrate, keys generate, demo (secrets captured), then gunicorn until /readyz answers."""
-    backend = request.param
-    home = tmp_path_factory.mktemp(f"e2e-{backend}")
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
-    if backend == "postgres":
-        database_url = request.getfixturevalue("e2e_pg_database")
-    else:
-        database_url = f"sqlite:///{home / 'token_service.sqlite3'}"
     env = {
         k: v
         for k, v in os.environ.items()
@@ -161,6 +156,9 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
     )
     if backend == "postgres":
         env["REDIS_URL"] = REDIS_URL
+        # Its own Redis keys: parallel runs share the server, and the throttle keys on the
+        # demo's usernames and 127.0.0.1.
+        env["TOKEN_SERVICE_REDIS_PREFIX"] = f"ts-e2e:{uuid.uuid4().hex[:8]}:"
     (home / "keys").mkdir()
     _run(["migrate"], env)
     _run(["keys", "generate"], env)
@@ -176,6 +174,10 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
                 str(BIN / "gunicorn"),
                 "-w",
                 str(workers),
+                "-k",  # the worker model of `token-service serve`
+                "token_service.worker.ThreadWorker",
+                "--threads",
+                "4",
                 "-b",
                 f"127.0.0.1:{port}",
                 "--graceful-timeout",
@@ -195,6 +197,36 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
         )
     try:
         _wait_ready(process, issuer, log)
-        yield Server(backend, issuer, database_url, workers, secrets, access_log, process)
+        yield Server(
+            backend,
+            issuer,
+            database_url,
+            workers,
+            secrets,
+            access_log,
+            process,
+            env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
+        )
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    """The service under gunicorn on each backend."""
+    backend = request.param
+    home = tmp_path_factory.mktemp(f"e2e-{backend}")
+    if backend == "postgres":
+        database_url = request.getfixturevalue("e2e_pg_database")
+    else:
+        database_url = f"sqlite:///{home / 'token_service.sqlite3'}"
+    with running_server(backend, home, database_url) as running:
+        yield running
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """One xdist group per e2e module: its module-scoped servers start on one worker, once."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -19,7 +19,11 @@ PASSWORD = "correct horse battery staple"
 def orders_url(server):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_SERVICE_")}
-    env.update(ORDER_SERVICE_ISSUER=server.issuer, REDIS_URL=REDIS_URL)
+    env.update(
+        ORDER_SERVICE_ISSUER=server.issuer,
+        REDIS_URL=REDIS_URL,
+        TOKEN_SERVICE_REDIS_PREFIX=server.redis_prefix,
+    )
     process = subprocess.Popen(
         [
             str(BIN / "gunicorn"),
@@ -42,7 +46,7 @@ def orders_url(server):
         try:
             requests.get(f"{url}/orders", timeout=1)
             break
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or slow to answer on a loaded machine
             time.sleep(0.1)
     yield url
     _stop(process)

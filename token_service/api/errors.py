@@ -10,6 +10,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from .. import metrics
 from ..extensions import db
 from ..keys import NoSigningKey
 
@@ -55,6 +56,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def database_down(error):
         log.error("database unavailable: %s", error.__class__.__name__)
+        metrics.backend_error("database")
         try:
             db.session.rollback()
         except Exception:

@@ -18,6 +18,7 @@ from http import HTTPStatus
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from sqlalchemy.exc import DBAPIError
 
+from .. import logs, metrics
 from ..extensions import db
 from ..keys import NoSigningKey
 from ..oauth2.request import TokenRequest, parse_form
@@ -62,6 +63,7 @@ def run_once_more_on_lost_connection(work, *args):
         if not exc.connection_invalidated:
             raise
         log.warning("database connection lost; retrying once on a new one")
+        metrics.backend_error("database")
         db.session.rollback()
         return work(*args)
 
@@ -87,26 +89,36 @@ class OAuthFront:
         }
 
     def __call__(self, environ, start_response):
-        route = self.routes.get(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        route = self.routes.get(path)
         if route is None or environ.get("REQUEST_METHOD") != "POST":
             return self.inner(environ, start_response)
+        note = logs.current()
+        note.route = path
         with self.app.app_context():
-            status, body, headers = self.answer(route, environ)
+            status, body, headers = self.answer(route, environ, note)
+        if status >= 400:
+            note.error = body["error"]
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers.append(("Content-Length", str(len(payload))))
         start_response(_STATUS[status], headers)
         return [payload]
 
-    def answer(self, route, environ) -> tuple[int, dict | None, list[tuple[str, str]]]:
+    def answer(
+        self, route, environ, note: logs.RequestLog | None = None
+    ) -> tuple[int, dict | None, list[tuple[str, str]]]:
         """(status, JSON body or None, headers) for one request; errors as the Flask app's
-        handlers (api/errors.py) give them."""
+        handlers (api/errors.py) give them. The request's log record learns the request."""
+        note = note or logs.current()
         try:
-            return route(read_form(environ, self.max_form_bytes))
+            note.oauth = request = read_form(environ, self.max_form_bytes)
+            return route(request)
         except OAuth2Error as error:
             _rollback_quietly()
             return oauth_error_parts(error)
         except DBAPIError as error:
             log.error("database unavailable: %s", error.__class__.__name__)
+            metrics.backend_error("database")
             _rollback_quietly()
             return unavailable_parts("The database is unavailable. Retry shortly.", oauth=True)
         except NoSigningKey as error:
@@ -125,6 +137,8 @@ class OAuthFront:
     def introspect(self, request: TokenRequest):
         work = self.app.extensions["introspection"].introspect
         answer = run_once_more_on_lost_connection(work, request)
+        if answer.get("sid"):  # an active customer token: whose, for the log line
+            logs.current().customer(answer["sub"], answer.get("legal_entity_id"))
         if db.session.registry.has():  # read-only; most answers never open an ORM session
             db.session.rollback()
         return 200, answer, _ok()

@@ -16,6 +16,7 @@ from flask import Blueprint, current_app, jsonify
 from .admin import OPERATIONS
 from .admin.auth import MANAGE_SCOPE, READ_SCOPE
 from .admin.representations import SCHEMAS as ADMIN_SCHEMAS
+from .self_service import OPERATIONS as SELF_SERVICE_OPERATIONS
 
 bp = Blueprint("openapi", __name__)
 
@@ -27,6 +28,7 @@ ERROR_RESPONSES = {
     403: "The access token lacks the scope, or belongs to a customer.",
     404: "No such resource (or a referenced one in the body is missing).",
     409: "The change conflicts with the current data.",
+    429: "Too many requests of this kind: wait `Retry-After` seconds.",
     412: "`If-Match` names an older version: fetch the resource again.",
     422: "The body is well-formed but invalid; `fields` says what is wrong where.",
     503: "The database or the revocation store is unavailable; retry.",
@@ -71,7 +73,13 @@ def _form(properties: dict, required: list[str]) -> dict:
 _STR = {"type": "string"}
 CLIENT_AUTH = [{"clientBasic": []}, {}]
 TOKEN_PARAMS = {
-    "grant_type": {"type": "string", "enum": ["password", "refresh_token", "client_credentials"]},
+    "grant_type": {
+        "type": "string",
+        "enum": ["authorization_code", "password", "refresh_token", "client_credentials"],
+    },
+    "code": {**_STR, "description": "authorization_code grant: the code (single use)."},
+    "redirect_uri": {**_STR, "description": "authorization_code grant: as in the request."},
+    "code_verifier": {**_STR, "description": "authorization_code grant: PKCE (RFC 7636)."},
     "client_id": {**_STR, "description": "client_secret_post or public clients."},
     "client_secret": {**_STR, "description": "client_secret_post."},
     "username": {**_STR, "description": "password grant: the customer's email."},
@@ -97,7 +105,9 @@ def _public_paths() -> dict:
                 "tags": ["OAuth"],
                 "operationId": "token",
                 "summary": "Token endpoint (RFC 6749)",
-                "description": "Grants `password` (first-party clients), `refresh_token` "
+                "description": "Grants `authorization_code` (PKCE S256; with `openid`, an "
+                "`id_token`), `password` (first-party clients; RFC 9700 §2.4 says it MUST NOT "
+                "be used: prefer the code flow), `refresh_token` "
                 "(rotation, legal-entity switching) and `client_credentials`. Client "
                 "authentication: client_secret_basic, client_secret_post, or none for public "
                 "clients. Errors are RFC 6749 §5.2 JSON.",
@@ -155,6 +165,7 @@ def _public_paths() -> dict:
                 },
             }
         },
+        **_front_door_paths(),
         "/jwks.json": {
             "get": {
                 "tags": ["Discovery"],
@@ -212,6 +223,162 @@ def _public_paths() -> dict:
     }
 
 
+_HTML = {"text/html": {"schema": {"type": "string"}}}
+_PAGE_HEADERS = {
+    "Cache-Control": _header("`no-store`."),
+    "X-Frame-Options": _header("`DENY`: never framed."),
+    "Referrer-Policy": _header("`no-referrer`."),
+}
+AUTHORIZE_PARAMS = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "login_hint",
+    "legal_entity_id",
+]
+
+
+def _hosted(operation_id: str, summary: str, description: str, **extra) -> dict:
+    """A hosted page: HTML, or a redirect to an exact registered URI."""
+    return {
+        "tags": ["Front door"],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "security": [],
+        **extra,
+        "responses": {
+            "200": {"description": "A page.", "headers": _PAGE_HEADERS, "content": _HTML},
+            "302": {"description": "To the client's registered redirect URI."},
+            "303": {"description": "To the client's registered redirect URI."},
+            "400": {"description": "An error page (never a redirect).", "content": _HTML},
+            "401": {"description": "Sign-in refused: the page again.", "content": _HTML},
+            "429": {"description": "Too many failed sign-ins.", "content": _HTML},
+        },
+    }
+
+
+STEP = ("csrf_token", "authorization_request")  # what every step's form sends
+
+
+def _page_form(fields: list[str], required: tuple[str, ...] = ()) -> dict:
+    return _form({name: _STR for name in fields}, list(required))
+
+
+def _front_door_paths() -> dict:
+    query = [{"name": n, "in": "query", "schema": _STR} for n in AUTHORIZE_PARAMS]
+    logout_query = [
+        {"name": n, "in": "query", "schema": _STR}
+        for n in ("id_token_hint", "post_logout_redirect_uri", "state", "client_id")
+    ]
+    step = "A step of the hosted sign-in; the form carries a CSRF token and the request."
+    userinfo = {
+        "tags": ["Front door"],
+        "operationId": "userinfo",
+        "summary": "UserInfo (OpenID Connect Core §5.3)",
+        "security": [{"bearerToken": []}],
+        "responses": {
+            "200": {"description": "Claims.", "content": _json({"type": "object"})},
+            "401": {
+                "description": "No or no live access token.",
+                "headers": {"WWW-Authenticate": _header("Bearer.")},
+                "content": _json({"type": "object"}),
+            },
+            "403": {"description": "No openid scope.", "content": _json({"type": "object"})},
+            "503": {"description": "Unavailable.", "content": _json({"type": "object"})},
+        },
+    }
+    return {
+        "/oauth/authorize": {
+            "get": _hosted(
+                "authorize",
+                "Authorization endpoint (RFC 6749 §4.1, PKCE S256, OpenID Connect)",
+                "Shows the sign-in page, the company picker or the consent page as needed, "
+                "then redirects with `code`, `state` and `iss` (RFC 9207).",
+                parameters=query,
+            ),
+            "post": _hosted(
+                "authorize_post",
+                "Authorization endpoint, form-encoded",
+                "As GET (OpenID Connect Core §3.1.2.1).",
+                requestBody=_page_form(
+                    AUTHORIZE_PARAMS, ("response_type", "client_id", "redirect_uri")
+                ),
+            ),
+        },
+        "/oauth/authorize/login": {
+            "post": _hosted(
+                "authorize_login",
+                "Sign-in form",
+                step,
+                requestBody=_page_form(
+                    ["csrf_token", "authorization_request", "email", "password"], STEP
+                ),
+            )
+        },
+        "/oauth/authorize/select": {
+            "post": _hosted(
+                "authorize_select",
+                "Company picker form",
+                step,
+                requestBody=_page_form(
+                    ["csrf_token", "authorization_request", "legal_entity_id"], STEP
+                ),
+            )
+        },
+        "/oauth/authorize/consent": {
+            "post": _hosted(
+                "authorize_consent",
+                "Consent form",
+                step,
+                requestBody=_page_form(["csrf_token", "authorization_request", "decision"], STEP),
+            )
+        },
+        "/oauth/userinfo": {"get": userinfo, "post": {**userinfo, "operationId": "userinfo_post"}},
+        "/oauth/logout": {
+            "get": _hosted(
+                "logout",
+                "RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0)",
+                "Ends the browser session and revokes the refresh-token families born from "
+                "it; redirects to a registered `post_logout_redirect_uri` with `state`.",
+                parameters=logout_query,
+            ),
+            "post": _hosted(
+                "logout_post",
+                "Logout confirmation form",
+                "The confirmation asked when no valid `id_token_hint` came.",
+                requestBody=_page_form(
+                    ["csrf_token", "id_token_hint", "post_logout_redirect_uri", "state"],
+                    ("csrf_token",),
+                ),
+            ),
+        },
+        "/demo": {
+            "get": {
+                "tags": ["Front door"],
+                "operationId": "demo",
+                "summary": "A demo browser client of the code flow (the `demo-web` client)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "A page.", "content": _HTML},
+                    "404": {
+                        "description": "No demo-web client: `token-service demo` registers "
+                        "it when the issuer is https or http on localhost.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                },
+            }
+        },
+    }
+
+
 def _discovery(operation_id: str, summary: str) -> dict:
     return {
         "tags": ["Discovery"],
@@ -262,6 +429,7 @@ def _public_schemas() -> dict:
                 "scope": _STR,
                 "refresh_token": _STR,
                 "refresh_token_expires_in": {"type": "integer"},
+                "id_token": {**_STR, "description": "OpenID Connect ID token (code flow)."},
                 "legal_entity_id": nullable_str,
                 "legal_entities": {
                     "type": "array",
@@ -354,7 +522,7 @@ def _error(status: int, *, challenge: bool = False) -> dict:
     response = {"description": ERROR_RESPONSES[status], "content": _json(_ref("Error"))}
     if challenge:
         response["headers"] = {"WWW-Authenticate": _header("RFC 6750 §3 challenge.")}
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {"Retry-After": _header("Seconds.", {"type": "integer"})}
     return response
 
@@ -434,12 +602,128 @@ def _admin_operation(op, schemas: dict) -> dict:
     return result
 
 
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _object(description: str, /, **properties) -> dict:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def _items(item: str) -> dict:
+    return _object("All of them.", items={"type": "array", "items": _ref(item)})
+
+
+SELF_SERVICE_SCHEMAS = {
+    "SelfServiceMember": _object(
+        "A member of the token's legal entity.",
+        id=_STR,
+        email=_STR,
+        name={**_NSTR, "description": "Null until customers have names."},
+        status={"type": "string", "enum": ["active", "blocked", "invited"]},
+        assignment_type={"type": "string", "enum": ["PRIMARY", "BILLING", "LOGISTICS", "CONTACT"]},
+        groups={
+            "type": "array",
+            "items": _STR,
+            "description": "Ids of the member's groups in the entity.",
+        },
+    ),
+    "SelfServiceMemberList": _items("SelfServiceMember"),
+    "SelfServiceGroupList": _items("Group"),
+    "Invitation": _object(
+        "An invitation of an email address into the token's legal entity.",
+        id=_STR,
+        email=_STR,
+        customer_id=_STR,
+        legal_entity_id=_STR,
+        status={
+            "type": "string",
+            "enum": ["pending", "accepted", "expired"],
+            "description": "accepted: an existing customer, assigned at once, or activated.",
+        },
+        created_at=_TIME,
+        expires_at=_TIME,
+    ),
+    "SelfServiceCustomer": _object(
+        "The activated customer.",
+        id=_STR,
+        email=_STR,
+        status={"type": "string", "enum": ["active"]},
+    ),
+}
+
+
+def _self_service_operation(op, schemas: dict) -> dict:
+    parameters = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+        }
+        for name in op.path_params
+    ]
+    parameters += [
+        {
+            "name": param.name,
+            "in": "query",
+            "required": param.required,
+            "schema": param.schema,
+            **({"description": param.description} if param.description else {}),
+        }
+        for param in op.query
+    ]
+    responses: dict[str, dict] = {}
+    for status, schema_name in sorted(op.responses.items()):
+        response: dict = {"description": "Success."}
+        if schema_name is not None:
+            if schema_name.endswith("Page"):
+                schemas.setdefault(schema_name, _page(schema_name.removesuffix("Page")))
+            response["content"] = _json(_ref(schema_name))
+        responses[str(status)] = response
+    errors = set(op.errors) | {503}
+    if op.scope is not None:
+        errors |= {401, 403}
+    if op.body is not None or op.query:
+        errors.add(400)
+    if op.body is not None:
+        errors.add(422)
+    if op.path_params:
+        errors.add(404)
+    for status in sorted(errors):
+        responses[str(status)] = _error(status, challenge=status in (401, 403))
+    result = {
+        "tags": [op.tag],
+        "operationId": f"self_service_{op.endpoint}",
+        "summary": op.summary,
+        "security": [{"customerToken": [op.scope]}] if op.scope else [],
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if op.description:
+        result["description"] = op.description
+    if op.body is not None:
+        schemas[op.body_name] = op.body.json_schema()
+        result["requestBody"] = {"required": True, "content": _json(_ref(op.body_name))}
+    return result
+
+
 def build_document(issuer: str) -> dict:
     """The whole OpenAPI 3.1 document for a service at `issuer`."""
     schemas = {**_public_schemas(), **copy.deepcopy(ADMIN_SCHEMAS)}
     paths = _public_paths()
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _admin_operation(op, schemas)
+    schemas.update(copy.deepcopy(SELF_SERVICE_SCHEMAS))
+    for op in SELF_SERVICE_OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _self_service_operation(op, schemas)
     try:
         version = metadata.version("token-service")
     except metadata.PackageNotFoundError:
@@ -460,7 +744,14 @@ def build_document(issuer: str) -> dict:
         "tags": [
             {"name": name}
             for name in dict.fromkeys(
-                ["OAuth", "Discovery", "Operations", *(op.tag for op in OPERATIONS)]
+                [
+                    "OAuth",
+                    "Front door",
+                    "Discovery",
+                    "Operations",
+                    *(op.tag for op in OPERATIONS),
+                    *(op.tag for op in SELF_SERVICE_OPERATIONS),
+                ]
             )
         ],
         "paths": paths,
@@ -471,6 +762,31 @@ def build_document(issuer: str) -> dict:
                     "type": "http",
                     "scheme": "basic",
                     "description": "client_secret_basic (RFC 6749 §2.3.1).",
+                },
+                "customerToken": {
+                    "type": "oauth2",
+                    "description": "A customer's bearer access token acting for a legal "
+                    "entity (`legal_entity_id`): self-service is confined to that entity.",
+                    "flows": {
+                        "authorizationCode": {
+                            "authorizationUrl": f"{issuer}/oauth/authorize",
+                            "tokenUrl": f"{issuer}/oauth/token",
+                            "refreshUrl": f"{issuer}/oauth/token",
+                            "scopes": {
+                                "customer.customer_read_own": "Read the entity's members, "
+                                "groups and audit events.",
+                                "customer.customer_manage_own": "Invite into the entity.",
+                                "iam.assignment_create_own": "Add members to the entity's groups.",
+                                "iam.assignment_delete_own": "Remove members from groups or "
+                                "from the entity.",
+                            },
+                        }
+                    },
+                },
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A customer's access token (RFC 6750).",
                 },
                 "adminToken": {
                     "type": "oauth2",

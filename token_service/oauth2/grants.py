@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from datetime import datetime, timedelta
+from hmac import compare_digest
 
 from authlib.oauth2.rfc6749.errors import (
     InvalidGrantError,
@@ -15,19 +16,21 @@ from authlib.oauth2.rfc6749.errors import (
     UnauthorizedClientError,
     UnsupportedGrantTypeError,
 )
+from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, create_s256_code_challenge
+from authlib.oidc.core.util import create_half_hash
 
-from .. import audit
+from .. import audit, metrics
 from ..config import Settings
 from ..extensions import db
 from ..keys import KeyRing
-from ..models import Session, new_id, utcnow
+from ..models import Customer, Session, new_id, utcnow
 from ..revocation import revoke_session
 from ..scopes import effective_scopes, join_scopes, split_scopes
-from ..security import PASSWORD_HASHER, hash_password, hash_token, new_token, verify_password
+from ..security import hash_token, new_token
 from ..store import Pending, Store, StoreUnavailable
-from ..throttle import TooManyAttempts
-from . import grace, hotpath, storage
+from . import codes, grace, hotpath, login, storage
 from .introspect import TemporarilyUnavailable
+from .oidc import profile_claims
 from .request import TokenRequest, authenticate_client
 from .storage import ClientInfo
 
@@ -36,6 +39,22 @@ log = logging.getLogger(__name__)
 GRANT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
 #: Runs of a grant whose write found the customer's entitlements changed since its read.
 GRANT_ATTEMPTS = 3
+PKCE_VERIFIER = CODE_VERIFIER_PATTERN  # RFC 7636 §4.1: 43 to 128 unreserved characters
+
+
+def choose_entity(asked: str | None, default: str | None, entities: list[dict]) -> str | None:
+    """The entity a new session acts for: the one asked for (it must be assigned), else the
+    customer's default if assigned, else the only one, else none (DESIGN section 4)."""
+    assigned = {e["id"] for e in entities}
+    if asked is not None:
+        if asked not in assigned:
+            raise InvalidGrantError("The customer is not assigned to that legal entity.")
+        return asked
+    if default in assigned:
+        return default
+    if len(assigned) == 1:
+        return next(iter(assigned))
+    return None
 
 
 class TokenEndpoint:
@@ -51,6 +70,7 @@ class TokenEndpoint:
             "password": self.password_grant,
             "refresh_token": self.refresh_token_grant,
             "client_credentials": self.client_credentials_grant,
+            "authorization_code": self.authorization_code_grant,
         }
 
     def handle(self, request: TokenRequest) -> dict:
@@ -70,107 +90,106 @@ class TokenEndpoint:
                 # A permission change committed between the grant's read and its write (see
                 # hotpath): nothing was written; again, on the changed data.
                 continue
-        raise TemporarilyUnavailable("The customer's permissions are changing. Retry shortly.")
+        raise _changing()
 
     # -- grants --------------------------------------------------------------------------
 
     def password_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
-        """RFC 6749 §4.3, first-party clients only; the session's ceiling is fixed here."""
+        """RFC 6749 §4.3, first-party clients only; the session's ceiling is fixed here.
+
+        RFC 9700 §2.4: "The resource owner password credentials grant MUST NOT be used." It
+        stays for first-party clients that have it enabled; new clients use the code flow."""
         if not client.first_party:
             raise UnauthorizedClientError("Only first-party clients may use the password grant.")
         username, password = request.require("username"), request.require("password")
         ceiling = self._narrow(split_scopes(client.scope), request.get("scope"))
         asked_entity = request.get("legal_entity_id")
-        on_record = False
-        if self.throttle is not None:
-            try:
-                on_record = self.throttle.check(username, request.remote_addr)
-            except TooManyAttempts:
-                audit.record(
-                    "login.throttled",
-                    actor_type="client",
-                    actor_id=client.client_id,
-                    target=username.strip().lower(),
-                    address=request.remote_addr,
-                )
-                db.session.commit()
-                raise
-
-        with hotpath.begin() as hot:
-            found = hot.find_login(username)
-        customer, (entities, grants) = found or (None, (None, None))
-        # Unknown email, wrong password, blocked customer: one answer, one argon2id verification.
-        valid = verify_password(customer.password_hash if customer else None, password)
-        if not valid or customer.status != "active":
-            if self.throttle is not None:
-                self.throttle.failed(username, request.remote_addr)
-            audit.record(
-                "login.failed",
-                actor_type="client",
-                actor_id=client.client_id,
-                customer_id=customer.id if customer else None,
-                reason="blocked" if valid else "credentials",
-            )
-            db.session.commit()
-            raise InvalidGrantError("Invalid username or password.")
-        if self.throttle is not None:
-            self.throttle.succeeded(username, request.remote_addr, on_record)
-        if PASSWORD_HASHER.check_needs_rehash(customer.password_hash):
-            storage.set_password_hash(customer.id, hash_password(password))
-
-        assigned = {e["id"] for e in entities}
-        if asked_entity is not None:
-            if asked_entity not in assigned:
-                raise InvalidGrantError("The customer is not assigned to that legal entity.")
-            entity = asked_entity
-        elif customer.default_legal_entity_id in assigned:
-            entity = customer.default_legal_entity_id
-        elif len(assigned) == 1:
-            entity = next(iter(assigned))
-        else:
-            entity = None
-
-        now = utcnow()
-        ttl = client.refresh_token_ttl or self.settings.refresh_absolute_ttl
-        session = {
-            "id": new_id("sid"),
-            "customer_id": customer.id,
-            "client_id": client.client_id,
-            "scope": join_scopes(ceiling),
-            "legal_entity_id": entity,
-            "auth_time": now,
-            "created_at": now,
-            "last_used_at": now,
-            "expires_at": now + timedelta(seconds=ttl),
-            "idle_expires_at": now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
-        }
-        refresh_token = new_token()
-        response = self._customer_response(
+        customer, (entities, grants) = login.check_credentials(
+            self.throttle, username, password, request.remote_addr, client.client_id
+        )
+        entity = choose_entity(asked_entity, customer.default_legal_entity_id, entities)
+        response, _ = self.begin_session(
             client,
-            session["id"],
             customer.id,
-            now,
-            session["expires_at"],
-            entity,
             entities,
             grants,
             ceiling,
-            refresh_token,
-            now,
-            session["idle_expires_at"],
+            entity,
+            utcnow(),
+            entitlements_version=customer.entitlements_version,
         )
-        login = audit.event(
-            "login.succeeded",
-            actor_type="customer",
-            actor_id=customer.id,
-            customer_id=customer.id,
-            target=session["id"],
-            client_id=client.client_id,
-            legal_entity_id=entity,
-        )
-        with hotpath.begin() as hot:
-            hot.start_session(
-                session, hash_token(refresh_token), login, customer.entitlements_version
+        return response
+
+    def authorization_code_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
+        """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): the session starts as a password
+        grant's does, so a later refresh with `legal_entity_id` switches company the same way.
+        """
+        code, verifier = request.require("code"), request.require("code_verifier")
+        redirect_uri = request.require("redirect_uri")
+        now = utcnow()
+        sid = new_id("sid")
+        found, consumed = codes.consume_code(code, sid, now)
+        if found is None:
+            raise InvalidGrantError("The authorization code is invalid.")
+        if not consumed:
+            # RFC 6749 §4.1.2: "If an authorization code is used more than once, the
+            # authorization server MUST deny the request and SHOULD revoke (when possible) all
+            # tokens previously issued based on that authorization code."
+            self._revoke_replayed(found)
+            raise InvalidGrantError("The authorization code was already used.")
+        # Consumed: kept consumed whatever follows (a failed exchange burns the code).
+        db.session.commit()
+        # "...ensure that the authorization code was issued to the authenticated confidential
+        # client, or if the client is public, ensure that the code was issued to "client_id""
+        if found.client_id != client.client_id:
+            raise InvalidGrantError("The authorization code is invalid.")
+        if now >= found.expires_at:
+            raise InvalidGrantError("The authorization code has expired.")
+        # "...ensure that the "redirect_uri" parameter is present ... and ... identical" (§4.1.3)
+        if redirect_uri != found.redirect_uri:
+            raise InvalidGrantError("'redirect_uri' does not match the authorization request.")
+        if not PKCE_VERIFIER.fullmatch(verifier) or not compare_digest(
+            create_s256_code_challenge(verifier), found.code_challenge
+        ):
+            raise InvalidGrantError("The code verifier does not match the code challenge.")
+        ceiling = split_scopes(found.scope)
+        # The code is spent (committed above): a permission change racing the session's write
+        # makes only the session's part run again, never the code's.
+        for _ in range(GRANT_ATTEMPTS):
+            customer = db.session.get(Customer, found.customer_id, populate_existing=True)
+            if customer is None or customer.status != "active":
+                raise InvalidGrantError("The customer is blocked.")
+            entities, grants = storage.entitlements(customer.id)
+            entity = choose_entity(
+                found.legal_entity_id, customer.default_legal_entity_id, entities
+            )
+            try:
+                response, access_token = self.begin_session(
+                    client,
+                    found.customer_id,
+                    entities,
+                    grants,
+                    ceiling,
+                    entity,
+                    found.auth_time,
+                    sid=sid,
+                    entitlements_version=customer.entitlements_version,
+                )
+                break
+            except hotpath.Superseded:
+                continue
+        else:
+            raise _changing()
+        if "openid" in ceiling:
+            response["id_token"] = self.id_token(
+                client,
+                found.customer_id,
+                sid,
+                found.auth_time,
+                entity,
+                ceiling,
+                nonce=found.nonce,
+                access_token=access_token,
             )
         return response
 
@@ -197,6 +216,7 @@ class TokenEndpoint:
             if asked_entity is not None:
                 # A refused switch changes nothing: the presented token stays valid.
                 if asked_entity not in assigned:
+                    metrics.switch_refused()
                     raise InvalidGrantError("The customer is not assigned to that legal entity.")
                 entity = asked_entity
             else:
@@ -246,6 +266,7 @@ class TokenEndpoint:
             finally:
                 self._kept(kept)
             if won:
+                metrics.entity_switched(found.legal_entity_id, entity)
                 return response
             # Lost the race to a concurrent refresh of the same token: read what it decided.
             loaded = hot.load_refresh(token_hash)
@@ -267,6 +288,112 @@ class TokenEndpoint:
         }
 
     # -- helpers -------------------------------------------------------------------------
+
+    def begin_session(
+        self,
+        client: ClientInfo,
+        customer_id: str,
+        entities: list[dict],
+        grants: list,
+        ceiling: frozenset[str],
+        entity: str | None,
+        auth_time: datetime,
+        *,
+        entitlements_version: int,
+        sid: str | None = None,
+    ) -> tuple[dict, str]:
+        """Start a refresh-token family (a login) and answer it: the token response and its
+        access token. Every grant that logs a customer in goes through here. Raises
+        hotpath.Superseded, writing nothing, if the customer's entitlements changed since
+        `entitlements_version` was read with them."""
+        now = utcnow()
+        ttl = client.refresh_token_ttl or self.settings.refresh_absolute_ttl
+        session = {
+            "id": sid or new_id("sid"),
+            "customer_id": customer_id,
+            "client_id": client.client_id,
+            "scope": join_scopes(ceiling),
+            "legal_entity_id": entity,
+            "auth_time": auth_time,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + timedelta(seconds=ttl),
+            "idle_expires_at": now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
+        }
+        refresh_token = new_token()
+        response = self._customer_response(
+            client,
+            session["id"],
+            customer_id,
+            auth_time,
+            session["expires_at"],
+            entity,
+            entities,
+            grants,
+            ceiling,
+            refresh_token,
+            now,
+            session["idle_expires_at"],
+        )
+        login_event = audit.event(
+            "login.succeeded",
+            actor_type="customer",
+            actor_id=customer_id,
+            customer_id=customer_id,
+            target=session["id"],
+            client_id=client.client_id,
+            legal_entity_id=entity,
+        )
+        with hotpath.begin() as hot:
+            hot.start_session(session, hash_token(refresh_token), login_event, entitlements_version)
+        return response, response["access_token"]
+
+    def id_token(
+        self,
+        client: ClientInfo,
+        customer_id: str,
+        sid: str,
+        auth_time: datetime,
+        entity: str | None,
+        ceiling: frozenset[str],
+        *,
+        nonce: str | None,
+        access_token: str,
+    ) -> str:
+        """OpenID Connect Core §2 / §3.1.3.6: an ID token for the client (typ JWT, so that it
+        is never taken for an access token)."""
+        now = int(time.time())
+        claims = {
+            "iss": self.settings.issuer,
+            "sub": customer_id,
+            "aud": client.client_id,
+            "exp": now + self.settings.access_token_ttl,
+            "iat": now,
+            "auth_time": int(auth_time.timestamp()),
+            "sid": sid,
+            "azp": client.client_id,
+            "at_hash": create_half_hash(access_token, self.keyring.current.alg).decode(),
+            "legal_entity_id": entity,
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+        claims |= profile_claims(customer_id, ceiling)
+        return self.keyring.current.encode_jwt(claims, typ="JWT")
+
+    def _revoke_replayed(self, found: codes.CodeRow) -> None:
+        """A replayed code: revoke the family issued from it (its access tokens deny-listed
+        at once), audited, committed before the error."""
+        session = db.session.get(Session, found.session_id) if found.session_id else None
+        if session is not None:
+            revoke_session(session, "authorization_code_replay", actor_type="system", actor_id=None)
+        audit.record(
+            "authorization_code.replayed",
+            actor_type="client",
+            actor_id=found.client_id,
+            customer_id=found.customer_id,
+            target=found.session_id,
+        )
+        db.session.commit()
 
     @staticmethod
     def _narrow(ceiling: frozenset[str], asked: str | None) -> frozenset[str]:
@@ -297,11 +424,13 @@ class TokenEndpoint:
             blob = self._grace_response(key, age)
             opened = grace.open_sealed(presented, blob) if blob else None
             if opened is not None and opened[0] == params:
+                metrics.grace_replayed(found.customer_id)
                 return opened[1]
             raise InvalidGrantError("The refresh token was already used.")
         if found.revoked_at is None:
             session = db.session.get(Session, found.session_id)
             revoke_session(session, "refresh_token_reuse", actor_type="system", actor_id=None)
+            metrics.reuse_detected(found.customer_id)
             audit.record(
                 "refresh_token.reuse_detected",
                 actor_type="client",
@@ -373,7 +502,9 @@ class TokenEndpoint:
             claims["auth_time"] = int(auth_time.timestamp())
             if legal_entity_id is not None:
                 claims["legal_entity_id"] = legal_entity_id
-        return self.keyring.current.encode_jwt(claims), ttl
+        token = self.keyring.current.encode_jwt(claims)
+        metrics.token_issued(subject if sid is not None else None, legal_entity_id)
+        return token, ttl
 
     def _customer_response(
         self,
@@ -406,3 +537,7 @@ class TokenEndpoint:
             "legal_entity_id": entity,
             "legal_entities": entities,
         }
+
+
+def _changing() -> TemporarilyUnavailable:
+    return TemporarilyUnavailable("The customer's permissions are changing. Retry shortly.")

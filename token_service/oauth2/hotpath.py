@@ -102,6 +102,7 @@ class Rotation(NamedTuple):
             "action": "session.switched",
             "customer_id": self.customer_id,
             "target": session_id,
+            "legal_entity_id": self.legal_entity_id,
             "details": self.details,
         }
 
@@ -215,6 +216,7 @@ class SqliteHotPath:
                 event["action"],
                 event["customer_id"],
                 event["target"],
+                event["legal_entity_id"],
                 json.dumps(event["details"]),
             ),
         )
@@ -323,8 +325,9 @@ _SQLITE_INSERT_TOKEN = """
     VALUES (?, ?, ?, ?)
 """
 _SQLITE_INSERT_AUDIT = """
-    INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO audit_events
+        (at, actor_type, actor_id, action, customer_id, target, legal_entity_id, details)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SQLITE_LOAD_REFRESH = f"SELECT {_REFRESH_COLUMNS} {_REFRESH_FROM} WHERE rt.token_hash = ?"
 _SQLITE_VERSION = "SELECT entitlements_version FROM customers WHERE id = ?"
@@ -430,9 +433,10 @@ _PG_START_SESSION = f"""
         INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
         SELECT %(token_hash)s, id, %(legal_entity_id)s, %(created_at)s FROM session
     ), audited AS (
-        INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
+        INSERT INTO audit_events
+            (at, actor_type, actor_id, action, customer_id, target, legal_entity_id, details)
         SELECT %(audit_at)s, %(audit_actor_type)s, %(audit_actor_id)s, %(audit_action)s,
-               %(audit_customer_id)s, id, %(audit_details)s::json
+               %(audit_customer_id)s, id, %(audit_legal_entity_id)s, %(audit_details)s::json
         FROM session
     )
     SELECT count(*) FROM session
@@ -459,9 +463,10 @@ _PG_ROTATE = f"""
                             idle_expires_at = %(idle_expires_at)s
         WHERE id IN (SELECT session_id FROM consumed)
     ), audited AS (
-        INSERT INTO audit_events (at, actor_type, actor_id, action, customer_id, target, details)
+        INSERT INTO audit_events
+            (at, actor_type, actor_id, action, customer_id, target, legal_entity_id, details)
         SELECT %(now)s, 'customer', %(customer_id)s, 'session.switched', %(customer_id)s,
-               session_id, %(details)s::json
+               session_id, %(legal_entity_id)s, %(details)s::json
         FROM consumed WHERE %(legal_entity_id)s::text IS DISTINCT FROM %(previous_entity)s::text
     )
     SELECT (SELECT count(*) FROM current), (SELECT count(*) FROM consumed)

@@ -11,6 +11,7 @@ from ..expiring import ExpiringMap
 from ..keys import KeyRing
 from ..models import utcnow
 from ..revocation import deny_access_token, is_denied, revoke_session
+from ..scopes import effective_scopes, split_scopes
 from ..security import hash_token
 from ..store import StoreUnavailable
 from . import hotpath, storage
@@ -47,6 +48,7 @@ class Introspection:
     def __init__(self, settings, keyring: KeyRing) -> None:
         self.settings = settings
         self.keyring = keyring
+        self.baseline = split_scopes(settings.baseline_scopes)
         # The database's view of a session, briefly: revocations show at once through the
         # deny-list, checked on every request; the database is the backstop for a store that
         # lost entries, and that backstop may lag by this long.
@@ -62,7 +64,7 @@ class Introspection:
             raise InsufficientScope("The client may not introspect tokens.")
         token = request.require("token")
         hint = request.get("token_type_hint")
-        order = [self._access, self._refresh]
+        order = [self._access, lambda token: self._refresh(token, client)]
         if hint == "refresh_token" or not _looks_like_jwt(token):
             order.reverse()
         for lookup in order:
@@ -70,6 +72,12 @@ class Introspection:
             if answer is not None:
                 return answer
         return dict(INACTIVE)
+
+    def live_access_token(self, token: str) -> dict | None:
+        """The active answer for a live access token of ours, else None: introspection's own
+        check, deny-list and session state included. Raises TemporarilyUnavailable."""
+        answer = self._access(token) if _looks_like_jwt(token) else None
+        return answer if answer is not None and answer["active"] else None
 
     def _access(self, token: str) -> dict | None:
         """Active claims of a live access token; {"active": false} if ours but not live;
@@ -130,36 +138,47 @@ class Introspection:
             return False
         return bool(state.assigned)
 
-    def _refresh(self, token: str) -> dict | None:
-        found = storage.load_refresh_token(hash_token(token))
+    def _refresh(self, token: str, client: ClientInfo) -> dict | None:
+        """A live refresh token, to the client that holds it only; its `scope` is what the
+        customer holds now in the session's entity, never the session's ceiling."""
+        token_hash = hash_token(token)
+        found = storage.load_refresh_token(token_hash)
         if found is None:
             return None
         refresh, session, customer = found
+        # Refresh tokens are "intended for use only with authorization servers and are never
+        # sent to resource servers" (RFC 6749 §1.5), and "the authorization server MAY respond
+        # differently to different protected resources making the same request" (RFC 7662
+        # §4): a resource server presenting one gets what an unknown token gets.
+        if session.client_id != client.client_id:
+            return dict(INACTIVE)
         now = utcnow()
         expires = min(session.expires_at, session.idle_expires_at)
-        live = (
-            refresh.consumed_at is None
-            and session.revoked_at is None
-            and customer.status == "active"
-            and now < expires
-            and (
-                session.legal_entity_id is None
-                or storage.is_assigned(customer.id, session.legal_entity_id)
-            )
-        )
-        if not live:
+        if (
+            refresh.consumed_at is not None
+            or session.revoked_at is not None
+            or customer.status != "active"
+            or now >= expires
+        ):
+            return dict(INACTIVE)
+        entities, grants = storage.entitlements(customer.id)
+        entity = session.legal_entity_id
+        if entity is not None and entity not in {e["id"] for e in entities}:
             return dict(INACTIVE)
         return {
             "active": True,
             "token_type": "refresh_token",
-            "scope": session.scope,
+            # The same function as the next refresh: what its access token would carry.
+            "scope": effective_scopes(grants, entity, split_scopes(session.scope), self.baseline),
             "client_id": session.client_id,
             "sub": customer.id,
             "exp": int(expires.timestamp()),
             "iat": int(refresh.created_at.timestamp()),
             "iss": self.settings.issuer,
+            "aud": self.settings.issuer,  # its one audience: this server's token endpoint
+            "jti": token_hash[:32],  # names it without revealing it: its hash, as stored
             "sid": session.id,
-            "legal_entity_id": session.legal_entity_id,
+            "legal_entity_id": entity,
         }
 
     # -- RFC 7009 -----------------------------------------------------------------------

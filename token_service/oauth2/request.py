@@ -22,6 +22,8 @@ MAX_PARAM_LENGTH = {
     "token": 4096,
 }
 DEFAULT_MAX_LENGTH = 4096
+# No grant needs more than a handful; a bound keeps a body of 8 kB from being 4,000 parameters.
+MAX_PARAMS = 32
 _SAFE_NAME = re.compile(r"[a-z_]{1,32}")
 
 
@@ -60,9 +62,16 @@ def parse_form(content_type: str | None, body: bytes, max_bytes: int) -> dict[st
         raise InvalidRequestError(f"The request body exceeds {max_bytes} bytes.")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=32, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request body is not valid UTF-8.") from None
+    # Counted as parse_qsl splits (empty pieces skipped): its own limit would raise the same
+    # ValueError as bad percent-encoding, and the client deserves to know which it was.
+    if sum(1 for piece in text.split("&") if piece) > MAX_PARAMS:
+        raise InvalidRequestError(f"The request has more than {MAX_PARAMS} parameters.")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise InvalidRequestError("The request body is not valid UTF-8 form data.") from None
+        raise InvalidRequestError("A parameter is not valid percent-encoded UTF-8.") from None
     params: dict[str, str] = {}
     for name, value in pairs:
         # "Request and response parameters MUST NOT be included more than once." (§3.2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, literal, select, union_all, update
+from sqlalchemy import bindparam, event, literal, select, union_all, update
 
 from ..expiring import ExpiringMap
 from ..extensions import db
@@ -42,6 +42,8 @@ class ClientInfo:
     audience: str | None
     access_token_ttl: int | None
     refresh_token_ttl: int | None
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
 
     @property
     def is_public(self) -> bool:
@@ -51,12 +53,15 @@ class ClientInfo:
 # Unknown ids count too (a scanner's guesses are answered from memory), within the bound.
 _clients = ExpiringMap(maxsize=10_000, ttl=CLIENT_CACHE_SECONDS)
 _MISSING = object()
+# Bumped by every forget: a row read by another thread before the change is not kept after it.
+_forgotten = [0]
 
 
 def load_client(client_id: str) -> ClientInfo | None:
     cached = _clients.get(client_id, _MISSING)
     if cached is not _MISSING:
         return cached
+    generation = _forgotten[0]
     row = db.session.get(Client, client_id)
     info = None
     if row is not None:
@@ -69,13 +74,24 @@ def load_client(client_id: str) -> ClientInfo | None:
             row.audience,
             row.access_token_ttl,
             row.refresh_token_ttl,
+            tuple(row.redirect_uris or ()),
+            tuple(row.post_logout_redirect_uris or ()),
         )
     _clients.put(client_id, info)
+    if _forgotten[0] != generation:  # a change raced this read: keep nothing from it
+        _clients.pop(client_id)
     return info
 
 
 def forget_client(client_id: str | None = None) -> None:
-    """Drop a client (or all) from this worker's cache, after changing it."""
+    """Drop a client (or all) from this worker's cache, after changing it: now, and again
+    when the change commits, since another thread may read the old row in between."""
+    _drop_client(client_id)
+    event.listen(db.session(), "after_commit", lambda _: _drop_client(client_id), once=True)
+
+
+def _drop_client(client_id: str | None) -> None:
+    _forgotten[0] += 1
     if client_id is None:
         _clients.clear()
     else:
@@ -134,7 +150,3 @@ def load_refresh_token(token_hash: str) -> tuple[RefreshToken, Session, Customer
         .where(RefreshToken.token_hash == token_hash)
     ).first()
     return tuple(row) if row else None
-
-
-def is_assigned(customer_id: str, legal_entity_id: str) -> bool:
-    return db.session.get(Assignment, (customer_id, legal_entity_id)) is not None

@@ -20,9 +20,16 @@ CLIENT_ID = "<client_id>"
 INT32 = 2**31 - 1
 GRANT_TYPES = Arr(
     Str(enum=directory.GRANT_TYPES),
-    max_items=3,
+    max_items=4,
     min_items=1,
-    description="password needs first_party; client_credentials needs a confidential client.",
+    description="password needs first_party; client_credentials needs a confidential client; "
+    "authorization_code needs redirect_uris.",
+)
+REDIRECT_URIS = Arr(
+    Str(max_length=2000),
+    max_items=20,
+    description="RFC 7591 §2: exact URIs (https, or http on localhost); nothing else is "
+    "redirected to.",
 )
 SCOPE = Str(max_length=4096, description="The scope ceiling, space-separated catalogue scopes.")
 ACCESS_TTL = Int(
@@ -45,10 +52,14 @@ CREATE = Obj(
         "confidential": Prop(Bool(description="Has a secret (default true).")),
         "grant_types": Prop(GRANT_TYPES, required=True),
         "scope": Prop(SCOPE),
-        "first_party": Prop(Bool(description="May use the password grant (default false).")),
+        "first_party": Prop(
+            Bool(description="May use the password grant and skips consent (default false).")
+        ),
         "audience": Prop(Str(pattern=TEXT_PATTERN, nullable=True)),
         "access_token_ttl": Prop(ACCESS_TTL),
         "refresh_token_ttl": Prop(REFRESH_TTL),
+        "redirect_uris": Prop(REDIRECT_URIS),
+        "post_logout_redirect_uris": Prop(REDIRECT_URIS),
     }
 )
 UPDATE = Obj(
@@ -60,6 +71,8 @@ UPDATE = Obj(
         "audience": Prop(Str(pattern=TEXT_PATTERN, nullable=True)),
         "access_token_ttl": Prop(ACCESS_TTL),
         "refresh_token_ttl": Prop(REFRESH_TTL),
+        "redirect_uris": Prop(REDIRECT_URIS),
+        "post_logout_redirect_uris": Prop(REDIRECT_URIS),
     }
 )
 
@@ -105,6 +118,8 @@ def create_client():
         scope=body.get("scope", ""),
         first_party=body.get("first_party", False),
         audience=body.get("audience"),
+        redirect_uris=body.get("redirect_uris", []),
+        post_logout_redirect_uris=body.get("post_logout_redirect_uris", []),
     )
     directory.set_client_lifetimes(client, body, **_limits())
     _record("client.created", client.client_id, grant_types=client.grant_types.split())

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import request
-from sqlalchemy import TypeDecorator, and_, or_
+from sqlalchemy import BigInteger, TypeDecorator, and_, or_
 
 from ...extensions import db
 from .errors import ApiError
@@ -121,6 +121,12 @@ def _python_type(column) -> type:
     return kind.python_type
 
 
+def _int_bound(column) -> int:
+    """Integers a column can hold: a cursor value beyond them is no row's key (and would
+    overflow the driver: OverflowError on SQLite, out of range on PostgreSQL)."""
+    return 2**63 if isinstance(column.type, BigInteger) else 2**31
+
+
 def _decode(cursor: str, keys) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -135,6 +141,8 @@ def _decode(cursor: str, keys) -> list[Any]:
                     raise ValueError
             elif _python_type(column) is int:
                 if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError
+                if not -_int_bound(column) <= value < _int_bound(column):
                     raise ValueError
             elif not isinstance(value, str) or clean_text(value):
                 raise ValueError

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, make_response, request
 
 from ...extensions import db
 from . import errors
@@ -24,7 +24,19 @@ from .schema import Obj, clean_text
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 errors.register(bp)
 
+
+@bp.after_app_request
+def _no_store(response: Response) -> Response:
+    """Every answer under /admin (lists, resources, errors, unknown routes) holds directory
+    data or says who may see it: no cache may keep it (RFC 9111 §5.2.2.5)."""
+    if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 MAX_ID_LENGTH = 128
+#: Set on a write's answer when a deny-list entry could not be written yet (store down).
+DENY_LIST_HEADER = "Deny-List"
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,13 @@ def operation(
                 db.session.commit()
             else:
                 db.session.rollback()
+            if g.get("deny_list_queued"):
+                # Committed, but the store refused a deny-list entry: it is queued and written
+                # when the store answers (revocation.Outbox); introspection refuses the tokens
+                # meanwhile through the database.
+                response = make_response(result)
+                response.headers[DENY_LIST_HEADER] = "queued"
+                return response
             return result
 
         bp.add_url_rule(rule, view.__name__, wrapper, methods=[method])

@@ -1,0 +1,441 @@
+"""Company self-service: what a customer may do to their own company's members and groups.
+
+Every function acts for an `Actor`, a customer acting for one legal entity E (their access
+token's `legal_entity_id`), and holds these rules, whichever surface calls it (the
+/self-service API today, an Emporix-compatible IAM layer later):
+
+- confinement: nothing outside E, ever. Groups are E's own (never a parent's, a subsidiary's
+  or a tenant-wide one) and the customers touched are E's members (an invitation's target
+  excepted). Anything else is "not found", so that nothing about a neighbour leaks;
+- no escalation: an actor changes memberships only (never a group's scopes nor the catalogue),
+  and adds a member (themself included) to, or takes one out of, only a group whose scopes are
+  all among the actor's own effective scopes in E;
+- the last active ADMIN of E stays (409): no company locks itself out;
+- the effect on others is the admin API's: the same directory and lifecycle functions, so
+  scopes change at the member's next refresh and their live access tokens are deny-listed.
+
+Functions add to the caller's transaction and never commit. Each change records its audit
+event with the customer as actor and E as the event's legal entity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from . import audit, directory, lifecycle, notifications
+from .directory import DirectoryError
+from .extensions import db
+from .models import (
+    Assignment,
+    AuditEvent,
+    Customer,
+    CustomerGroup,
+    GroupMember,
+    GroupScope,
+    Invitation,
+    LegalEntity,
+    new_id,
+    utcnow,
+)
+from .oauth2 import storage
+from .scopes import effective_scopes, split_scopes
+from .security import hash_password, hash_token, new_token
+from .store import StoreUnavailable
+
+READ_OWN = "customer.customer_read_own"
+MANAGE_OWN = "customer.customer_manage_own"
+ASSIGN_OWN = "iam.assignment_create_own"
+UNASSIGN_OWN = "iam.assignment_delete_own"
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 1024
+
+
+class Forbidden(DirectoryError):
+    """The actor may not do this (403): a scope is missing, or the change would escalate."""
+
+    def __init__(self, message: str, scope: str | None = None) -> None:
+        super().__init__(message, status=403)
+        self.scope = scope
+
+
+class RateLimited(DirectoryError):
+    """Too many invitations from one inviter (429); `retry_after` in seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("Too many invitations: retry later.", status=429)
+        self.retry_after = max(1, retry_after)
+
+
+class Unavailable(DirectoryError):
+    """The store that counts invitations is down (503)."""
+
+    def __init__(self) -> None:
+        super().__init__("The rate limiter is unavailable. Retry shortly.", status=503)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A customer acting for legal entity `legal_entity_id` with a token holding `scopes`,
+    in a session whose ceiling is `ceiling`."""
+
+    customer_id: str
+    legal_entity_id: str
+    scopes: frozenset[str]
+    ceiling: frozenset[str]
+
+    @property
+    def audit_actor(self) -> tuple[str, str]:
+        """(actor_type, actor_id) for audit events and lifecycle functions."""
+        return ("customer", self.customer_id)
+
+
+@dataclass(frozen=True)
+class InvitationResult:
+    """What an invitation did: `created` False when it repeated an earlier one unchanged."""
+
+    invitation: Invitation
+    customer: Customer
+    created: bool
+
+
+# -- who the actor is, now --------------------------------------------------------------------
+
+
+def held_scopes(actor: Actor) -> frozenset[str]:
+    """The actor's own scopes in E now: the token's, narrowed to what the token endpoint's own
+    function gives the actor's session today (a removed membership counts at once)."""
+    _, grants = storage.entitlements(actor.customer_id)
+    baseline = split_scopes(current_app.config["SETTINGS"].baseline_scopes)
+    current = split_scopes(effective_scopes(grants, actor.legal_entity_id, actor.ceiling, baseline))
+    return actor.scopes & current
+
+
+def _authorize(actor: Actor, scope: str) -> frozenset[str]:
+    """The actor is active, still a member of E, and holds `scope` there; returns their scopes."""
+    customer = db.session.get(Customer, actor.customer_id)
+    if customer is None or customer.status != "active":
+        raise Forbidden("The customer is not active.")
+    if db.session.get(Assignment, (actor.customer_id, actor.legal_entity_id)) is None:
+        raise Forbidden("The customer is no longer assigned to the token's legal entity.")
+    held = held_scopes(actor)
+    if scope not in held:
+        raise Forbidden(f"The access token lacks the {scope} scope.", scope)
+    return held
+
+
+def _group_of_entity(actor: Actor, group_id: str, *, lock: bool = False) -> CustomerGroup:
+    group = db.session.get(CustomerGroup, group_id, with_for_update=lock)
+    # Another entity's group, or a tenant-wide one, is not there for this actor.
+    if group is None or group.legal_entity_id != actor.legal_entity_id:
+        raise DirectoryError("group not found", status=404)
+    return group
+
+
+def _member(actor: Actor, customer_id: str) -> Assignment:
+    assignment = db.session.get(Assignment, (customer_id, actor.legal_entity_id))
+    if assignment is None:
+        raise DirectoryError("member not found", status=404)
+    return assignment
+
+
+def _scopes_of(group_id: str) -> frozenset[str]:
+    return frozenset(
+        db.session.scalars(select(GroupScope.scope).where(GroupScope.group_id == group_id))
+    )
+
+
+def _within(held: frozenset[str], group: CustomerGroup) -> None:
+    """No escalation: the group's scopes are all the actor's own."""
+    beyond = _scopes_of(group.id) - held
+    if beyond:
+        raise Forbidden(
+            "The group holds scopes the actor does not hold: " + " ".join(sorted(beyond))
+        )
+
+
+def _keep_last_admin(actor: Actor, customer_id: str) -> None:
+    """409 if `customer_id` is the only active member of E's ADMIN group."""
+    admin = db.session.scalars(
+        select(CustomerGroup)
+        .where(
+            CustomerGroup.legal_entity_id == actor.legal_entity_id,
+            CustomerGroup.code == "ADMIN",
+            CustomerGroup.predefined.is_(True),
+        )
+        .with_for_update()  # two admins removing each other: one waits, then counts one
+    ).first()
+    if admin is None or db.session.get(GroupMember, (admin.id, customer_id)) is None:
+        return
+    others = db.session.scalar(
+        select(func.count())
+        .select_from(GroupMember)
+        .join(Customer, Customer.id == GroupMember.customer_id)
+        .where(
+            GroupMember.group_id == admin.id,
+            GroupMember.customer_id != customer_id,
+            Customer.status == "active",
+        )
+    )
+    if not others:
+        raise DirectoryError("the last admin of the legal entity cannot be removed", status=409)
+
+
+def _record(actor: Actor, action: str, **fields) -> None:
+    kind, who = actor.audit_actor
+    audit.record(
+        action, actor_type=kind, actor_id=who, legal_entity_id=actor.legal_entity_id, **fields
+    )
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+def members(actor: Actor) -> list[dict]:
+    """E's members: id, email, status, assignment type and their groups in E, by email."""
+    _authorize(actor, READ_OWN)
+    entity = actor.legal_entity_id
+    groups: dict[str, list[str]] = {}
+    for customer_id, group_id in db.session.execute(
+        select(GroupMember.customer_id, GroupMember.group_id)
+        .where(GroupMember.legal_entity_id == entity)
+        .order_by(GroupMember.group_id)
+    ):
+        groups.setdefault(customer_id, []).append(group_id)
+    rows = db.session.execute(
+        select(Customer, Assignment.type)
+        .join(Assignment, Assignment.customer_id == Customer.id)
+        .where(Assignment.legal_entity_id == entity)
+        .order_by(Customer.email)
+    )
+    return [
+        {
+            "id": customer.id,
+            "email": customer.email,
+            "name": None,
+            "status": customer.status,
+            "assignment_type": type_,
+            "groups": groups.get(customer.id, []),
+        }
+        for customer, type_ in rows
+    ]
+
+
+def groups(actor: Actor) -> list[tuple[CustomerGroup, list[str]]]:
+    """E's own groups (no tenant-wide ones) with their scopes, by id."""
+    _authorize(actor, READ_OWN)
+    rows = db.session.scalars(
+        select(CustomerGroup)
+        .where(CustomerGroup.legal_entity_id == actor.legal_entity_id)
+        .order_by(CustomerGroup.id)
+    )
+    return [(group, sorted(_scopes_of(group.id))) for group in rows]
+
+
+def audit_events_query(actor: Actor):
+    """A query of E's audit events (and only E's), for the caller to page through."""
+    _authorize(actor, READ_OWN)
+    return select(AuditEvent).where(AuditEvent.legal_entity_id == actor.legal_entity_id)
+
+
+# -- group membership -------------------------------------------------------------------------
+
+
+def add_to_group(actor: Actor, group_id: str, customer_id: str) -> tuple[GroupMember, bool]:
+    """Add one of E's members to one of E's groups, within the actor's own scopes; returns the
+    membership and whether it is new (adding again changes nothing)."""
+    held = _authorize(actor, ASSIGN_OWN)
+    group = _group_of_entity(actor, group_id)
+    _member(actor, customer_id)
+    _within(held, group)
+    existing = db.session.get(GroupMember, (group.id, customer_id))
+    if existing is not None:
+        return existing, False
+    member = directory.add_member(group.id, customer_id)
+    _record(actor, "group.member_added", customer_id=customer_id, target=group.id)
+    return member, True
+
+
+def remove_from_group(actor: Actor, group_id: str, customer_id: str) -> None:
+    """Take one of E's members out of one of E's groups; never the last ADMIN."""
+    held = _authorize(actor, UNASSIGN_OWN)
+    group = _group_of_entity(actor, group_id)
+    _member(actor, customer_id)
+    _within(held, group)
+    if group.code == "ADMIN" and group.predefined:
+        _keep_last_admin(actor, customer_id)
+    lifecycle.remove_membership(group.id, customer_id, actor=actor.audit_actor)
+
+
+def unassign(actor: Actor, customer_id: str) -> None:
+    """Unassign a member from E (and so from all of E's groups); never the last ADMIN."""
+    held = _authorize(actor, UNASSIGN_OWN)
+    _member(actor, customer_id)
+    for group_id in db.session.scalars(
+        select(GroupMember.group_id).where(
+            GroupMember.customer_id == customer_id,
+            GroupMember.legal_entity_id == actor.legal_entity_id,
+        )
+    ).all():
+        _within(held, db.session.get(CustomerGroup, group_id))
+    _keep_last_admin(actor, customer_id)
+    lifecycle.remove_assignment(customer_id, actor.legal_entity_id, actor=actor.audit_actor)
+
+
+# -- invitations ------------------------------------------------------------------------------
+
+
+def _normalized_email(email: str) -> str:
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
+        raise DirectoryError("a valid email is required", field="email")
+    return email
+
+
+def _count_invitation(actor: Actor) -> None:
+    settings = current_app.config["SETTINGS"]
+    store = current_app.extensions["token_store"]
+    key = f"invitations:{actor.customer_id}"
+    try:
+        if store.incr(key, 3600) > settings.invitation_rate_limit:
+            raise RateLimited(store.ttl(key))
+    except StoreUnavailable:
+        raise Unavailable() from None
+
+
+def invitation_status(invitation: Invitation, customer: Customer, now: datetime) -> str:
+    """`accepted` (or the customer activated otherwise), `expired` or `pending`."""
+    if invitation.accepted_at is not None or customer.status != "invited":
+        return "accepted"
+    return "expired" if invitation.expires_at <= now else "pending"
+
+
+def invite(actor: Actor, email: str) -> InvitationResult:
+    """Invite an email address into E. An existing customer is assigned at once (and joins
+    E's CONTACT group); a new address becomes an `invited` customer with a single-use,
+    expiring activation link, sent through the outbox. Repeating an invitation that still
+    stands changes nothing; one whose link expired gets a new link."""
+    _authorize(actor, MANAGE_OWN)
+    email = _normalized_email(email)
+    _count_invitation(actor)
+    settings = current_app.config["SETTINGS"]
+    now = utcnow()
+    entity = db.session.get(LegalEntity, actor.legal_entity_id)
+    invitation = db.session.scalars(
+        select(Invitation)
+        .where(Invitation.legal_entity_id == entity.id, Invitation.email == email)
+        .with_for_update()
+    ).first()
+    customer = db.session.scalars(
+        select(Customer).where(Customer.email == email).with_for_update()
+    ).first()
+    assigned = (
+        customer is not None and db.session.get(Assignment, (customer.id, entity.id)) is not None
+    )
+    if (
+        invitation is not None
+        and customer is not None
+        and assigned
+        and invitation.customer_id == customer.id
+        and invitation_status(invitation, customer, now) != "expired"
+    ):
+        return InvitationResult(invitation, customer, created=False)
+    if assigned and customer.status != "invited" and invitation is None:
+        # A member already: nothing to assign, activate or announce; the record says so.
+        invitation = Invitation(
+            id=new_id("inv"),
+            legal_entity_id=entity.id,
+            email=email,
+            customer_id=customer.id,
+            invited_by=actor.customer_id,
+            expires_at=now,
+            accepted_at=now,
+        )
+        db.session.add(invitation)
+        db.session.flush()
+        return InvitationResult(invitation, customer, created=False)
+    if customer is None:
+        customer = directory.create_customer(email, None)
+        customer.status = "invited"
+        _record(actor, "customer.invited", customer_id=customer.id, target=entity.id)
+    if not assigned:
+        directory.assign(customer.id, entity.id)
+        _record(actor, "assignment.created", customer_id=customer.id, target=entity.id)
+    if invitation is None:
+        invitation = Invitation(id=new_id("inv"), legal_entity_id=entity.id, email=email)
+        db.session.add(invitation)
+    invitation.customer_id = customer.id
+    invitation.invited_by = actor.customer_id
+    invitation.created_at = now
+    invitation.expires_at = now + timedelta(seconds=settings.invitation_ttl)
+    inviter = db.session.get(Customer, actor.customer_id).email
+    if customer.status == "invited":
+        token = new_token()
+        invitation.token_hash = hash_token(token)
+        invitation.accepted_at = None
+        link = f"{settings.activation_url}?token={token}"
+        notifications.enqueue(
+            "invitation",
+            email,
+            f"You are invited to {entity.name}",
+            f"{inviter} invited you to {entity.name}.\n\n"
+            f"Set your password to activate your account (the link works once, until "
+            f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC):\n{link}\n",
+        )
+    else:
+        # An existing account: nothing to activate, the assignment is the invitation.
+        invitation.token_hash = None
+        invitation.accepted_at = now
+        notifications.enqueue(
+            "assignment",
+            email,
+            f"You were added to {entity.name}",
+            f"{inviter} added you to {entity.name}. Log in as usual and switch to it.\n",
+        )
+    db.session.flush()
+    _record(actor, "invitation.created", customer_id=customer.id, target=invitation.id)
+    return InvitationResult(invitation, customer, created=True)
+
+
+def accept_invitation(token: str, password: str) -> Customer:
+    """Set the password of an invited customer with their activation token and make them
+    active. The token works once, until it expires, while the customer is still invited and
+    still assigned to the inviting entity; otherwise 404, whichever the reason."""
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise DirectoryError(
+            f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+            field="password",
+        )
+    invitation = db.session.scalars(
+        select(Invitation).where(Invitation.token_hash == hash_token(token)).with_for_update()
+    ).first()
+    gone = DirectoryError("invitation not found, used or expired", status=404, field="token")
+    if (
+        invitation is None
+        or invitation.accepted_at is not None
+        or invitation.expires_at <= utcnow()
+    ):
+        raise gone
+    customer = db.session.get(Customer, invitation.customer_id, with_for_update=True)
+    assigned = db.session.get(Assignment, (customer.id, invitation.legal_entity_id))
+    if customer.status != "invited" or assigned is None:
+        raise gone
+    customer.password_hash = hash_password(password)
+    customer.status = "active"
+    customer.version += 1
+    invitation.accepted_at = utcnow()
+    invitation.token_hash = None  # single use: the hash is gone with the first use
+    audit.record(
+        "invitation.accepted",
+        actor_type="customer",
+        actor_id=customer.id,
+        customer_id=customer.id,
+        target=invitation.id,
+        legal_entity_id=invitation.legal_entity_id,
+    )
+    db.session.flush()
+    return customer
