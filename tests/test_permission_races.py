@@ -261,6 +261,7 @@ def test_writes_refuse_an_outdated_entitlements_version(app):
     }
     event = {"at": now, "actor_type": "customer", "actor_id": customer, "action": "login.succeeded"}
     event |= {"customer_id": customer, "target": "sid_outdated", "details": {}}
+    event["legal_entity_id"] = None
     with app.app_context():
         with hotpath.begin() as hot:
             with pytest.raises(hotpath.Superseded):

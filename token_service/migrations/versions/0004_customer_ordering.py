@@ -14,12 +14,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("customers", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("entitlements_version", sa.BigInteger(), server_default="0", nullable=False)
-        )
+    op.add_column(
+        "customers",
+        sa.Column("entitlements_version", sa.BigInteger(), server_default="0", nullable=False),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("customers", schema=None) as batch_op:
-        batch_op.drop_column("entitlements_version")
+    # A plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), never a batch rebuild: on SQLite a
+    # rebuild drops the customers table, and the foreign keys' ON DELETE CASCADE would empty
+    # every table that refers to it.
+    op.execute("ALTER TABLE customers DROP COLUMN entitlements_version")
