@@ -182,8 +182,9 @@ class KeyRing:
         return self._jwks_json
 
     def decode(self, token: str) -> dict | None:
-        """Claims of a JWT signed by one of our keys, else None. Checks the signature and
-        `typ` only: the caller checks expiry and revocation."""
+        """Claims of an access token signed by one of our keys, else None. Checks the header,
+        the signature and the claims' types (`jose.well_formed`), not their values: the caller
+        checks issuer, expiry and revocation."""
         self._maybe_reload()
         claims = self._verified.get(token)
         if claims is not None:
@@ -197,8 +198,9 @@ class KeyRing:
             claims = jose.verified_claims(signed, key.key, key.registry)
         except jose.UNTRUSTED_INPUT_ERRORS:
             return None
-        if type(claims.get("exp")) is int:
-            self._verified.put(token, dict(claims), expires_at=claims["exp"])
+        if not jose.well_formed(claims):
+            return None
+        self._verified.put(token, dict(claims), expires_at=claims["exp"])
         return claims
 
     def all_keys(self) -> list[SigningKey]:

@@ -105,3 +105,25 @@ def verified_claims(signed: jws.CompactSignature, key: Key, registry: JWSRegistr
     if not isinstance(claims, dict):
         raise DecodeError("the payload is not an object")
     return claims
+
+
+_MAX_TIME = 2**53
+
+
+def well_formed(claims: dict) -> bool:
+    """The claims each of our access tokens carries, with the types we give them (RFC 9068
+    §2.2): integer times that JSON carries exactly (below 2**53, RFC 7493 §2.2), string
+    identifiers, `aud` a string or a list of them. Only our keys sign, but what reads a token
+    must never depend on that."""
+    get = claims.get
+    exp, iat, aud = get("exp"), get("iat"), get("aud")
+    return (
+        type(exp) is int
+        and type(iat) is int
+        and 0 <= iat < _MAX_TIME
+        and 0 <= exp < _MAX_TIME
+        and all(type(get(name)) is str for name in ("iss", "sub", "jti", "client_id"))
+        and type(get("scope", "")) is str
+        and all(type(get(name, "")) is str for name in ("sid", "legal_entity_id"))
+        and (type(aud) is str or (type(aud) is list and all(type(a) is str for a in aud)))
+    )

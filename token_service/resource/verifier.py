@@ -206,7 +206,7 @@ class Verifier:
             # joserfc's rule: expired once `exp <= now - leeway`.
             self._verified.put(token, verified, expires_at=verified.exp + self.leeway)
         if self.revocation is not None:
-            self.revocation.check(verified, int(verified.claims["iat"]))
+            self.revocation.check(verified, verified.claims["iat"])
         return verified._replace(claims=dict(verified.claims))
 
     def _verified_claims(self, token: str) -> dict:
@@ -233,19 +233,18 @@ class Verifier:
         return claims
 
     def _access_token(self, claims: dict) -> AccessToken:
+        # Exact types: a number or a list where a string belongs is a malformed token.
+        if not jose.well_formed(claims):
+            raise InvalidToken("claims")
         get = claims.get
         sub, client_id, jti, scope = get("sub"), get("client_id"), get("jti"), get("scope", "")
-        entity, sid = get("legal_entity_id"), get("sid")
-        # Exact types: a number or a list where a string belongs is a malformed token.
-        if (
-            type(sub) is not str
-            or type(client_id) is not str
-            or type(jti) is not str
-            or type(scope) is not str
-            or (entity is not None and type(entity) is not str)
-            or (sid is not None and type(sid) is not str)
-        ):
-            raise InvalidToken("claims")
         return AccessToken(
-            sub, client_id, frozenset(scope.split()), entity, sid, jti, int(get("exp")), claims
+            sub,
+            client_id,
+            frozenset(scope.split()),
+            get("legal_entity_id"),
+            get("sid"),
+            jti,
+            get("exp"),
+            claims,
         )
