@@ -191,13 +191,15 @@ MALFORMED_HEADERS = {
     "kid traversal": {"alg": "RS256", "typ": "at+jwt", "kid": "../../../../etc/passwd"},
 }
 NOT_OBJECTS = ['"alg"', '["alg"]', "null", "1", "1e999", "true", '{"alg":"RS256"', "\ufeff{}"]
+#: RFC 7515 §4: duplicate names are refused or the last one wins; here the last one is `none`.
+DUPLICATE = '{"alg":"RS256","typ":"at+jwt","kid":"a","alg":"none"}'
 
 
 def test_malformed_headers_are_invalid_tokens_for_the_kit(app, surfaces):
     key = app.extensions["keyring"].current
     claims = json.dumps({"iss": ISSUER, "aud": "commerce-api", "exp": 9_999_999_999}).encode()
     headers = {name: json.dumps(h).encode() for name, h in MALFORMED_HEADERS.items()}
-    headers |= {f"header {h}": h.encode() for h in NOT_OBJECTS}
+    headers |= {f"header {h}": h.encode() for h in [*NOT_OBJECTS, DUPLICATE]}
     for name, header in headers.items():
         for kid in ("a", key.kid):  # an unknown kid, and ours: every check is reached
             header = header.replace(b'"a"', json.dumps(kid).encode())

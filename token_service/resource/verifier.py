@@ -1,5 +1,6 @@
-"""Offline verification of RFC 9068 access tokens: signature from a cached JWKS, `typ`, an
-algorithm allow-list, `iss`, `aud`, `exp`/`nbf` with a small leeway."""
+"""Offline verification of RFC 9068 access tokens with joserfc: signature from a cached JWKS,
+`typ`, an algorithm allow-list, `iss`, `aud`, `exp`/`nbf`/`iat` with a small leeway, and the
+claims' types. Whatever a token holds, the only exception is InvalidToken."""
 
 from __future__ import annotations
 
