@@ -5,16 +5,22 @@ kit's `Verifier.verify`, likewise. Prints one JSON line per algorithm: microseco
 the best of many short batches (on a shared machine the best batch is the one least disturbed),
 and the raw `cryptography` sign and verify the library calls wrap.
 
-The interfaces are stable, so the same script measures another checkout of the code:
+The interfaces are stable, so the same script measures another checkout of the code, in the
+same process, batch by batch in turn with this one (a shared machine's load then falls on both
+alike), and prints each figure for both and their ratio:
 
     .venv/bin/python bench/jose.py [batches, default 30]
-    PYTHONPATH=/tmp/other-checkout .venv/bin/python bench/jose.py
+    git worktree add --detach /tmp/before main
+    .venv/bin/python bench/jose.py --against /tmp/before
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import importlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -24,8 +30,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
-from token_service.keys import KeyRing
-from token_service.resource import JWKSCache, Verifier
+import token_service.keys as keys_module
+import token_service.resource as resource_module
 
 ISSUER = "http://issuer.test"
 
@@ -70,23 +76,24 @@ def raw(key, alg: str, signing_input: bytes, signature: bytes):
     return lambda: private.sign(signing_input), lambda: public.verify(signature, signing_input)
 
 
-def measure(alg: str, batches: int) -> dict:
-    ring = KeyRing(Path(tempfile.mkdtemp()), 3600)
-    ring.generate(alg)
+def operations(keys, resource, keys_dir: Path, alg: str) -> dict:
+    """The measured calls of one version of the code (its `keys` and `resource` modules)."""
+    ring = keys.KeyRing(keys_dir, 3600)
     key = ring.current
+    assert key.alg == alg
     token_claims = claims("j" * 22)
     token = key.encode_jwt(token_claims)
     head, payload, signature = token.split(".")
     raw_sign, raw_verify = raw(
         key, alg, f"{head}.{payload}".encode(), base64.urlsafe_b64decode(signature + "==")
     )
-    verifier = Verifier(ISSUER, "commerce-api", JWKSCache(jwks=json.loads(ring.jwks_json())))
+    jwks = json.loads(ring.jwks_json())
+    verifier = resource.Verifier(ISSUER, "commerce-api", resource.JWKSCache(jwks=jwks))
     # Forgetting what was verified (implementation details, cheap to reset) makes a call a
     # first sight. Older code had no such cache in the verifier: every call verified.
     forget_decoded = ring._verified.clear
     forget_verified = getattr(verifier, "_verified", None)
     forget_verified = forget_verified.clear if forget_verified is not None else lambda: None
-    number = 50 if alg == "RS256" else 100
 
     def decode_fresh() -> None:
         forget_decoded()
@@ -98,21 +105,78 @@ def measure(alg: str, batches: int) -> dict:
 
     assert ring.decode(token) is not None and verifier.verify(token).sub == "cus_1"
     return {
-        "alg": alg,
-        "raw_sign_us": best_us(raw_sign, batches, number),
-        "sign_us": best_us(lambda: key.encode_jwt(token_claims), batches, number),
-        "raw_verify_us": best_us(raw_verify, batches, number),
-        "decode_fresh_us": best_us(decode_fresh, batches, number),
-        "decode_again_us": best_us(lambda: ring.decode(token), batches, number * 20),
-        "verifier_fresh_us": best_us(verify_fresh, batches, number),
-        "verifier_again_us": best_us(lambda: verifier.verify(token), batches, number * 20),
+        "raw_sign": raw_sign,
+        "sign": lambda: key.encode_jwt(token_claims),
+        "raw_verify": raw_verify,
+        "decode_fresh": decode_fresh,
+        "decode_again": lambda: ring.decode(token),
+        "verifier_fresh": verify_fresh,
+        "verifier_again": lambda: verifier.verify(token),
     }
 
 
+def calls_per_batch(alg: str, name: str) -> int:
+    return (50 if alg == "RS256" else 100) * (20 if name.endswith("_again") else 1)
+
+
+def measure(alg: str, batches: int) -> dict:
+    ops = operations(keys_module, resource_module, new_keys_dir(alg), alg)
+    figures = {"alg": alg}
+    for name, fn in ops.items():
+        figures[f"{name}_us"] = best_us(fn, batches, calls_per_batch(alg, name))
+    return figures
+
+
+def compare(alg: str, batches: int, before) -> dict:
+    """This code against `before`, batch by batch in turn, on one key: the machine's load
+    falls on both alike. Ratios are this code's time over the other's (below 1: faster)."""
+    keys_dir = new_keys_dir(alg)
+    sides = {
+        "after": operations(keys_module, resource_module, keys_dir, alg),
+        "before": operations(*before, keys_dir, alg),
+    }
+    times = {side: {name: [] for name in ops} for side, ops in sides.items()}
+    for _ in range(batches):
+        for name in sides["after"]:
+            number = calls_per_batch(alg, name)
+            for side, ops in sides.items():
+                elapsed = timeit.timeit(ops[name], number=number)
+                times[side][name].append(elapsed / number * 1e6)
+    figures = {"alg": alg}
+    for name in sides["after"]:
+        after, before_ = min(times["after"][name]), min(times["before"][name])
+        figures[name] = {"before_us": round(before_, 1), "after_us": round(after, 1)}
+        figures[name]["ratio"] = round(after / before_, 2)
+    return figures
+
+
+def new_keys_dir(alg: str) -> Path:
+    path = Path(tempfile.mkdtemp())
+    keys_module.KeyRing(path, 3600).generate(alg)
+    return path
+
+
+def load_checkout(checkout: Path):
+    """`keys` and `resource` of another checkout's token_service, imported under another
+    name so that both versions live in this process."""
+    copy = Path(tempfile.mkdtemp()) / "token_service_before"
+    shutil.copytree(checkout / "token_service", copy)
+    sys.path.insert(0, str(copy.parent))
+    return (
+        importlib.import_module("token_service_before.keys"),
+        importlib.import_module("token_service_before.resource"),
+    )
+
+
 def main() -> None:
-    batches = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("batches", nargs="?", type=int, default=30)
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    args = parser.parse_args()
+    before = load_checkout(args.against) if args.against else None
     for alg in ("RS256", "ES256", "EdDSA"):
-        print(json.dumps(measure(alg, batches)), flush=True)
+        figures = compare(alg, args.batches, before) if before else measure(alg, args.batches)
+        print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":
