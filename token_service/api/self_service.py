@@ -246,15 +246,15 @@ def _no_content():
 
 def _invitation(result: company.InvitationResult) -> dict:
     invitation, customer = result.invitation, result.customer
-    return {
-        "id": invitation.id,
-        "email": invitation.email,
-        "customer_id": customer.id,
-        "legal_entity_id": invitation.legal_entity_id,
-        "status": company.invitation_status(invitation, customer, company.utcnow()),
-        "created_at": rep.iso(invitation.created_at),
-        "expires_at": rep.iso(invitation.expires_at),
-    }
+    return Invitation(
+        id=invitation.id,
+        email=invitation.email,
+        customer_id=customer.id,
+        legal_entity_id=invitation.legal_entity_id,
+        status=company.invitation_status(invitation, customer, company.utcnow()),
+        created_at=rep.iso(invitation.created_at),
+        expires_at=rep.iso(invitation.expires_at),
+    ).model_dump()
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -269,7 +269,7 @@ def _invitation(result: company.InvitationResult) -> dict:
 )
 def list_members():
     """Ordered by email; `groups` are the member's groups in this entity."""
-    return _json({"items": company.members(g.actor)})
+    return _json(SelfServiceMemberList(items=company.members(g.actor)).model_dump())
 
 
 @operation(
@@ -310,7 +310,8 @@ def accept_invitation():
     expires, while the invitation stands (404 otherwise, whatever the reason)."""
     body = validated(InvitationAccept)
     customer: Customer = company.accept_invitation(body["token"], body["password"])
-    return _json({"id": customer.id, "email": customer.email, "status": customer.status})
+    activated = SelfServiceCustomer(id=customer.id, email=customer.email, status=customer.status)
+    return _json(activated.model_dump())
 
 
 @operation(
@@ -338,7 +339,7 @@ def remove_member(customer_id: str):
 def list_groups():
     """The entity's own groups with their scopes (tenant-wide groups are the seller's)."""
     items = [rep.group(group, scopes) for group, scopes in company.groups(g.actor)]
-    return _json({"items": items})
+    return _json(SelfServiceGroupList(items=items).model_dump())
 
 
 @operation(

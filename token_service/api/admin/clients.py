@@ -127,7 +127,7 @@ def create_client():
     _record("client.created", client.client_id, grant_types=client.grant_types.split())
     db.session.flush()
     location = url_for("admin.get_client", client_id=client.client_id)
-    return respond({**rep.client(client), "client_secret": secret}, 201, client.version, location)
+    return respond(rep.client_with_secret(client, secret), 201, client.version, location)
 
 
 @operation(
@@ -190,7 +190,7 @@ def rotate_secret(client_id: str):
     secret = directory.rotate_client_secret(client_id)
     _record("client.secret_rotated", client_id)
     client = _client(client_id)
-    return respond({**rep.client(client), "client_secret": secret}, version=client.version)
+    return respond(rep.client_with_secret(client, secret), version=client.version)
 
 
 @operation(

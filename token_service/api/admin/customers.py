@@ -406,7 +406,7 @@ def revoke_all_sessions(customer_id: str):
     sessions = list(db.session.scalars(live))
     for session in sessions:
         revoke_session(session, "revoked_by_admin", actor_type=kind, actor_id=who)
-    return respond({"revoked": len(sessions)})
+    return respond(rep.RevokedSessions(revoked=len(sessions)).model_dump())
 
 
 # -- effective scopes -------------------------------------------------------------------------
@@ -467,19 +467,18 @@ def effective_scopes_preview(customer_id: str):
     for name, group_id in rows:
         sources.setdefault(name, []).append(group_id)
     scopes = [
-        {
-            "scope": name,
-            "sources": (["baseline"] if name in baseline else []) + sources.get(name, []),
-        }
+        rep.ScopeSource(
+            scope=name,
+            sources=(["baseline"] if name in baseline else []) + sources.get(name, []),
+        )
         for name in scope.split()
     ]
-    return respond(
-        {
-            "customer_id": customer_id,
-            "legal_entity_id": entity,
-            "client_id": client_id,
-            "customer_status": customer.status,
-            "scope": scope,
-            "scopes": scopes,
-        }
+    preview = rep.EffectiveScopes(
+        customer_id=customer_id,
+        legal_entity_id=entity,
+        client_id=client_id,
+        customer_status=customer.status,
+        scope=scope,
+        scopes=scopes,
     )
+    return respond(preview.model_dump())

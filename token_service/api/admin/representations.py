@@ -1,5 +1,6 @@
 """What the admin API returns for each resource: a model per representation (its JSON Schema is
-the OpenAPI component of that name) and the function that builds it from a row.
+the OpenAPI component of that name) and the function that builds it from a row, through the
+model, so that nothing is returned that the document does not describe.
 
 Secrets never appear here: a customer's password hash and a client's secret hash stay in the
 database (a new client secret is shown once, by the view that made it).
@@ -16,133 +17,14 @@ from pydantic import Field, create_model
 from ... import models as orm
 from .schema import Representation, Time
 
+GrantType = Literal["authorization_code", "password", "refresh_token", "client_credentials"]
+
 
 def iso(value: datetime | None) -> str | None:
     """RFC 3339 in UTC, e.g. 2025-01-31T12:00:00.123456Z."""
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def legal_entity(entity: orm.LegalEntity) -> dict:
-    limit = None
-    if entity.account_limit_currency is not None and entity.account_limit_value is not None:
-        limit = {
-            "currency": entity.account_limit_currency,
-            "value": float(entity.account_limit_value),
-        }
-    return {
-        "id": entity.id,
-        "name": entity.name,
-        "type": entity.type,
-        "parent_id": entity.parent_id,
-        "account_limit": limit,
-        "version": entity.version,
-        "created_at": iso(entity.created_at),
-        "updated_at": iso(entity.updated_at),
-    }
-
-
-def customer(row: orm.Customer) -> dict:
-    return {
-        "id": row.id,
-        "email": row.email,
-        "status": row.status,
-        "has_password": row.password_hash is not None,
-        "default_legal_entity_id": row.default_legal_entity_id,
-        "version": row.version,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-    }
-
-
-def assignment(row, entity_name: str) -> dict:
-    return {
-        "legal_entity_id": row.legal_entity_id,
-        "legal_entity_name": entity_name,
-        "type": row.type,
-        "created_at": iso(row.created_at),
-    }
-
-
-def group(row: orm.CustomerGroup, scopes: list[str]) -> dict:
-    return {
-        "id": row.id,
-        "name": row.name,
-        "legal_entity_id": row.legal_entity_id,
-        "code": row.code,
-        "predefined": row.predefined,
-        "scopes": sorted(scopes),
-        "version": row.version,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-    }
-
-
-def member(row, email: str) -> dict:
-    return {"customer_id": row.customer_id, "email": email, "created_at": iso(row.created_at)}
-
-
-def scope(row: orm.Scope) -> dict:
-    return {"name": row.name, "description": row.description or "", "predefined": row.predefined}
-
-
-def client(row: orm.Client) -> dict:
-    return {
-        "client_id": row.client_id,
-        "name": row.name,
-        "confidential": not row.is_public,
-        "grant_types": row.grant_types.split(),
-        "scope": row.scope,
-        "first_party": row.first_party,
-        "audience": row.audience,
-        "access_token_ttl": row.access_token_ttl,
-        "refresh_token_ttl": row.refresh_token_ttl,
-        "redirect_uris": list(row.redirect_uris or []),
-        "post_logout_redirect_uris": list(row.post_logout_redirect_uris or []),
-        "version": row.version,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
-    }
-
-
-def session(row: orm.Session) -> dict:
-    return {
-        "id": row.id,
-        "customer_id": row.customer_id,
-        "client_id": row.client_id,
-        "legal_entity_id": row.legal_entity_id,
-        "scope": row.scope,
-        "auth_time": iso(row.auth_time),
-        "created_at": iso(row.created_at),
-        "last_used_at": iso(row.last_used_at),
-        "expires_at": iso(min(row.idle_expires_at, row.expires_at)),
-        "absolute_expires_at": iso(row.expires_at),
-        "revoked": row.revoked_at is not None,
-        "revoked_at": iso(row.revoked_at),
-        "revoked_reason": row.revoked_reason,
-    }
-
-
-def audit_event(row: orm.AuditEvent) -> dict:
-    return {
-        "id": row.id,
-        "at": iso(row.at),
-        "actor_type": row.actor_type,
-        "actor_id": row.actor_id,
-        "action": row.action,
-        "customer_id": row.customer_id,
-        "target": row.target,
-        "details": row.details or {},
-    }
-
-
-def signing_key(key, state: str) -> dict:
-    return {"kid": key.kid, "alg": key.alg, "created_at": iso(key.created_at), "state": state}
-
-
-NullableTime = Time | None
-GrantType = Literal["authorization_code", "password", "refresh_token", "client_credentials"]
 
 
 class AccountLimit(Representation):
@@ -165,6 +47,24 @@ class LegalEntity(Representation):
     updated_at: Time
 
 
+def legal_entity(entity: orm.LegalEntity) -> dict:
+    limit = None
+    if entity.account_limit_currency is not None and entity.account_limit_value is not None:
+        limit = AccountLimit(
+            currency=entity.account_limit_currency, value=float(entity.account_limit_value)
+        )
+    return LegalEntity(
+        id=entity.id,
+        name=entity.name,
+        type=entity.type,
+        parent_id=entity.parent_id,
+        account_limit=limit,
+        version=entity.version,
+        created_at=iso(entity.created_at),
+        updated_at=iso(entity.updated_at),
+    ).model_dump()
+
+
 class Customer(Representation):
     """A buyer. The password itself or its hash is never returned."""
 
@@ -178,6 +78,19 @@ class Customer(Representation):
     updated_at: Time
 
 
+def customer(row: orm.Customer) -> dict:
+    return Customer(
+        id=row.id,
+        email=row.email,
+        status=row.status,
+        has_password=row.password_hash is not None,
+        default_legal_entity_id=row.default_legal_entity_id,
+        version=row.version,
+        created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at),
+    ).model_dump()
+
+
 class Assignment(Representation):
     """A customer's assignment to a legal entity."""
 
@@ -185,6 +98,15 @@ class Assignment(Representation):
     legal_entity_name: str
     type: Literal["PRIMARY", "BILLING", "LOGISTICS", "CONTACT"]
     created_at: Time
+
+
+def assignment(row, entity_name: str) -> dict:
+    return Assignment(
+        legal_entity_id=row.legal_entity_id,
+        legal_entity_name=entity_name,
+        type=row.type,
+        created_at=iso(row.created_at),
+    ).model_dump()
 
 
 class Group(Representation):
@@ -201,6 +123,20 @@ class Group(Representation):
     updated_at: Time
 
 
+def group(row: orm.CustomerGroup, scopes: list[str]) -> dict:
+    return Group(
+        id=row.id,
+        name=row.name,
+        legal_entity_id=row.legal_entity_id,
+        code=row.code,
+        predefined=row.predefined,
+        scopes=sorted(scopes),
+        version=row.version,
+        created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at),
+    ).model_dump()
+
+
 class Member(Representation):
     """A customer in a group."""
 
@@ -209,12 +145,24 @@ class Member(Representation):
     created_at: Time
 
 
+def member(row, email: str) -> dict:
+    return Member(
+        customer_id=row.customer_id, email=email, created_at=iso(row.created_at)
+    ).model_dump()
+
+
 class Scope(Representation):
     """A scope of the catalogue."""
 
     name: str
     description: str
     predefined: bool
+
+
+def scope(row: orm.Scope) -> dict:
+    return Scope(
+        name=row.name, description=row.description or "", predefined=row.predefined
+    ).model_dump()
 
 
 class Client(Representation):
@@ -242,6 +190,34 @@ class ClientWithSecret(Client):
     client_secret: Annotated[str | None, Field(description="Shown once; null for a public client.")]
 
 
+def _client_fields(row: orm.Client) -> dict:
+    return {
+        "client_id": row.client_id,
+        "name": row.name,
+        "confidential": not row.is_public,
+        "grant_types": row.grant_types.split(),
+        "scope": row.scope,
+        "first_party": row.first_party,
+        "audience": row.audience,
+        "access_token_ttl": row.access_token_ttl,
+        "refresh_token_ttl": row.refresh_token_ttl,
+        "redirect_uris": list(row.redirect_uris or []),
+        "post_logout_redirect_uris": list(row.post_logout_redirect_uris or []),
+        "version": row.version,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def client(row: orm.Client) -> dict:
+    return Client(**_client_fields(row)).model_dump()
+
+
+def client_with_secret(row: orm.Client, secret: str | None) -> dict:
+    """The client and its new secret (None for a public client)."""
+    return ClientWithSecret(**_client_fields(row), client_secret=secret).model_dump()
+
+
 class Session(Representation):
     """A login of a customer (refresh-token family)."""
 
@@ -258,8 +234,26 @@ class Session(Representation):
     ]
     absolute_expires_at: Time
     revoked: bool
-    revoked_at: NullableTime
+    revoked_at: Time | None
     revoked_reason: str | None
+
+
+def session(row: orm.Session) -> dict:
+    return Session(
+        id=row.id,
+        customer_id=row.customer_id,
+        client_id=row.client_id,
+        legal_entity_id=row.legal_entity_id,
+        scope=row.scope,
+        auth_time=iso(row.auth_time),
+        created_at=iso(row.created_at),
+        last_used_at=iso(row.last_used_at),
+        expires_at=iso(min(row.idle_expires_at, row.expires_at)),
+        absolute_expires_at=iso(row.expires_at),
+        revoked=row.revoked_at is not None,
+        revoked_at=iso(row.revoked_at),
+        revoked_reason=row.revoked_reason,
+    ).model_dump()
 
 
 class RevokedSessions(Representation):
@@ -299,6 +293,19 @@ class AuditEvent(Representation):
     details: dict[str, Any]
 
 
+def audit_event(row: orm.AuditEvent) -> dict:
+    return AuditEvent(
+        id=row.id,
+        at=iso(row.at),
+        actor_type=row.actor_type,
+        actor_id=row.actor_id,
+        action=row.action,
+        customer_id=row.customer_id,
+        target=row.target,
+        details=row.details or {},
+    ).model_dump()
+
+
 class SigningKey(Representation):
     """A signing key: `signing` signs now, `published` is still in the JWKS for tokens it
     signed, `retired` is in neither."""
@@ -307,6 +314,12 @@ class SigningKey(Representation):
     alg: Literal["RS256", "ES256", "EdDSA"]
     created_at: Time
     state: Literal["signing", "published", "retired"]
+
+
+def signing_key(key, state: str) -> dict:
+    return SigningKey(
+        kid=key.kid, alg=key.alg, created_at=iso(key.created_at), state=state
+    ).model_dump()
 
 
 @cache
