@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from .admin import OPERATIONS
 from .admin.auth import MANAGE_SCOPE, READ_SCOPE
+from .admin.errors import Error
 from .admin.schema import ComponentSchema
 from .self_service import OPERATIONS as SELF_SERVICE_OPERATIONS
 
@@ -397,21 +398,6 @@ def _discovery(operation_id: str, summary: str) -> dict:
 def _public_schemas() -> dict:
     nullable_str = {"type": ["string", "null"]}
     return {
-        "Error": {
-            "type": "object",
-            "description": "Every admin error (and every non-OAuth error).",
-            "properties": {
-                "error": {"type": "string", "description": "A machine-readable code."},
-                "message": {"type": "string"},
-                "fields": {
-                    "type": "object",
-                    "additionalProperties": {"type": "string"},
-                    "description": "What is wrong with which field (path like a.b[0]).",
-                },
-            },
-            "required": ["error", "message"],
-            "additionalProperties": False,
-        },
         "OAuthError": {
             "type": "object",
             "description": "RFC 6749 §5.2.",
@@ -637,7 +623,7 @@ def _component_schemas(models: set[type[BaseModel]]) -> dict:
 def build_document(issuer: str) -> dict:
     """The whole OpenAPI 3.1 document for a service at `issuer`."""
     paths = _public_paths()
-    models: set[type[BaseModel]] = set()
+    models: set[type[BaseModel]] = {Error}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _admin_operation(op, models)
     for op in SELF_SERVICE_OPERATIONS:

@@ -153,6 +153,8 @@ def _message(error: dict) -> str:
     kind = error["type"]
     if error.get("input", ...) is None and kind != "missing":
         return "must not be null"
+    if kind == "too_short" and error["ctx"]["min_length"] == 1:
+        return "must not be empty"
     if kind == "literal_error":
         return "must be one of " + ", ".join(re.findall(r"'([^']*)'", error["ctx"]["expected"]))
     if kind in _MESSAGES:
