@@ -275,7 +275,7 @@ class EffectiveScopes(Representation):
     customer_id: str
     legal_entity_id: str | None
     client_id: str | None
-    customer_status: Literal["active", "blocked"]
+    customer_status: Literal["active", "blocked", "invited"]
     scope: Annotated[str, Field(description="Space-separated, as in the access token.")]
     scopes: list[ScopeSource]
 
