@@ -305,6 +305,36 @@ def test_bodies_are_validated_strictly(admin, body, content_type, status, fields
 
 
 @pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {"name": "is required"}),
+        ({"name": None}, {"name": "must not be null"}),
+        (
+            {"name": 7, "type": "GMBH"},
+            {"name": "must be a string", "type": "must be one of COMPANY, SUBSIDIARY"},
+        ),
+        ({"name": "A", "colour": "red"}, {"colour": "unknown field"}),
+        ({"name": "Ini\x00tech"}, {"name": "must not contain control characters"}),
+        ({"name": "x" * 256}, {"name": "must be at most 255 characters"}),
+        ({"name": "A", "id": "-a"}, {"id": "has an invalid format"}),
+        (
+            {"name": "A", "account_limit": {"currency": "EUR", "value": 1.234}},
+            {"account_limit.value": "must have at most two decimals"},
+        ),
+        ({"name": "A", "account_limit": []}, {"account_limit": "must be an object"}),
+    ],
+)
+def test_validation_messages_name_the_problem(admin, body, fields):
+    r = admin.post("/legal-entities", json=body)
+    assert r.status_code == 422
+    assert r.json == {
+        "error": "validation_failed",
+        "message": "The request body is invalid.",
+        "fields": fields,
+    }
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "limit=0",

@@ -1,21 +1,24 @@
 """GET /openapi.json: the OpenAPI 3.1 description of every route of the service.
 
-The public routes (token, introspection, revocation, keys, discovery, health) are described
-here by hand; the admin routes are generated from their `@operation` declarations, with the
-same body schemas that validate requests, so the document cannot drift from the code. A test
+The public routes (token, introspection, revocation, keys, discovery, health, front door) are
+described here by hand. The admin and self-service routes are generated from their
+`@operation` declarations, and their component schemas from the pydantic models that validate
+the requests and describe the responses, so the document cannot drift from the code. A test
 checks that every URL rule of the app is in the document, and fuzzes the app against it.
 """
 
 from __future__ import annotations
 
-import copy
 from importlib import metadata
 
 from flask import Blueprint, current_app, jsonify
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from .admin import OPERATIONS
 from .admin.auth import MANAGE_SCOPE, READ_SCOPE
-from .admin.representations import SCHEMAS as ADMIN_SCHEMAS
+from .admin.errors import Error
+from .admin.schema import ComponentSchema
 from .self_service import OPERATIONS as SELF_SERVICE_OPERATIONS
 
 bp = Blueprint("openapi", __name__)
@@ -395,21 +398,6 @@ def _discovery(operation_id: str, summary: str) -> dict:
 def _public_schemas() -> dict:
     nullable_str = {"type": ["string", "null"]}
     return {
-        "Error": {
-            "type": "object",
-            "description": "Every admin error (and every non-OAuth error).",
-            "properties": {
-                "error": {"type": "string", "description": "A machine-readable code."},
-                "message": {"type": "string"},
-                "fields": {
-                    "type": "object",
-                    "additionalProperties": {"type": "string"},
-                    "description": "What is wrong with which field (path like a.b[0]).",
-                },
-            },
-            "required": ["error", "message"],
-            "additionalProperties": False,
-        },
         "OAuthError": {
             "type": "object",
             "description": "RFC 6749 §5.2.",
@@ -503,21 +491,6 @@ def _public_schemas() -> dict:
     }
 
 
-def _page(item: str) -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": _ref(item)},
-            "next_cursor": {
-                "type": ["string", "null"],
-                "description": "Pass as `cursor` for the next page; null on the last page.",
-            },
-        },
-        "required": ["items", "next_cursor"],
-        "additionalProperties": False,
-    }
-
-
 def _error(status: int, *, challenge: bool = False) -> dict:
     response = {"description": ERROR_RESPONSES[status], "content": _json(_ref("Error"))}
     if challenge:
@@ -527,140 +500,8 @@ def _error(status: int, *, challenge: bool = False) -> dict:
     return response
 
 
-def _admin_operation(op, schemas: dict) -> dict:
-    parameters = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-        }
-        for name in op.path_params
-    ]
-    for param in op.query:
-        parameters.append(
-            {
-                "name": param.name,
-                "in": "query",
-                "required": param.required,
-                "schema": param.schema,
-                **({"description": param.description} if param.description else {}),
-            }
-        )
-    if op.etag and op.write:
-        parameters.append(
-            {
-                "name": "If-Match",
-                "in": "header",
-                "required": False,
-                "description": "The `ETag` last read: 412 if the resource changed since.",
-                "schema": {"type": "string", "pattern": '^(\\*|"[0-9]{1,9}")$'},
-            }
-        )
-    responses: dict[str, dict] = {}
-    for status, schema_name in op.responses.items():
-        response: dict = {"description": "Success."}
-        headers = {}
-        if schema_name is not None:
-            if schema_name.endswith("Page"):
-                schemas.setdefault(schema_name, _page(schema_name.removesuffix("Page")))
-            response["content"] = _json(_ref(schema_name))
-        if op.etag and status in (200, 201):
-            headers["ETag"] = _header("The version, for `If-Match`.")
-        if status == 201:
-            headers["Location"] = _header("URL of the new resource.")
-        if headers:
-            response["headers"] = headers
-        responses[str(status)] = response
-    errors = {401, 403, 503}
-    if op.body is not None or op.query:
-        errors.add(400)
-    if op.body is not None or op.path_params:
-        errors.add(404)
-    if op.write or op.conflicts:
-        errors.add(409)
-    if op.write and op.etag:
-        errors.add(412)
-    if op.body is not None:
-        errors.add(422)
-    for status in sorted(errors):
-        responses[str(status)] = _error(status, challenge=status in (401, 403))
-    scope = MANAGE_SCOPE if op.write else READ_SCOPE
-    result = {
-        "tags": [op.tag],
-        "operationId": op.endpoint,
-        "summary": op.summary,
-        "security": [{"adminToken": [scope]}],
-        "parameters": parameters,
-        "responses": responses,
-    }
-    if op.description:
-        result["description"] = op.description
-    if op.body is not None:
-        schemas[op.body_name] = op.body.json_schema()
-        result["requestBody"] = {"required": True, "content": _json(_ref(op.body_name))}
-    return result
-
-
-_STR = {"type": "string"}
-_NSTR = {"type": ["string", "null"]}
-_TIME = {"type": "string", "format": "date-time"}
-
-
-def _object(description: str, /, **properties) -> dict:
-    return {
-        "type": "object",
-        "description": description,
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
-
-
-def _items(item: str) -> dict:
-    return _object("All of them.", items={"type": "array", "items": _ref(item)})
-
-
-SELF_SERVICE_SCHEMAS = {
-    "SelfServiceMember": _object(
-        "A member of the token's legal entity.",
-        id=_STR,
-        email=_STR,
-        name={**_NSTR, "description": "Null until customers have names."},
-        status={"type": "string", "enum": ["active", "blocked", "invited"]},
-        assignment_type={"type": "string", "enum": ["PRIMARY", "BILLING", "LOGISTICS", "CONTACT"]},
-        groups={
-            "type": "array",
-            "items": _STR,
-            "description": "Ids of the member's groups in the entity.",
-        },
-    ),
-    "SelfServiceMemberList": _items("SelfServiceMember"),
-    "SelfServiceGroupList": _items("Group"),
-    "Invitation": _object(
-        "An invitation of an email address into the token's legal entity.",
-        id=_STR,
-        email=_STR,
-        customer_id=_STR,
-        legal_entity_id=_STR,
-        status={
-            "type": "string",
-            "enum": ["pending", "accepted", "expired"],
-            "description": "accepted: an existing customer, assigned at once, or activated.",
-        },
-        created_at=_TIME,
-        expires_at=_TIME,
-    ),
-    "SelfServiceCustomer": _object(
-        "The activated customer.",
-        id=_STR,
-        email=_STR,
-        status={"type": "string", "enum": ["active"]},
-    ),
-}
-
-
-def _self_service_operation(op, schemas: dict) -> dict:
+def _parameters(op) -> list[dict]:
+    """Path and query parameters of an admin or self-service operation."""
     parameters = [
         {
             "name": name,
@@ -680,50 +521,114 @@ def _self_service_operation(op, schemas: dict) -> dict:
         }
         for param in op.query
     ]
-    responses: dict[str, dict] = {}
-    for status, schema_name in sorted(op.responses.items()):
+    return parameters
+
+
+def _operation(op, models: set, responses: dict, errors: set, operation_id: str, security):
+    """The rest of an operation: its success `responses` (status to model, None for no body)
+    get their content, `errors` their Error responses, and every model is added to `models`."""
+    result_responses: dict[str, dict] = {}
+    for status, (model, headers) in sorted(responses.items()):
         response: dict = {"description": "Success."}
-        if schema_name is not None:
-            if schema_name.endswith("Page"):
-                schemas.setdefault(schema_name, _page(schema_name.removesuffix("Page")))
-            response["content"] = _json(_ref(schema_name))
-        responses[str(status)] = response
-    errors = set(op.errors) | {503}
-    if op.scope is not None:
-        errors |= {401, 403}
-    if op.body is not None or op.query:
-        errors.add(400)
+        if model is not None:
+            models.add(model)
+            response["content"] = _json(_ref(model.__name__))
+        if headers:
+            response["headers"] = headers
+        result_responses[str(status)] = response
     if op.body is not None:
-        errors.add(422)
-    if op.path_params:
-        errors.add(404)
+        errors |= {400, 422}
+    if op.query:
+        errors.add(400)
     for status in sorted(errors):
-        responses[str(status)] = _error(status, challenge=status in (401, 403))
+        result_responses[str(status)] = _error(status, challenge=status in (401, 403))
     result = {
         "tags": [op.tag],
-        "operationId": f"self_service_{op.endpoint}",
+        "operationId": operation_id,
         "summary": op.summary,
-        "security": [{"customerToken": [op.scope]}] if op.scope else [],
-        "parameters": parameters,
-        "responses": responses,
+        "security": security,
+        "parameters": _parameters(op),
+        "responses": result_responses,
     }
     if op.description:
         result["description"] = op.description
     if op.body is not None:
-        schemas[op.body_name] = op.body.json_schema()
-        result["requestBody"] = {"required": True, "content": _json(_ref(op.body_name))}
+        models.add(op.body)
+        result["requestBody"] = {"required": True, "content": _json(_ref(op.body.__name__))}
     return result
+
+
+def _admin_operation(op, models: set) -> dict:
+    responses = {}
+    for status, model in op.responses.items():
+        headers = {}
+        if op.etag and status in (200, 201):
+            headers["ETag"] = _header("The version, for `If-Match`.")
+        if status == 201:
+            headers["Location"] = _header("URL of the new resource.")
+        responses[status] = (model, headers)
+    errors = {401, 403, 503}
+    if op.body is not None or op.path_params:
+        errors.add(404)
+    if op.write or op.conflicts:
+        errors.add(409)
+    if op.write and op.etag:
+        errors.add(412)
+    scope = MANAGE_SCOPE if op.write else READ_SCOPE
+    result = _operation(op, models, responses, errors, op.endpoint, [{"adminToken": [scope]}])
+    if op.etag and op.write:
+        result["parameters"].append(
+            {
+                "name": "If-Match",
+                "in": "header",
+                "required": False,
+                "description": "The `ETag` last read: 412 if the resource changed since.",
+                "schema": {"type": "string", "pattern": '^(\\*|"[0-9]{1,9}")$'},
+            }
+        )
+    return result
+
+
+def _self_service_operation(op, models: set) -> dict:
+    errors = set(op.errors) | {503}
+    if op.scope is not None:
+        errors |= {401, 403}
+    if op.path_params:
+        errors.add(404)
+    return _operation(
+        op,
+        models,
+        {status: (model, None) for status, model in op.responses.items()},
+        errors,
+        f"self_service_{op.endpoint}",
+        [{"customerToken": [op.scope]}] if op.scope else [],
+    )
+
+
+def _component_schemas(models: set[type[BaseModel]]) -> dict:
+    """JSON Schemas of `models` and of the models they refer to, by class name."""
+    ordered = sorted(models, key=lambda model: model.__name__)
+    _, document = models_json_schema(
+        [(model, "validation") for model in ordered],
+        ref_template=REF + "{model}",
+        schema_generator=ComponentSchema,
+    )
+    schemas = document.get("$defs", {})
+    # pydantic qualifies a name that two models share: one name, one model.
+    clashes = [name for name in schemas if "__" in name]
+    assert not clashes, f"two models are named like {clashes}"
+    return schemas
 
 
 def build_document(issuer: str) -> dict:
     """The whole OpenAPI 3.1 document for a service at `issuer`."""
-    schemas = {**_public_schemas(), **copy.deepcopy(ADMIN_SCHEMAS)}
     paths = _public_paths()
+    models: set[type[BaseModel]] = {Error}
     for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method.lower()] = _admin_operation(op, schemas)
-    schemas.update(copy.deepcopy(SELF_SERVICE_SCHEMAS))
+        paths.setdefault(op.path, {})[op.method.lower()] = _admin_operation(op, models)
     for op in SELF_SERVICE_OPERATIONS:
-        paths.setdefault(op.path, {})[op.method.lower()] = _self_service_operation(op, schemas)
+        paths.setdefault(op.path, {})[op.method.lower()] = _self_service_operation(op, models)
+    schemas = {**_public_schemas(), **_component_schemas(models)}
     try:
         version = metadata.version("token-service")
     except metadata.PackageNotFoundError:

@@ -13,8 +13,10 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 from flask import Blueprint, current_app, g, jsonify
+from pydantic import Field
 
 from .. import company, notifications
 from ..extensions import db
@@ -27,34 +29,70 @@ from .admin.auth import bearer_token
 from .admin.errors import ApiError, error_response
 from .admin.query import PAGE_PARAMS, Param, page
 from .admin.routing import MAX_ID_LENGTH
-from .admin.schema import EMAIL_PATTERN, Obj, Prop, Str, clean_text, validated
+from .admin.schema import Body, Email, Representation, Time, clean_text, text, validated
 
 bp = Blueprint("self_service", __name__, url_prefix="/self-service")
 admin_errors.register(bp)
 REALM = "token-service self-service"
 TAG = "Self-service"
 
-INVITE = Obj(
-    {
-        "email": Prop(
-            Str(max_length=320, pattern=EMAIL_PATTERN, examples=("carol@acme.test",)),
-            required=True,
-        )
-    }
-)
-ACCEPT = Obj(
-    {
-        "token": Prop(Str(max_length=128, description="From the invitation's link."), True),
-        "password": Prop(
-            Str(
-                min_length=company.MIN_PASSWORD_LENGTH,
-                max_length=company.MAX_PASSWORD_LENGTH,
-                description="The new password.",
-            ),
-            True,
-        ),
-    }
-)
+
+class InvitationCreate(Body):
+    email: Annotated[Email, Field(examples=["carol@acme.test"])]
+
+
+class InvitationAccept(Body):
+    token: Annotated[text(128), Field(description="From the invitation's link.")]
+    password: Annotated[
+        text(company.MAX_PASSWORD_LENGTH, min_length=company.MIN_PASSWORD_LENGTH),
+        Field(description="The new password."),
+    ]
+
+
+class SelfServiceMember(Representation):
+    """A member of the token's legal entity."""
+
+    id: str
+    email: str
+    name: Annotated[str | None, Field(description="Null until customers have names.")]
+    status: Literal["active", "blocked", "invited"]
+    assignment_type: Literal["PRIMARY", "BILLING", "LOGISTICS", "CONTACT"]
+    groups: Annotated[list[str], Field(description="Ids of the member's groups in the entity.")]
+
+
+class SelfServiceMemberList(Representation):
+    """All of them."""
+
+    items: list[SelfServiceMember]
+
+
+class SelfServiceGroupList(Representation):
+    """All of them."""
+
+    items: list[rep.Group]
+
+
+class Invitation(Representation):
+    """An invitation of an email address into the token's legal entity."""
+
+    id: str
+    email: str
+    customer_id: str
+    legal_entity_id: str
+    status: Annotated[
+        Literal["pending", "accepted", "expired"],
+        Field(description="accepted: an existing customer, assigned at once, or activated."),
+    ]
+    created_at: Time
+    expires_at: Time
+
+
+class SelfServiceCustomer(Representation):
+    """The activated customer."""
+
+    id: str
+    email: str
+    status: Literal["active"]
 
 
 @dataclass(frozen=True)
@@ -66,9 +104,8 @@ class Operation:
     endpoint: str
     summary: str
     scope: str | None  # None: no access token (accepting an invitation)
-    responses: dict[int, str | None]
-    body: Obj | None = None
-    body_name: str | None = None
+    responses: dict[int, type[Representation] | None]
+    body: type[Body] | None = None
     query: tuple[Param, ...] = ()
     errors: tuple[int, ...] = ()
     description: str = ""
@@ -209,15 +246,15 @@ def _no_content():
 
 def _invitation(result: company.InvitationResult) -> dict:
     invitation, customer = result.invitation, result.customer
-    return {
-        "id": invitation.id,
-        "email": invitation.email,
-        "customer_id": customer.id,
-        "legal_entity_id": invitation.legal_entity_id,
-        "status": company.invitation_status(invitation, customer, company.utcnow()),
-        "created_at": rep.iso(invitation.created_at),
-        "expires_at": rep.iso(invitation.expires_at),
-    }
+    return Invitation(
+        id=invitation.id,
+        email=invitation.email,
+        customer_id=customer.id,
+        legal_entity_id=invitation.legal_entity_id,
+        status=company.invitation_status(invitation, customer, company.utcnow()),
+        created_at=rep.iso(invitation.created_at),
+        expires_at=rep.iso(invitation.expires_at),
+    ).model_dump()
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -228,11 +265,11 @@ def _invitation(result: company.InvitationResult) -> dict:
     "/members",
     summary="List the members of the token's legal entity",
     scope=company.READ_OWN,
-    responses={200: "SelfServiceMemberList"},
+    responses={200: SelfServiceMemberList},
 )
 def list_members():
     """Ordered by email; `groups` are the member's groups in this entity."""
-    return _json({"items": company.members(g.actor)})
+    return _json(SelfServiceMemberList(items=company.members(g.actor)).model_dump())
 
 
 @operation(
@@ -240,9 +277,8 @@ def list_members():
     "/invitations",
     summary="Invite an email address into the token's legal entity",
     scope=company.MANAGE_OWN,
-    body=INVITE,
-    body_name="InvitationCreate",
-    responses={201: "Invitation", 200: "Invitation"},
+    body=InvitationCreate,
+    responses={201: Invitation, 200: Invitation},
     errors=(409, 429),
 )
 def create_invitation():
@@ -251,7 +287,7 @@ def create_invitation():
     by email (status `pending`). Repeating a standing invitation answers 200 and sends
     nothing; an expired one is renewed with a new link (201). Rate-limited per inviter
     (429 with `Retry-After`)."""
-    body = validated(INVITE)
+    body = validated(InvitationCreate)
     result = company.invite(g.actor, body["email"])
     answer = _invitation(result)
     db.session.commit()
@@ -265,17 +301,17 @@ def create_invitation():
     "/invitations/accept",
     summary="Accept an invitation: set the password, activate the account",
     scope=None,
-    body=ACCEPT,
-    body_name="InvitationAccept",
-    responses={200: "SelfServiceCustomer"},
+    body=InvitationAccept,
+    responses={200: SelfServiceCustomer},
     errors=(404,),
 )
 def accept_invitation():
     """No access token: the link's token is the credential. It works once, before it
     expires, while the invitation stands (404 otherwise, whatever the reason)."""
-    body = validated(ACCEPT)
+    body = validated(InvitationAccept)
     customer: Customer = company.accept_invitation(body["token"], body["password"])
-    return _json({"id": customer.id, "email": customer.email, "status": customer.status})
+    activated = SelfServiceCustomer(id=customer.id, email=customer.email, status=customer.status)
+    return _json(activated.model_dump())
 
 
 @operation(
@@ -298,12 +334,12 @@ def remove_member(customer_id: str):
     "/groups",
     summary="List the groups of the token's legal entity",
     scope=company.READ_OWN,
-    responses={200: "SelfServiceGroupList"},
+    responses={200: SelfServiceGroupList},
 )
 def list_groups():
     """The entity's own groups with their scopes (tenant-wide groups are the seller's)."""
     items = [rep.group(group, scopes) for group, scopes in company.groups(g.actor)]
-    return _json({"items": items})
+    return _json(SelfServiceGroupList(items=items).model_dump())
 
 
 @operation(
@@ -311,7 +347,7 @@ def list_groups():
     "/groups/<group_id>/members/<customer_id>",
     summary="Add a member to a group",
     scope=company.ASSIGN_OWN,
-    responses={201: "Member", 200: "Member"},
+    responses={201: rep.Member, 200: rep.Member},
     errors=(409,),
 )
 def add_group_member(group_id: str, customer_id: str):
@@ -343,7 +379,7 @@ def remove_group_member(group_id: str, customer_id: str):
     summary="List the audit events of the token's legal entity",
     scope=company.READ_OWN,
     query=PAGE_PARAMS,
-    responses={200: "AuditEventPage"},
+    responses={200: rep.page_of(rep.AuditEvent)},
 )
 def list_audit_events():
     """Newest first; only events that happened in this entity."""

@@ -3,9 +3,10 @@
 
 - routing: the blueprint and `@operation`, which authenticates, documents and commits;
 - auth: bearer tokens (RFC 6750) verified like a resource server, plus the client as it is now;
-- schema: request bodies, validated strictly and rendered into the OpenAPI document;
+- schema: the pydantic base models and field types; request bodies validated strictly,
+  errors in our format;
 - query: query parameters and keyset (cursor) pagination;
-- errors, representations: what goes out;
+- errors, representations (a pydantic model per response, and its builder): what goes out;
 - one module per resource: legal_entities, customers (with assignments, sessions and the
   effective-scope preview), groups (with members), catalogue, clients, signing_keys,
   audit_events.

@@ -28,7 +28,7 @@ _TIME = {"type": "string", "format": "date-time"}
         Param("until", _TIME, "Before (RFC 3339; no zone: UTC)."),
     ),
     paginated=True,
-    responses={200: "AuditEventPage"},
+    responses={200: rep.page_of(rep.AuditEvent)},
 )
 def list_audit_events():
     """Newest first."""

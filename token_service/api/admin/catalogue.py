@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from flask import url_for
+from pydantic import Field
 from sqlalchemy import select
 
 from ... import audit, directory
@@ -12,22 +15,17 @@ from . import representations as rep
 from .errors import not_found
 from .query import Param, arg_choice, page
 from .routing import actor, operation, respond
-from .schema import SCOPE_PATTERN, Obj, Prop, Str, validated
+from .schema import SCOPE_PATTERN, Body, text, validated
 
 TAG = "Scope catalogue"
-CREATE = Obj(
-    {
-        "name": Prop(
-            Str(
-                max_length=128,
-                pattern=SCOPE_PATTERN,
-                description="`service.resource_action`, e.g. `order.order_read_le`.",
-            ),
-            required=True,
-        ),
-        "description": Prop(Str(max_length=1000)),
-    }
-)
+
+
+class ScopeCreate(Body):
+    name: Annotated[
+        text(128, pattern=SCOPE_PATTERN),
+        Field(description="`service.resource_action`, e.g. `order.order_read_le`."),
+    ]
+    description: text(1000) = None
 
 
 @operation(
@@ -43,7 +41,7 @@ CREATE = Obj(
         ),
     ),
     paginated=True,
-    responses={200: "ScopePage"},
+    responses={200: rep.page_of(rep.Scope)},
 )
 def list_scopes():
     """Ordered by name."""
@@ -59,14 +57,13 @@ def list_scopes():
     "/scopes",
     summary="Add a custom scope",
     tag=TAG,
-    body=CREATE,
-    body_name="ScopeCreate",
-    responses={201: "Scope"},
+    body=ScopeCreate,
+    responses={201: rep.Scope},
     conflicts=True,
 )
 def create_scope():
     """409 if the name is taken."""
-    body = validated(CREATE)
+    body = validated(ScopeCreate)
     scope = directory.add_scope(body["name"], body.get("description", ""))
     kind, who = actor()
     audit.record("scope.created", actor_type=kind, actor_id=who, target=scope.name)
@@ -78,7 +75,7 @@ def create_scope():
     "/scopes/<name>",
     summary="Get a scope",
     tag=TAG,
-    responses={200: "Scope"},
+    responses={200: rep.Scope},
 )
 def get_scope(name: str):
     scope = db.session.get(Scope, name)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from flask import current_app, url_for
+from pydantic import Field
 from sqlalchemy import select
 
 from ... import audit, directory
@@ -13,68 +16,68 @@ from . import representations as rep
 from .errors import ApiError, not_found
 from .query import page
 from .routing import actor, check_version, no_content, operation, principal, respond
-from .schema import ID_PATTERN, TEXT_PATTERN, Arr, Bool, Int, Obj, Prop, Str, validated
+from .schema import ID_PATTERN, Body, Name, text, validated
 
 TAG = "Clients"
 CLIENT_ID = "<client_id>"
 INT32 = 2**31 - 1
-GRANT_TYPES = Arr(
-    Str(enum=directory.GRANT_TYPES),
-    max_items=4,
-    min_items=1,
-    description="password needs first_party; client_credentials needs a confidential client; "
-    "authorization_code needs redirect_uris.",
-)
-REDIRECT_URIS = Arr(
-    Str(max_length=2000),
-    max_items=20,
-    description="RFC 7591 §2: exact URIs (https, or http on localhost); nothing else is "
-    "redirected to.",
-)
-SCOPE = Str(max_length=4096, description="The scope ceiling, space-separated catalogue scopes.")
-ACCESS_TTL = Int(
-    minimum=1,
-    maximum=INT32,
-    nullable=True,
-    description="Seconds; at most TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX (422 above); null: default.",
-)
-REFRESH_TTL = Int(
-    minimum=1,
-    maximum=INT32,
-    nullable=True,
-    description="Absolute session lifetime in seconds; at most "
-    "TOKEN_SERVICE_REFRESH_ABSOLUTE_TTL (422 above); null: default.",
-)
-CREATE = Obj(
-    {
-        "client_id": Prop(Str(max_length=128, pattern=ID_PATTERN), required=True),
-        "name": Prop(Str(pattern=TEXT_PATTERN)),
-        "confidential": Prop(Bool(description="Has a secret (default true).")),
-        "grant_types": Prop(GRANT_TYPES, required=True),
-        "scope": Prop(SCOPE),
-        "first_party": Prop(
-            Bool(description="May use the password grant and skips consent (default false).")
-        ),
-        "audience": Prop(Str(pattern=TEXT_PATTERN, nullable=True)),
-        "access_token_ttl": Prop(ACCESS_TTL),
-        "refresh_token_ttl": Prop(REFRESH_TTL),
-        "redirect_uris": Prop(REDIRECT_URIS),
-        "post_logout_redirect_uris": Prop(REDIRECT_URIS),
-    }
-)
-UPDATE = Obj(
-    {
-        "name": Prop(Str(pattern=TEXT_PATTERN)),
-        "grant_types": Prop(GRANT_TYPES),
-        "scope": Prop(SCOPE),
-        "first_party": Prop(Bool()),
-        "audience": Prop(Str(pattern=TEXT_PATTERN, nullable=True)),
-        "access_token_ttl": Prop(ACCESS_TTL),
-        "refresh_token_ttl": Prop(REFRESH_TTL),
-        "redirect_uris": Prop(REDIRECT_URIS),
-        "post_logout_redirect_uris": Prop(REDIRECT_URIS),
-    }
-)
+GrantTypes = Annotated[
+    list[Literal[directory.GRANT_TYPES]],
+    Field(
+        min_length=1,
+        max_length=4,
+        description="password needs first_party; client_credentials needs a confidential "
+        "client; authorization_code needs redirect_uris.",
+    ),
+]
+RedirectUris = Annotated[
+    list[text(2000)],
+    Field(
+        max_length=20,
+        description="RFC 7591 §2: exact URIs (https, or http on localhost); nothing else is "
+        "redirected to.",
+    ),
+]
+ClientScope = Annotated[
+    text(4096),
+    Field(description="The scope ceiling, space-separated catalogue scopes."),
+]
+Ttl = Annotated[int, Field(ge=1, le=INT32)]
+AccessTtl = Annotated[
+    Ttl | None,
+    Field(
+        description="Seconds; at most TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX (422 above); null: "
+        "default."
+    ),
+]
+RefreshTtl = Annotated[
+    Ttl | None,
+    Field(
+        description="Absolute session lifetime in seconds; at most "
+        "TOKEN_SERVICE_REFRESH_ABSOLUTE_TTL (422 above); null: default."
+    ),
+]
+
+
+class ClientUpdate(Body):
+    name: Name = None
+    grant_types: GrantTypes = None
+    scope: ClientScope = None
+    first_party: Annotated[
+        bool,
+        Field(description="May use the password grant and skips consent (default false)."),
+    ] = None
+    audience: Name | None = None
+    access_token_ttl: AccessTtl = None
+    refresh_token_ttl: RefreshTtl = None
+    redirect_uris: RedirectUris = None
+    post_logout_redirect_uris: RedirectUris = None
+
+
+class ClientCreate(ClientUpdate):
+    client_id: text(128, pattern=ID_PATTERN)
+    confidential: Annotated[bool, Field(description="Has a secret (default true).")] = None
+    grant_types: GrantTypes
 
 
 def _client(client_id: str, *, lock: bool = False) -> Client:
@@ -102,14 +105,13 @@ def _record(action: str, target: str, **details) -> None:
     "/clients",
     summary="Register a client",
     tag=TAG,
-    body=CREATE,
-    body_name="ClientCreate",
-    responses={201: "ClientWithSecret"},
+    body=ClientCreate,
+    responses={201: rep.ClientWithSecret},
     conflicts=True,
 )
 def create_client():
     """A confidential client's secret is in this response only: it is stored as a hash."""
-    body = validated(CREATE)
+    body = validated(ClientCreate)
     client, secret = directory.create_client(
         body["client_id"],
         name=body.get("name", ""),
@@ -125,7 +127,7 @@ def create_client():
     _record("client.created", client.client_id, grant_types=client.grant_types.split())
     db.session.flush()
     location = url_for("admin.get_client", client_id=client.client_id)
-    return respond({**rep.client(client), "client_secret": secret}, 201, client.version, location)
+    return respond(rep.client_with_secret(client, secret), 201, client.version, location)
 
 
 @operation(
@@ -134,7 +136,7 @@ def create_client():
     summary="List clients",
     tag=TAG,
     paginated=True,
-    responses={200: "ClientPage"},
+    responses={200: rep.page_of(rep.Client)},
 )
 def list_clients():
     """Ordered by client id."""
@@ -146,7 +148,7 @@ def list_clients():
     f"/clients/{CLIENT_ID}",
     summary="Get a client",
     tag=TAG,
-    responses={200: "Client"},
+    responses={200: rep.Client},
     etag=True,
 )
 def get_client(client_id: str):
@@ -159,15 +161,14 @@ def get_client(client_id: str):
     f"/clients/{CLIENT_ID}",
     summary="Update a client",
     tag=TAG,
-    body=UPDATE,
-    body_name="ClientUpdate",
-    responses={200: "Client"},
+    body=ClientUpdate,
+    responses={200: rep.Client},
     etag=True,
 )
 def update_client(client_id: str):
     """A narrower ceiling applies to new logins; existing sessions keep the ceiling they
     started with (DESIGN section 3)."""
-    body = validated(UPDATE)
+    body = validated(ClientUpdate)
     check_version(_client(client_id, lock=True).version)
     client = directory.update_client(client_id, body, **_limits())
     _record("client.updated", client_id, changed=sorted(body))
@@ -179,7 +180,7 @@ def update_client(client_id: str):
     f"/clients/{CLIENT_ID}/rotate-secret",
     summary="Rotate a client's secret",
     tag=TAG,
-    responses={200: "ClientWithSecret"},
+    responses={200: rep.ClientWithSecret},
     conflicts=True,
     etag=True,
 )
@@ -189,7 +190,7 @@ def rotate_secret(client_id: str):
     secret = directory.rotate_client_secret(client_id)
     _record("client.secret_rotated", client_id)
     client = _client(client_id)
-    return respond({**rep.client(client), "client_secret": secret}, version=client.version)
+    return respond(rep.client_with_secret(client, secret), version=client.version)
 
 
 @operation(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from flask import current_app, url_for
+from pydantic import Field
 from sqlalchemy import select
 
 from ... import audit, directory, lifecycle
@@ -26,56 +29,48 @@ from . import representations as rep
 from .errors import ApiError, not_found
 from .query import Param, arg, arg_choice, page
 from .routing import actor, check_version, no_content, operation, respond
-from .schema import EMAIL_PATTERN, ID_PATTERN, Obj, Prop, Str, validated
+from .schema import ID_PATTERN, Body, Email, text, validated
 
 TAG = "Customers"
 CUSTOMER_ID = "<customer_id>"
-PASSWORD = Str(min_length=8, max_length=1024, description="At least 8 characters.")
-CREATE = Obj(
-    {
-        "id": Prop(Str(max_length=64, pattern=ID_PATTERN, description="Chosen id (optional).")),
-        "email": Prop(Str(max_length=320, pattern=EMAIL_PATTERN), required=True),
-        "password": Prop(
-            Str(
-                min_length=8,
-                max_length=1024,
-                nullable=True,
-                description="Optional: without one the customer cannot log in by password.",
-            )
+Password = text(1024, min_length=8)
+EntityId = text(64)
+AssignmentType = Literal[ASSIGNMENT_TYPES]
+
+
+class CustomerCreate(Body):
+    id: Annotated[text(64, pattern=ID_PATTERN), Field(description="Chosen id (optional).")] = None
+    email: Email
+    password: Annotated[
+        Password | None,
+        Field(description="Optional: without one the customer cannot log in by password."),
+    ] = None
+    default_legal_entity_id: Annotated[
+        EntityId | None,
+        Field(
+            description="The customer is assigned to it (CONTACT) and it becomes the default "
+            "legal entity."
         ),
-        "default_legal_entity_id": Prop(
-            Str(
-                max_length=64,
-                nullable=True,
-                description="The customer is assigned to it (CONTACT) and it becomes the "
-                "default legal entity.",
-            )
-        ),
-    }
-)
-UPDATE = Obj(
-    {
-        "email": Prop(Str(max_length=320, pattern=EMAIL_PATTERN)),
-        "password": Prop(
-            Str(
-                min_length=8,
-                max_length=1024,
-                nullable=True,
-                description="null removes the password (no password login).",
-            )
-        ),
-        "default_legal_entity_id": Prop(
-            Str(max_length=64, nullable=True, description="One the customer is assigned to.")
-        ),
-    }
-)
-ASSIGN = Obj(
-    {
-        "legal_entity_id": Prop(Str(max_length=64, examples=("globex",)), required=True),
-        "type": Prop(Str(enum=ASSIGNMENT_TYPES, description="Default CONTACT.")),
-    }
-)
-ASSIGNMENT_UPDATE = Obj({"type": Prop(Str(enum=ASSIGNMENT_TYPES), required=True)})
+    ] = None
+
+
+class CustomerUpdate(Body):
+    email: Email = None
+    password: Annotated[
+        Password | None, Field(description="null removes the password (no password login).")
+    ] = None
+    default_legal_entity_id: Annotated[
+        EntityId | None, Field(description="One the customer is assigned to.")
+    ] = None
+
+
+class AssignmentCreate(Body):
+    legal_entity_id: Annotated[EntityId, Field(examples=["globex"])]
+    type: Annotated[AssignmentType, Field(description="Default CONTACT.")] = None
+
+
+class AssignmentUpdate(Body):
+    type: AssignmentType
 
 
 def _customer(customer_id: str, *, lock: bool = False) -> Customer:
@@ -98,14 +93,13 @@ def _record(action: str, customer_id: str, **details) -> None:
     "/customers",
     summary="Create a customer",
     tag=TAG,
-    body=CREATE,
-    body_name="CustomerCreate",
-    responses={201: "Customer"},
+    body=CustomerCreate,
+    responses={201: rep.Customer},
     conflicts=True,
 )
 def create_customer():
     """Emails are unique whatever their case (409 if taken)."""
-    body = validated(CREATE)
+    body = validated(CustomerCreate)
     if "id" in body and db.session.get(Customer, body["id"]) is not None:
         raise ApiError.of(409, "a customer with this id exists", "id")
     default = body.get("default_legal_entity_id")
@@ -134,7 +128,7 @@ def create_customer():
         Param("legal_entity_id", {"type": "string", "maxLength": 64}, "Assigned to."),
     ),
     paginated=True,
-    responses={200: "CustomerPage"},
+    responses={200: rep.page_of(rep.Customer)},
 )
 def list_customers():
     """Ordered by email."""
@@ -154,7 +148,7 @@ def list_customers():
     f"/customers/{CUSTOMER_ID}",
     summary="Get a customer",
     tag=TAG,
-    responses={200: "Customer"},
+    responses={200: rep.Customer},
     etag=True,
 )
 def get_customer(customer_id: str):
@@ -167,16 +161,15 @@ def get_customer(customer_id: str):
     f"/customers/{CUSTOMER_ID}",
     summary="Update a customer",
     tag=TAG,
-    body=UPDATE,
-    body_name="CustomerUpdate",
-    responses={200: "Customer"},
+    body=CustomerUpdate,
+    responses={200: rep.Customer},
     conflicts=True,
     etag=True,
 )
 def update_customer(customer_id: str):
     """Change the email, the password, or the default legal entity (one the customer is
     assigned to, else 409)."""
-    body = validated(UPDATE)
+    body = validated(CustomerUpdate)
     check_version(_customer(customer_id, lock=True).version)
     customer = directory.update_customer(customer_id, body)
     _record("customer.updated", customer_id, changed=sorted(body))
@@ -210,7 +203,7 @@ def delete_customer(customer_id: str):
     f"/customers/{CUSTOMER_ID}/block",
     summary="Block a customer",
     tag=TAG,
-    responses={200: "Customer"},
+    responses={200: rep.Customer},
     etag=True,
 )
 def block_customer(customer_id: str):
@@ -226,7 +219,7 @@ def block_customer(customer_id: str):
     f"/customers/{CUSTOMER_ID}/unblock",
     summary="Unblock a customer",
     tag=TAG,
-    responses={200: "Customer"},
+    responses={200: rep.Customer},
     etag=True,
 )
 def unblock_customer(customer_id: str):
@@ -257,7 +250,7 @@ def _assignment_row(customer_id: str, entity_id: str):
     summary="List a customer's assignments",
     tag=TAG,
     paginated=True,
-    responses={200: "AssignmentPage"},
+    responses={200: rep.page_of(rep.Assignment)},
 )
 def list_assignments(customer_id: str):
     """Ordered by legal entity id."""
@@ -275,14 +268,13 @@ def list_assignments(customer_id: str):
     f"/customers/{CUSTOMER_ID}/assignments",
     summary="Assign a customer to a legal entity",
     tag=TAG,
-    body=ASSIGN,
-    body_name="AssignmentCreate",
-    responses={201: "Assignment"},
+    body=AssignmentCreate,
+    responses={201: rep.Assignment},
     conflicts=True,
 )
 def create_assignment(customer_id: str):
     """The customer joins the entity's CONTACT group; 409 if already assigned."""
-    body = validated(ASSIGN)
+    body = validated(AssignmentCreate)
     _customer(customer_id)
     entity_id = body["legal_entity_id"]
     directory.assign(customer_id, entity_id, body.get("type", "CONTACT"))
@@ -296,7 +288,7 @@ def create_assignment(customer_id: str):
     f"/customers/{CUSTOMER_ID}/assignments/<entity_id>",
     summary="Get an assignment",
     tag=TAG,
-    responses={200: "Assignment"},
+    responses={200: rep.Assignment},
 )
 def get_assignment(customer_id: str, entity_id: str):
     return respond(_assignment_row(customer_id, entity_id))
@@ -307,13 +299,12 @@ def get_assignment(customer_id: str, entity_id: str):
     f"/customers/{CUSTOMER_ID}/assignments/<entity_id>",
     summary="Change an assignment's type",
     tag=TAG,
-    body=ASSIGNMENT_UPDATE,
-    body_name="AssignmentUpdate",
-    responses={200: "Assignment"},
+    body=AssignmentUpdate,
+    responses={200: rep.Assignment},
 )
 def update_assignment(customer_id: str, entity_id: str):
     """PRIMARY, BILLING, LOGISTICS or CONTACT; group memberships stay as they are."""
-    body = validated(ASSIGNMENT_UPDATE)
+    body = validated(AssignmentUpdate)
     directory.set_assignment_type(customer_id, entity_id, body["type"])
     _record("assignment.updated", customer_id, target=entity_id, type=body["type"])
     return respond(_assignment_row(customer_id, entity_id))
@@ -357,7 +348,7 @@ def _session(customer_id: str, session_id: str) -> Session:
         ),
     ),
     paginated=True,
-    responses={200: "SessionPage"},
+    responses={200: rep.page_of(rep.Session)},
 )
 def list_sessions(customer_id: str):
     """Newest first."""
@@ -379,7 +370,7 @@ def list_sessions(customer_id: str):
     f"/customers/{CUSTOMER_ID}/sessions/<session_id>",
     summary="Get a session",
     tag=TAG,
-    responses={200: "Session"},
+    responses={200: rep.Session},
 )
 def get_session(customer_id: str, session_id: str):
     return respond(rep.session(_session(customer_id, session_id)))
@@ -390,7 +381,7 @@ def get_session(customer_id: str, session_id: str):
     f"/customers/{CUSTOMER_ID}/sessions/<session_id>",
     summary="Revoke a session",
     tag=TAG,
-    responses={200: "Session"},
+    responses={200: rep.Session},
 )
 def revoke_one_session(customer_id: str, session_id: str):
     """Its refresh token stops working and its access tokens stop at once (idempotent)."""
@@ -405,7 +396,7 @@ def revoke_one_session(customer_id: str, session_id: str):
     f"/customers/{CUSTOMER_ID}/sessions",
     summary="Revoke all sessions of a customer",
     tag=TAG,
-    responses={200: "RevokedSessions"},
+    responses={200: rep.RevokedSessions},
 )
 def revoke_all_sessions(customer_id: str):
     """Logs the customer out everywhere; the customer may log in again."""
@@ -416,7 +407,7 @@ def revoke_all_sessions(customer_id: str):
     sessions = list(db.session.scalars(live))
     for session in sessions:
         revoke_session(session, "revoked_by_admin", actor_type=kind, actor_id=who)
-    return respond({"revoked": len(sessions)})
+    return respond(rep.RevokedSessions(revoked=len(sessions)).model_dump())
 
 
 # -- effective scopes -------------------------------------------------------------------------
@@ -439,7 +430,7 @@ def revoke_all_sessions(customer_id: str):
             "Cap by this client's ceiling; absent: every catalogue scope.",
         ),
     ),
-    responses={200: "EffectiveScopes"},
+    responses={200: rep.EffectiveScopes},
     conflicts=True,
 )
 def effective_scopes_preview(customer_id: str):
@@ -477,19 +468,18 @@ def effective_scopes_preview(customer_id: str):
     for name, group_id in rows:
         sources.setdefault(name, []).append(group_id)
     scopes = [
-        {
-            "scope": name,
-            "sources": (["baseline"] if name in baseline else []) + sources.get(name, []),
-        }
+        rep.ScopeSource(
+            scope=name,
+            sources=(["baseline"] if name in baseline else []) + sources.get(name, []),
+        )
         for name in scope.split()
     ]
-    return respond(
-        {
-            "customer_id": customer_id,
-            "legal_entity_id": entity,
-            "client_id": client_id,
-            "customer_status": customer.status,
-            "scope": scope,
-            "scopes": scopes,
-        }
+    preview = rep.EffectiveScopes(
+        customer_id=customer_id,
+        legal_entity_id=entity,
+        client_id=client_id,
+        customer_status=customer.status,
+        scope=scope,
+        scopes=scopes,
     )
+    return respond(preview.model_dump())

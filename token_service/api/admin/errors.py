@@ -8,8 +8,10 @@ content, 503 the store or the database is down.
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 from flask import Blueprint, jsonify
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from ...directory import DirectoryError
@@ -24,6 +26,19 @@ CODES = {
     412: "precondition_failed",
     422: "validation_failed",
 }
+
+
+class Error(BaseModel):
+    """Every admin error (and every non-OAuth error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: Annotated[str, Field(description="A machine-readable code.")]
+    message: str
+    fields: Annotated[
+        dict[str, str],
+        Field(description="What is wrong with which field (path like a.b[0])."),
+    ] = None
 
 
 class ApiError(Exception):
@@ -57,10 +72,13 @@ def not_found(what: str) -> ApiError:
 
 
 def error_response(error: ApiError):
-    body = {"error": error.error, "message": error.message}
-    if error.fields:
-        body["fields"] = error.fields
-    return jsonify(body), error.status, {"Cache-Control": "no-store", **error.headers}
+    details = {"fields": error.fields} if error.fields else {}
+    body = Error(error=error.error, message=error.message, **details)
+    return (
+        jsonify(body.model_dump(exclude_unset=True)),
+        error.status,
+        {"Cache-Control": "no-store", **error.headers},
+    )
 
 
 def register(bp: Blueprint) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from flask import url_for
+from pydantic import Field
 from sqlalchemy import select
 
 from ... import audit, directory, lifecycle
@@ -13,43 +16,39 @@ from . import representations as rep
 from .errors import ApiError, not_found
 from .query import Param, arg, arg_choice, page
 from .routing import actor, check_version, no_content, operation, respond
-from .schema import SCOPE_PATTERN, TEXT_PATTERN, Arr, Obj, Prop, Str, validated
+from .schema import SCOPE_PATTERN, Body, Name, text, validated
 
 TAG = "Groups"
 GROUP_ID = "<group_id>"
-SCOPES = Arr(
-    Str(max_length=128, pattern=SCOPE_PATTERN, examples=("order.order_read_le",)),
-    max_items=200,
-    description="Scopes of the catalogue.",
-)
-CREATE = Obj(
-    {
-        "name": Prop(Str(pattern=TEXT_PATTERN), required=True),
-        "legal_entity_id": Prop(
-            Str(
-                max_length=64,
-                nullable=True,
-                description="Absent or null: a tenant-wide group.",
-                examples=("acme",),
-            )
+ScopeName = text(128, pattern=SCOPE_PATTERN)
+Scopes = Annotated[list[ScopeName], Field(max_length=200)]
+
+
+class GroupCreate(Body):
+    name: Name
+    legal_entity_id: Annotated[
+        text(64) | None,
+        Field(description="Absent or null: a tenant-wide group.", examples=["acme"]),
+    ] = None
+    scopes: Annotated[
+        Scopes,
+        Field(description="Scopes of the catalogue.", examples=[["order.order_read_le"]]),
+    ] = None
+
+
+class GroupUpdate(Body):
+    name: Name = None
+    scopes: Annotated[
+        Scopes,
+        Field(
+            description="Replaces the scopes; members' live access tokens where the group "
+            "counts stop at once, and their next refresh has the new scopes."
         ),
-        "scopes": Prop(SCOPES),
-    }
-)
-UPDATE = Obj(
-    {
-        "name": Prop(Str(pattern=TEXT_PATTERN)),
-        "scopes": Prop(
-            Arr(
-                Str(max_length=128, pattern=SCOPE_PATTERN),
-                max_items=200,
-                description="Replaces the scopes; members' live access tokens where the group "
-                "counts stop at once, and their next refresh has the new scopes.",
-            )
-        ),
-    }
-)
-ADD_MEMBER = Obj({"customer_id": Prop(Str(max_length=64), required=True)})
+    ] = None
+
+
+class MemberCreate(Body):
+    customer_id: text(64)
 
 
 def _group(group_id: str, *, lock: bool = False) -> CustomerGroup:
@@ -77,14 +76,13 @@ def _record(action: str, target: str, **details) -> None:
     "/groups",
     summary="Create a custom group",
     tag=TAG,
-    body=CREATE,
-    body_name="GroupCreate",
-    responses={201: "Group"},
+    body=GroupCreate,
+    responses={201: rep.Group},
     conflicts=True,
 )
 def create_group():
     """In a legal entity, or tenant-wide (counts in every entity) without `legal_entity_id`."""
-    body = validated(CREATE)
+    body = validated(GroupCreate)
     group = directory.create_group(
         body["name"], body.get("scopes", []), legal_entity_id=body.get("legal_entity_id")
     )
@@ -113,7 +111,7 @@ def create_group():
         ),
     ),
     paginated=True,
-    responses={200: "GroupPage"},
+    responses={200: rep.page_of(rep.Group)},
 )
 def list_groups():
     """Ordered by id."""
@@ -136,7 +134,7 @@ def list_groups():
     f"/groups/{GROUP_ID}",
     summary="Get a group",
     tag=TAG,
-    responses={200: "Group"},
+    responses={200: rep.Group},
     etag=True,
 )
 def get_group(group_id: str):
@@ -149,14 +147,13 @@ def get_group(group_id: str):
     f"/groups/{GROUP_ID}",
     summary="Rename a group or replace its scopes",
     tag=TAG,
-    body=UPDATE,
-    body_name="GroupUpdate",
-    responses={200: "Group"},
+    body=GroupUpdate,
+    responses={200: rep.Group},
     etag=True,
 )
 def update_group(group_id: str):
     """Predefined groups too: their scopes started from the templates, and may be tuned."""
-    body = validated(UPDATE)
+    body = validated(GroupUpdate)
     group = _group(group_id, lock=True)
     check_version(group.version)
     if "scopes" in body:
@@ -206,7 +203,7 @@ def delete_group(group_id: str):
     summary="List a group's members",
     tag=TAG,
     paginated=True,
-    responses={200: "MemberPage"},
+    responses={200: rep.page_of(rep.Member)},
 )
 def list_members(group_id: str):
     """Ordered by customer id."""
@@ -229,15 +226,14 @@ def list_members(group_id: str):
     f"/groups/{GROUP_ID}/members",
     summary="Add a customer to a group",
     tag=TAG,
-    body=ADD_MEMBER,
-    body_name="MemberCreate",
-    responses={201: "Member"},
+    body=MemberCreate,
+    responses={201: rep.Member},
     conflicts=True,
 )
 def add_member(group_id: str):
     """An entity's group takes only customers assigned to that entity (409 otherwise); the
     next refresh acting there has the group's scopes."""
-    body = validated(ADD_MEMBER)
+    body = validated(MemberCreate)
     _group(group_id)
     customer = db.session.get(Customer, body["customer_id"])
     if customer is None:

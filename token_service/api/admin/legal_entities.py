@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from flask import url_for
+from pydantic import Field
 from sqlalchemy import select
 
 from ... import audit, directory, lifecycle
@@ -12,42 +15,37 @@ from . import representations as rep
 from .errors import not_found
 from .query import Param, arg, arg_bool, arg_choice, page
 from .routing import actor, check_version, no_content, operation, respond
-from .schema import ID_PATTERN, TEXT_PATTERN, Money, Obj, Prop, Str, validated
+from .schema import ID_PATTERN, Body, Money, Name, text, validated
 
 TAG = "Legal entities"
 TYPES = ("COMPANY", "SUBSIDIARY")
 
-ACCOUNT_LIMIT = Obj(
-    {
-        "currency": Prop(Str(max_length=3, pattern="^[A-Z]{3}$"), required=True),
-        "value": Prop(Money(), required=True),
-    },
-    nullable=True,
-    description="Credit limit; null for none.",
-)
-CREATE = Obj(
-    {
-        "id": Prop(Str(max_length=64, pattern=ID_PATTERN, description="Chosen id (optional).")),
-        "name": Prop(Str(pattern=TEXT_PATTERN), required=True),
-        "type": Prop(Str(enum=TYPES, description="Default COMPANY.")),
-        "parent_id": Prop(
-            Str(
-                max_length=64,
-                nullable=True,
-                description="Subsidiaries only.",
-                examples=("acme",),
-            )
-        ),
-        "account_limit": Prop(ACCOUNT_LIMIT),
-    }
-)
-UPDATE = Obj(
-    {
-        "name": Prop(Str(pattern=TEXT_PATTERN)),
-        "parent_id": Prop(Str(max_length=64, description="Move a subsidiary (never a cycle).")),
-        "account_limit": Prop(ACCOUNT_LIMIT),
-    }
-)
+EntityId = text(64)
+
+
+class AccountLimitChange(Body):
+    """Credit limit; null for none."""
+
+    currency: text(3, pattern="^[A-Z]{3}$")
+    value: Money
+
+
+class LegalEntityCreate(Body):
+    id: Annotated[text(64, pattern=ID_PATTERN), Field(description="Chosen id (optional).")] = None
+    name: Name
+    type: Annotated[Literal[TYPES], Field(description="Default COMPANY.")] = None
+    parent_id: Annotated[
+        EntityId | None, Field(description="Subsidiaries only.", examples=["acme"])
+    ] = None
+    account_limit: AccountLimitChange | None = None
+
+
+class LegalEntityUpdate(Body):
+    name: Name = None
+    parent_id: Annotated[EntityId, Field(description="Move a subsidiary (never a cycle).")] = None
+    account_limit: AccountLimitChange | None = None
+
+
 ENTITY_ID = "<entity_id>"
 
 
@@ -67,15 +65,14 @@ def _plain_limit(limit: dict | None) -> dict | None:
     "/legal-entities",
     summary="Create a legal entity",
     tag=TAG,
-    body=CREATE,
-    body_name="LegalEntityCreate",
-    responses={201: "LegalEntity"},
+    body=LegalEntityCreate,
+    responses={201: rep.LegalEntity},
     conflicts=True,
 )
 def create_legal_entity():
     """A COMPANY, or a SUBSIDIARY of `parent_id`; it comes with its predefined ADMIN, BUYER,
     REQUESTER and CONTACT groups."""
-    body = validated(CREATE)
+    body = validated(LegalEntityCreate)
     entity = directory.create_legal_entity(
         body["name"],
         type=body.get("type", "COMPANY"),
@@ -106,7 +103,7 @@ def create_legal_entity():
         Param("parent_id", {"type": "string", "maxLength": 64}, "Subsidiaries of."),
     ),
     paginated=True,
-    responses={200: "LegalEntityPage"},
+    responses={200: rep.page_of(rep.LegalEntity)},
 )
 def list_legal_entities():
     """Ordered by name."""
@@ -126,7 +123,7 @@ def list_legal_entities():
     f"/legal-entities/{ENTITY_ID}",
     summary="Get a legal entity",
     tag=TAG,
-    responses={200: "LegalEntity"},
+    responses={200: rep.LegalEntity},
     etag=True,
 )
 def get_legal_entity(entity_id: str):
@@ -139,15 +136,14 @@ def get_legal_entity(entity_id: str):
     f"/legal-entities/{ENTITY_ID}",
     summary="Update a legal entity",
     tag=TAG,
-    body=UPDATE,
-    body_name="LegalEntityUpdate",
-    responses={200: "LegalEntity"},
+    body=LegalEntityUpdate,
+    responses={200: rep.LegalEntity},
     conflicts=True,
     etag=True,
 )
 def update_legal_entity(entity_id: str):
     """Rename, set or clear the account limit, or move a subsidiary to another parent."""
-    body = validated(UPDATE)
+    body = validated(LegalEntityUpdate)
     check_version(_entity(entity_id, lock=True).version)
     if "account_limit" in body:
         body["account_limit"] = _plain_limit(body["account_limit"])

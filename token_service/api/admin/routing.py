@@ -19,7 +19,7 @@ from . import errors
 from .auth import Principal, authenticate
 from .errors import ApiError
 from .query import PAGE_PARAMS, Param
-from .schema import Obj, clean_text
+from .schema import Body, Representation, clean_text
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 errors.register(bp)
@@ -49,10 +49,9 @@ class Operation:
     summary: str
     tag: str
     write: bool
-    body: Obj | None = None
-    body_name: str | None = None
+    body: type[Body] | None = None
     query: tuple[Param, ...] = ()
-    responses: dict[int, str | None] = field(default_factory=dict)
+    responses: dict[int, type[Representation] | None] = field(default_factory=dict)
     conflicts: bool = False
     etag: bool = False
     description: str = ""
@@ -77,18 +76,18 @@ def operation(
     *,
     summary: str,
     tag: str,
-    responses: dict[int, str | None],
-    body: Obj | None = None,
-    body_name: str | None = None,
+    responses: dict[int, type[Representation] | None],
+    body: type[Body] | None = None,
     query: tuple[Param, ...] = (),
     paginated: bool = False,
     conflicts: bool = False,
     etag: bool = False,
     description: str = "",
 ) -> Callable:
-    """Declare an admin endpoint. `responses` maps success statuses to a component schema name
-    (None: no body); error responses are derived (401/403 always, 404 with path parameters,
-    400/422 with a body, 409 if `conflicts`, 412 if `etag` on a write)."""
+    """Declare an admin endpoint. `body` is the request body's model; `responses` maps success
+    statuses to the response's model (None: no body); error responses are derived (401/403
+    always, 404 with path parameters, 400/422 with a body, 409 if `conflicts`, 412 if `etag`
+    on a write)."""
     write = method != "GET"
 
     def decorator(view: Callable) -> Callable:
@@ -100,7 +99,6 @@ def operation(
             tag=tag,
             write=write,
             body=body,
-            body_name=body_name,
             query=tuple(query) + (PAGE_PARAMS if paginated else ()),
             responses=responses,
             conflicts=conflicts,

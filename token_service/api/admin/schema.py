@@ -1,5 +1,5 @@
-"""Request bodies: one declaration per body that both validates it and renders its JSON Schema
-for the OpenAPI document, so that what is documented is what is enforced.
+"""Request and response models (pydantic v2): one declaration that validates a body and renders
+its JSON Schema for the OpenAPI document, so that what is documented is what is enforced.
 
 Validation is strict: unknown fields, wrong types, control characters and out-of-range values
 are refused with a message per field (422); a body that is not a JSON object is a 400.
@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from flask import request
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+)
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import PydanticCustomError
 
 from .errors import ApiError
 
@@ -25,6 +34,7 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 SCOPE_PATTERN = r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$"
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_MONEY = Decimal("9999999999999.99")
 
 
 def clean_text(value: str) -> str | None:
@@ -38,210 +48,131 @@ def clean_text(value: str) -> str | None:
     return None
 
 
-class Schema:
-    """One JSON value: `check` returns the cleaned value or records errors under `path`."""
-
-    nullable: bool = False
-    description: str = ""
-
-    def check(self, value: Any, path: str, errors: dict[str, str]) -> Any:
-        if value is None:
-            if not self.nullable:
-                errors[path] = "must not be null"
-            return None
-        return self._check(value, path, errors)
-
-    def _check(self, value: Any, path: str, errors: dict[str, str]) -> Any:
-        raise NotImplementedError
-
-    def json_schema(self) -> dict:
-        schema = self._json_schema()
-        if self.nullable:
-            schema["type"] = [schema["type"], "null"]
-        if self.description:
-            schema["description"] = self.description
-        return schema
-
-    def _json_schema(self) -> dict:
-        raise NotImplementedError
+def _clean(value: Any) -> Any:
+    if isinstance(value, str) and (problem := clean_text(value)):
+        raise PydanticCustomError("text", problem)
+    return value
 
 
-@dataclass
-class Str(Schema):
-    max_length: int = 255
-    min_length: int = 0
-    pattern: str | None = None
-    enum: tuple[str, ...] | None = None
-    nullable: bool = False
-    description: str = ""
-    examples: tuple[str, ...] = ()
-
-    def _check(self, value, path, errors):
-        if not isinstance(value, str):
-            errors[path] = "must be a string"
-            return None
-        problem = clean_text(value)
-        if problem:
-            errors[path] = problem
-        elif self.enum is not None and value not in self.enum:
-            errors[path] = f"must be one of {', '.join(self.enum)}"
-        elif len(value) > self.max_length:
-            errors[path] = f"must be at most {self.max_length} characters"
-        elif len(value) < self.min_length:
-            errors[path] = f"must be at least {self.min_length} characters"
-        elif self.pattern is not None and not re.search(self.pattern, value):
-            errors[path] = "has an invalid format"
-        return value
-
-    def _json_schema(self):
-        schema: dict[str, Any] = {"type": "string"}
-        if self.enum is not None:
-            schema["enum"] = list(self.enum)
-            return schema
-        schema["maxLength"] = self.max_length
-        if self.examples:
-            schema["examples"] = list(self.examples)
-        if self.min_length:
-            schema["minLength"] = self.min_length
-        if self.pattern is not None:
-            schema["pattern"] = self.pattern
-        return schema
+def _money(value: Any) -> Decimal:
+    # bool is an int in Python, never in JSON.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("number", "must be a number")
+    amount = Decimal(str(value))
+    if not amount.is_finite() or amount < 0 or amount > MAX_MONEY:
+        raise PydanticCustomError("number", f"must be between 0 and {MAX_MONEY}")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise PydanticCustomError("number", "must have at most two decimals")
+    return amount
 
 
-@dataclass
-class Int(Schema):
-    minimum: int | None = None
-    maximum: int | None = None
-    nullable: bool = False
-    description: str = ""
-
-    def _check(self, value, path, errors):
-        # bool is an int in Python, never in JSON.
-        if isinstance(value, bool) or not isinstance(value, int):
-            errors[path] = "must be an integer"
-            return None
-        if self.minimum is not None and value < self.minimum:
-            errors[path] = f"must be at least {self.minimum}"
-        elif self.maximum is not None and value > self.maximum:
-            errors[path] = f"must be at most {self.maximum}"
-        return value
-
-    def _json_schema(self):
-        schema: dict[str, Any] = {"type": "integer"}
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
-        return schema
+def text(max_length: int = 255, *, min_length: int | None = None, pattern: str | None = None):
+    """A string of a body: no control characters and valid Unicode (checked first), then its
+    length and `pattern`."""
+    constraints = Field(max_length=max_length, min_length=min_length, pattern=pattern)
+    return Annotated[str, constraints, BeforeValidator(_clean)]
 
 
-@dataclass
-class Money(Schema):
-    """A non-negative amount with at most two decimals, exact when it comes back as a float."""
-
-    maximum: Decimal = Decimal("9999999999999.99")
-    nullable: bool = False
-    description: str = ""
-
-    def _check(self, value, path, errors):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            errors[path] = "must be a number"
-            return None
-        amount = Decimal(str(value))
-        if not amount.is_finite() or amount < 0 or amount > self.maximum:
-            errors[path] = f"must be between 0 and {self.maximum}"
-        elif amount != amount.quantize(Decimal("0.01")):
-            errors[path] = "must have at most two decimals"
-        return amount
-
-    def _json_schema(self):
-        return {"type": "number", "minimum": 0, "maximum": float(self.maximum)}
+Text = text()
+#: Free text that is not blank.
+Name = text(pattern=TEXT_PATTERN)
+Email = text(320, pattern=EMAIL_PATTERN)
+#: A non-negative amount with at most two decimals, exact when it comes back as a float.
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_money),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": float(MAX_MONEY)}),
+]
+#: An RFC 3339 date-time as the representations write it (see `representations.iso`).
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
-@dataclass
-class Bool(Schema):
-    nullable: bool = False
-    description: str = ""
+class Body(BaseModel):
+    """A request body: exactly these fields, JSON types only. An optional field declared
+    `= None` without `| None` may be left out but not sent as null."""
 
-    def _check(self, value, path, errors):
-        if not isinstance(value, bool):
-            errors[path] = "must be a boolean"
-            return None
-        return value
-
-    def _json_schema(self):
-        return {"type": "boolean"}
+    model_config = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
 
 
-@dataclass
-class Arr(Schema):
-    items: Schema = field(default_factory=Str)
-    max_items: int = 100
-    min_items: int = 0
-    nullable: bool = False
-    description: str = ""
+class Representation(BaseModel):
+    """A response body: every field is always present (null when it has no value)."""
 
-    def _check(self, value, path, errors):
-        if not isinstance(value, list):
-            errors[path] = "must be an array"
-            return None
-        if not self.min_items <= len(value) <= self.max_items:
-            errors[path] = f"must have {self.min_items} to {self.max_items} items"
-            return None
-        return [self.items.check(item, f"{path}[{i}]", errors) for i, item in enumerate(value)]
-
-    def _json_schema(self):
-        schema = {"type": "array", "items": self.items.json_schema(), "maxItems": self.max_items}
-        if self.min_items:
-            schema["minItems"] = self.min_items
-        return schema
+    model_config = ConfigDict(extra="forbid")
 
 
-@dataclass
-class Prop:
-    schema: Schema
-    required: bool = False
+class ComponentSchema(GenerateJsonSchema):
+    """JSON Schema for the OpenAPI components: the docstring as description, no titles, and no
+    `default: null` on a field that may be left out but is never null."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+    def model_schema(self, schema):
+        result = super().model_schema(schema)
+        result.pop("title", None)
+        return result
+
+    def default_schema(self, schema):
+        result = super().default_schema(schema)
+        if result.get("default", ...) is None:
+            del result["default"]
+        return result
 
 
-@dataclass
-class Obj(Schema):
-    """A JSON object with exactly these properties; `check` returns only the ones given."""
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "unknown field",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be a boolean",
+    "list_type": "must be an array",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "string_too_long": "must be at most {max_length} characters",
+    "string_too_short": "must be at least {min_length} characters",
+    "string_pattern_mismatch": "has an invalid format",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+    "too_long": "must have at most {max_length} items",
+    "too_short": "must have at least {min_length} items",
+}
 
-    props: dict[str, Prop] = field(default_factory=dict)
-    nullable: bool = False
-    description: str = ""
-    min_properties: int = 0
 
-    def _check(self, value, path, errors):
-        if not isinstance(value, dict):
-            errors[path or "body"] = "must be an object"
-            return None
-        prefix = f"{path}." if path else ""
-        out = {}
-        for name in value.keys() - self.props.keys():
+def _path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "body"
+
+
+def _message(error: dict) -> str:
+    kind = error["type"]
+    if error.get("input", ...) is None and kind != "missing":
+        return "must not be null"
+    if kind == "too_short" and error["ctx"]["min_length"] == 1:
+        return "must not be empty"
+    if kind == "literal_error":
+        return "must be one of " + ", ".join(re.findall(r"'([^']*)'", error["ctx"]["expected"]))
+    if kind in _MESSAGES:
+        return _MESSAGES[kind].format(**error.get("ctx", {}))
+    return error["msg"]
+
+
+def field_errors(exc: ValidationError) -> dict[str, str]:
+    """One message per offending field, keyed by its path (`a.b[0]`; `body` for the whole)."""
+    fields: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        if error["type"] == "extra_forbidden":
+            name = str(loc[-1])
             shown = name if clean_text(name) is None and len(name) <= 64 else "(unreadable)"
-            errors[f"{prefix}{shown}"] = "unknown field"
-        for name, prop in self.props.items():
-            if name in value:
-                out[name] = prop.schema.check(value[name], f"{prefix}{name}", errors)
-            elif prop.required:
-                errors[f"{prefix}{name}"] = "is required"
-        if len(value) < self.min_properties:
-            errors[path or "body"] = f"must have at least {self.min_properties} field"
-        return out
-
-    def _json_schema(self):
-        schema: dict[str, Any] = {
-            "type": "object",
-            "properties": {name: prop.schema.json_schema() for name, prop in self.props.items()},
-            "additionalProperties": False,
-        }
-        required = [name for name, prop in self.props.items() if prop.required]
-        if required:
-            schema["required"] = required
-        if self.min_properties:
-            schema["minProperties"] = self.min_properties
-        return schema
+            loc = (*loc[:-1], shown)
+        fields.setdefault(_path(loc), _message(error))
+    return fields
 
 
 def _no_duplicates(pairs):
@@ -269,11 +200,12 @@ def read_json() -> Any:
         raise ApiError(400, "invalid_request", "The body is not valid JSON.") from None
 
 
-def validated(body: Obj) -> dict:
+def validated(body: type[Body]) -> dict:
     """Read the request's JSON and check it against `body`: 400 if unreadable, else 422 with
-    one message per offending field."""
-    errors: dict[str, str] = {}
-    value = body.check(read_json(), "", errors)
-    if errors:
-        raise ApiError(422, "validation_failed", "The request body is invalid.", fields=errors)
-    return value
+    one message per offending field. Returns only the fields given."""
+    try:
+        return body.model_validate(read_json()).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        raise ApiError(
+            422, "validation_failed", "The request body is invalid.", fields=field_errors(exc)
+        ) from None

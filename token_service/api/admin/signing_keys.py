@@ -29,7 +29,7 @@ def key_states(keyring) -> list[tuple[object, str]]:
     "/signing-keys",
     summary="List signing keys",
     tag=TAG,
-    responses={200: "SigningKeyPage"},
+    responses={200: rep.page_of(rep.SigningKey)},
 )
 def list_signing_keys():
     """Newest (signing) first. Never more than a handful, so not paginated."""
@@ -43,7 +43,7 @@ def list_signing_keys():
     "/signing-keys/rotate",
     summary="Rotate the signing key",
     tag=TAG,
-    responses={201: "SigningKey"},
+    responses={201: rep.SigningKey},
 )
 def rotate_signing_key():
     """A new key (TOKEN_SERVICE_SIGNING_ALG) signs from now on; the previous one stays in the
