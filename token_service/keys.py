@@ -254,18 +254,20 @@ class KeyRing:
         self._maybe_reload()
         return self._jwks_json
 
-    def decode(self, token: str) -> dict | None:
+    def decode(self, token: str, typ: str = "at+jwt") -> dict | None:
         """Claims of a JWT signed by one of our keys, else None. Checks the signature and
-        `typ` only: the caller checks expiry and revocation."""
+        `typ` only: the caller checks expiry and revocation. Only access tokens (at+jwt) are
+        cached, so that a token of another type never comes back from the cache as one."""
         self._maybe_reload()
-        claims = self._verified.get(token)
+        cached = typ == "at+jwt"
+        claims = self._verified.get(token) if cached else None
         if claims is not None:
             return dict(claims)
         generation = self._generation
         try:
             header_b64, payload_b64, signature_b64 = token.split(".")
             header = json.loads(_b64decode(header_b64))
-            if not isinstance(header, dict) or header.get("typ") != "at+jwt":
+            if not isinstance(header, dict) or header.get("typ") != typ:
                 return None
             key = next((k for k in self._keys if k.kid == header.get("kid")), None)
             if key is None or header.get("alg") != key.alg:
@@ -278,7 +280,7 @@ class KeyRing:
             return None
         if not isinstance(claims, dict):
             return None
-        if type(claims.get("exp")) is int:
+        if cached and type(claims.get("exp")) is int:
             self._verified.put(token, dict(claims), expires_at=claims["exp"])
             if self._generation != generation:  # the keys changed meanwhile
                 self._verified.pop(token)
