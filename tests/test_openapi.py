@@ -148,6 +148,7 @@ def known_ids(app) -> dict[str, list[str]]:
             "client_id": ["storefront", "order-service"],
             "session_id": list(db.session.scalars(select(Session.id))),
             "name": ["order.order_read_le", "admin.read"],
+            "tenant": [app.config["SETTINGS"].tenant],
         }
         db.session.rollback()
     return ids

@@ -23,16 +23,19 @@ an access token; only this layer reads them, to authorize a login.
 
 from __future__ import annotations
 
+import logging
 import time
 from http import HTTPStatus
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import BadRequest
 
 from .. import company
 from ..directory import DirectoryError
 from ..extensions import db
+from ..keys import NoSigningKey
 from ..models import Customer, Session, new_id
 from ..oauth2 import storage
 from ..oauth2.introspect import TemporarilyUnavailable
@@ -46,6 +49,7 @@ from .front import run_once_more_on_lost_connection
 from .self_service import customer_actor
 
 bp = Blueprint("emporix", __name__)
+log = logging.getLogger(__name__)
 
 ANONYMOUS_TYP = "anon+jwt"
 ANONYMOUS_REFRESH_TTL = 86400
@@ -100,7 +104,10 @@ def error_body(status: int, message: str, kind: str, *, iam: bool) -> dict:
 
 
 def _error_response(error: EmporixError):
-    db.session.rollback()
+    try:
+        db.session.rollback()
+    except DBAPIError:
+        log.debug("rollback failed", exc_info=True)
     body = error_body(error.status, error.message, error.kind, iam=_is_iam())
     return jsonify(body), error.status, {**NO_STORE, **error.headers}
 
@@ -146,6 +153,18 @@ def oauth_error(error: OAuth2Error):
     else:
         status = 400
     return _error_response(EmporixError(status, message, headers=headers))
+
+
+@bp.errorhandler(DBAPIError)
+@bp.errorhandler(NoSigningKey)
+def unavailable(error: Exception):
+    """The database or the signing key is missing: the app's 503, in this layer's shape."""
+    log.error("emporix layer unavailable: %s", error.__class__.__name__)
+    return _error_response(
+        EmporixError(
+            503, "The service is unavailable. Retry shortly.", headers={"Retry-After": "1"}
+        )
+    )
 
 
 @bp.errorhandler(BadRequest)
