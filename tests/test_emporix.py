@@ -464,6 +464,13 @@ def test_iam_rules_are_company_rules(app, emporix, schemas):
     r = emporix.iam("DELETE", f"/groups/{admin}/users/{ALICE}", alice)
     assert r.status_code == 409
     check(schemas, "EmporixIamError", r.json)
+    # Outside the company, or not a member: Emporix documents 403 (not 404) for a removal.
+    for group, user in ((admin, "cus_nobody"), (group_id(app, "acme", "REQUESTER"), BOB)):
+        r = emporix.iam("DELETE", f"/groups/{group}/users/{user}", alice)
+        assert r.status_code == 403
+        check(schemas, "EmporixIamError", r.json)
+    r = emporix.iam("DELETE", f"/groups/{group_id(app, 'globex', 'CONTACT')}/users/{ALICE}", alice)
+    assert r.status_code == 403
     # A customer of another company is not a member here.
     r = emporix.iam("POST", f"/groups/{admin}/users", alice, json={"userId": "cus_nobody"})
     assert r.status_code == 404

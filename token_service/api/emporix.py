@@ -29,7 +29,7 @@ from http import HTTPStatus
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.exceptions import BadRequest
 
 from .. import company
@@ -153,6 +153,12 @@ def oauth_error(error: OAuth2Error):
     else:
         status = 400
     return _error_response(EmporixError(status, message, headers=headers))
+
+
+@bp.errorhandler(IntegrityError)
+def integrity_error(error: IntegrityError):
+    """A concurrent request won a uniqueness race: the conflict the check would have given."""
+    return _error_response(EmporixError(409, "The change conflicts with the current data."))
 
 
 @bp.errorhandler(DBAPIError)
@@ -581,10 +587,19 @@ def add_group_user(tenant: str, group_id: str):
 
 @bp.delete("/iam/<tenant>/groups/<group_id>/users/<customer_id>")
 def remove_group_user(tenant: str, group_id: str, customer_id: str):
-    """company.remove_from_group: same company only, never the last ADMIN (409)."""
+    """company.remove_from_group: same company only, never the last ADMIN (409). Emporix
+    answers this operation with 204, 401 or 403 only: a group, user or membership that is not
+    in the token's company is a 403 here, whichever it is (nothing about a neighbour leaks)."""
     _check_tenant(tenant)
-    group_id = _path_id(group_id, "group")
     actor = customer_actor()
-    company.remove_from_group(actor, group_id, _path_id(customer_id, "user"))
+    try:
+        group_id = _path_id(group_id, "group")
+        company.remove_from_group(actor, group_id, _path_id(customer_id, "user"))
+    except (DirectoryError, EmporixError) as error:
+        if error.status != 404:
+            raise
+        raise EmporixError(
+            403, "No such member of that group in the token's legal entity."
+        ) from None
     db.session.commit()
     return "", 204, NO_STORE

@@ -1082,7 +1082,9 @@ def _emporix_paths() -> dict:
                 "emporix_iam_remove_group_user",
                 "Emporix IAM: remove a member from a group",
                 "company.remove_from_group (`iam.assignment_delete_own`): the member's access "
-                "tokens for the entity stop at once; the last ADMIN stays (409).",
+                "tokens for the entity stop at once; the last ADMIN stays (409). A group, "
+                "user or membership outside the token's legal entity is a 403, as Emporix "
+                "documents only 204, 401 and 403 here (404: another tenant).",
                 _NO_CONTENT,
                 (401, 403, 409),
                 path=("group_id", "customer_id"),
