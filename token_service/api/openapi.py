@@ -741,6 +741,15 @@ def _strict(description: str, required: list[str], /, **properties) -> dict:
     }
 
 
+_EMPORIX_CUSTOMER_TOKEN = {
+    "access_token": {**_STR, "description": "An RFC 9068 JWT access token."},
+    "expires_in": _INT,
+    "refresh_token": _STR,
+    "refresh_token_expires_in": _INT,
+    "token_type": {"const": "Bearer"},
+    "session_id": _STR,
+}
+
 EMPORIX_SCHEMAS = {
     "EmporixAnonymousToken": _object(
         "An anonymous token: a storefront visit's session, no customer.",
@@ -753,22 +762,11 @@ EMPORIX_SCHEMAS = {
         scope={**_STR, "description": "`tenant=<name>`."},
     ),
     "EmporixRefreshCustomerToken": _object(
-        "A customer's tokens after a refresh.",
-        access_token={**_STR, "description": "An RFC 9068 JWT access token."},
-        expires_in=_INT,
-        refresh_token=_STR,
-        refresh_token_expires_in=_INT,
-        token_type={"const": "Bearer"},
-        session_id=_STR,
+        "A customer's tokens after a refresh.", **_EMPORIX_CUSTOMER_TOKEN
     ),
     "EmporixCustomerToken": _object(
         "A customer's tokens after a login.",
-        access_token={**_STR, "description": "An RFC 9068 JWT access token."},
-        expires_in=_INT,
-        refresh_token=_STR,
-        refresh_token_expires_in=_INT,
-        token_type={"const": "Bearer"},
-        session_id=_STR,
+        **_EMPORIX_CUSTOMER_TOKEN,
         saas_token={**_STR, "description": "The same access token (no separate SaaS token)."},
         initialPassword={"type": "boolean", "description": "Always false here."},
     ),
