@@ -260,6 +260,11 @@ def test_anonymous_token_is_nobodys_access_token(app, client, emporix, introspec
     assert header_of(token)["typ"] == "anon+jwt"
     claims = claims_of(token)
     assert "sid" not in claims and claims["sub"].startswith("anon_")
+    # This layer reads it first; the key ring's cache must not hand it out as an access token.
+    assert emporix.me(token).status_code == 200
+    keyring = app.extensions["keyring"]
+    assert keyring.decode(token, typ="anon+jwt")["sub"] == claims["sub"]
+    assert keyring.decode(token) is None
     assert introspect(token) == {"active": False}
     r = client.get("/self-service/members", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401
