@@ -5,6 +5,7 @@ backend is real, emptied and reloaded with the demo data before each test."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import uuid
@@ -169,6 +170,22 @@ def introspect(app, client):
         return r.json
 
     return call
+
+
+def claims_of(token: str) -> dict:
+    """The payload of one of our JWTs, unverified (the service signed it)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def deny_listed(app, token: str) -> bool:
+    """What the resource kit's online check reads: the raw deny-list entries in the store."""
+    claims = claims_of(token)
+    store = app.extensions["token_store"]
+    if store.get(f"deny:jti:{claims['jti']}") is not None:
+        return True
+    not_before = store.get(f"deny:sid:{claims['sid']}")
+    return not_before is not None and claims["iat"] < int(not_before)
 
 
 @pytest.fixture

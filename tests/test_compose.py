@@ -99,7 +99,7 @@ def test_metrics_on_their_own_port_not_published(services):
     # The image serves with `token-service serve`, whose gunicorn settings module makes the
     # arbiter serve the metrics port for every worker.
     assert _dockerfile_cmd() == 'CMD ["token-service", "serve"]'
-    assert "python:token_service.gunicorn_conf" in inspect.getsource(serve_command)
+    assert "python:token_service.gunicorn_conf" in inspect.getsource(serve_command.callback)
 
 
 def _dockerfile_cmd() -> str:

@@ -4,11 +4,12 @@ login throttling; audit events (DESIGN §4, the lifecycle issue)."""
 from __future__ import annotations
 
 import pytest
+from conftest import deny_listed
 from sqlalchemy import select
 
 from token_service import directory, lifecycle
 from token_service.extensions import db
-from token_service.models import AuditEvent, Customer
+from token_service.models import AuditEvent, Customer, GroupScope
 
 ACTOR = ("client", "admin-cli")
 INACTIVE = {"active": False}
@@ -22,6 +23,88 @@ def alice(app) -> str:
 def actions(app) -> list[str]:
     with app.app_context():
         return list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def admin_call(app, client, method: str, path: str, **kwargs):
+    """One admin API call as admin-cli."""
+    r = client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=("admin-cli", app.secrets["admin-cli"]),
+    )
+    headers = {"Authorization": f"Bearer {r.json['access_token']}"}
+    return client.open("/admin" + path, method=method, headers=headers, **kwargs)
+
+
+def _remove_membership(app, client, customer):
+    group = admin_group(app)
+    return admin_call(app, client, "DELETE", f"/groups/{group}/members/{customer}")
+
+
+def _edit_group_scopes(app, client, customer):
+    group = admin_group(app)
+    return admin_call(app, client, "PATCH", f"/groups/{group}", json={"scopes": []})
+
+
+def _remove_assignment(app, client, customer):
+    return admin_call(app, client, "DELETE", f"/customers/{customer}/assignments/acme")
+
+
+def _delete_entity(app, client, customer):
+    return admin_call(app, client, "DELETE", "/legal-entities/acme?cascade=true")
+
+
+def admin_group(app) -> str:
+    with app.app_context():
+        return directory.group_of("acme", "ADMIN").id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_remove_membership, _edit_group_scopes, _remove_assignment, _delete_entity],
+    ids=["membership", "group-scopes", "assignment", "entity"],
+)
+def test_change_reaches_tokens_issued_before_a_switch(app, client, storefront, introspect, change):
+    """Issue 15 defect 1: AT1 acts for acme, then the session switches to globex; a change that
+    takes acme's ADMIN permissions away denies AT1, in introspection and on the deny-list."""
+    login = storefront.login()
+    at1 = login.json["access_token"]
+    assert "order.order_read_le" in login.json["scope"]
+    switched = storefront.refresh(login.json["refresh_token"], legal_entity_id="globex")
+    assert switched.json["legal_entity_id"] == "globex"
+    r = change(app, client, alice(app))
+    assert r.status_code in (200, 204), r.get_data(as_text=True)
+    assert introspect(at1) == INACTIVE
+    assert deny_listed(app, at1)
+    # The deny-list works by session: the globex token, older than the change, goes too. The
+    # session lives on, and its next token acts for globex again.
+    assert deny_listed(app, switched.json["access_token"])
+    again = storefront.refresh(switched.json["refresh_token"])
+    assert again.json["legal_entity_id"] == "globex"
+    assert introspect(again.json["access_token"])["active"] is True
+    assert not deny_listed(app, again.json["access_token"])
+
+
+def test_change_leaves_tokens_of_sessions_that_never_acted_there(app, client, storefront):
+    """Sessions are chosen by the entities their live tokens act for, not all of the customer's."""
+    login = storefront.login(legal_entity_id="globex")
+    assert _remove_membership(app, client, alice(app)).status_code == 204
+    assert not deny_listed(app, login.json["access_token"])
+
+
+def test_adding_scopes_to_a_group_denies_nothing(app, client, storefront, introspect):
+    login = storefront.login()
+    group = admin_group(app)
+    with app.app_context():
+        held = list(
+            db.session.scalars(select(GroupScope.scope).where(GroupScope.group_id == group))
+        )
+    r = admin_call(
+        app, client, "PATCH", f"/groups/{group}", json={"scopes": [*held, "order.order_create"]}
+    )
+    assert r.status_code == 200, r.json
+    assert introspect(login.json["access_token"])["active"] is True
+    assert "order.order_create" in storefront.refresh(login.json["refresh_token"]).json["scope"]
 
 
 def test_removing_membership_denies_live_token_and_next_refresh_reflects_it(

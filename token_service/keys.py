@@ -7,8 +7,6 @@ notices a new file within a second (one stat of the directory per second at most
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import threading
@@ -17,65 +15,32 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
 
 from .expiring import ExpiringMap
+from .resource import jose
 
 STAMP = "%Y%m%dT%H%M%S%fZ"  # microseconds: names sort in creation order
+ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068 §2.1
 
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(data: str) -> bytes:
-    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-
-
-def _int_b64(n: int, length: int | None = None) -> str:
-    return b64url(n.to_bytes(length or (n.bit_length() + 7) // 8, "big"))
-
-
-def public_jwk(private_key) -> dict:
-    """The RFC 7517 public JWK (required members only) of a private key."""
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        numbers = private_key.public_key().public_numbers()
-        return {"e": _int_b64(numbers.e), "kty": "RSA", "n": _int_b64(numbers.n)}
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        numbers = private_key.public_key().public_numbers()
-        return {
-            "crv": "P-256",
-            "kty": "EC",
-            "x": _int_b64(numbers.x, 32),
-            "y": _int_b64(numbers.y, 32),
-        }
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
-        raw = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return {"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}
-    raise ValueError(f"unsupported key type {type(private_key).__name__}")
+# The joserfc key class of each private key type we sign with.
+_KEY_CLASSES = (
+    (rsa.RSAPrivateKey, RSAKey),
+    (ec.EllipticCurvePrivateKey, ECKey),
+    (ed25519.Ed25519PrivateKey, OKPKey),
+)
 
 
 def thumbprint(jwk: dict) -> str:
-    """RFC 7638 §3: SHA-256 over the required members, sorted, no whitespace."""
-    required = {
-        "RSA": ("e", "kty", "n"),
-        "EC": ("crv", "kty", "x", "y"),
-        "OKP": ("crv", "kty", "x"),
-    }
-    members = {k: jwk[k] for k in required[jwk["kty"]]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode()).digest())
+    """The RFC 7638 thumbprint (SHA-256 over the required members) of a JWK."""
+    return import_key(jwk).thumbprint()
 
 
 def generate_private_key(alg: str):
+    """A new `cryptography` private key for `alg`."""
     if alg == "RS256":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if alg == "ES256":
@@ -85,37 +50,34 @@ def generate_private_key(alg: str):
     raise ValueError(f"unsupported alg {alg}")
 
 
-def alg_of(private_key) -> str:
-    if isinstance(private_key, rsa.RSAPrivateKey):
-        return "RS256"
-    if isinstance(private_key, ec.EllipticCurvePrivateKey):
-        if not isinstance(private_key.curve, ec.SECP256R1):
-            raise ValueError("ES256 needs a P-256 key")
-        return "ES256"
-    if isinstance(private_key, ed25519.Ed25519PrivateKey):
-        return "EdDSA"
+def _jose_key(private_key) -> Key:
+    for native, key_class in _KEY_CLASSES:
+        if isinstance(private_key, native):
+            return key_class.import_key(private_key)
     raise ValueError(f"unsupported key type {type(private_key).__name__}")
 
 
 @dataclass(frozen=True)
 class SigningKey:
-    """One private key, its public JWK and precomputed JWT header."""
+    """One private key, as `cryptography` and joserfc objects, and its public JWK."""
 
     kid: str
     alg: str
     created_at: datetime
     path: Path
     private_key: object
+    key: Key
     jwk: dict
-    header_b64: str
+    registry: jose.JWSRegistry
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
         private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        alg = alg_of(private_key)
-        jwk = public_jwk(private_key)
-        kid = thumbprint(jwk)
-        header = {"alg": alg, "kid": kid, "typ": "at+jwt"}
+        key = _jose_key(private_key)
+        alg = jose.alg_of(key)
+        if alg is None:
+            raise ValueError(f"{path.name}: ES256 needs a P-256 key")
+        kid = key.thumbprint()
         try:
             created = datetime.strptime(path.name.split("-", 1)[0], STAMP).replace(tzinfo=UTC)
         except ValueError:
@@ -126,50 +88,20 @@ class SigningKey:
             created_at=created,
             path=path,
             private_key=private_key,
-            jwk={**jwk, "kid": kid, "alg": alg, "use": "sig"},
-            header_b64=b64url(json.dumps(header, separators=(",", ":")).encode()),
+            key=key,
+            jwk={**key.as_dict(private=False), "kid": kid, "alg": alg, "use": "sig"},
+            # This key's algorithm only: a token naming another is not one this key signed.
+            registry=jose.JWSRegistry({alg}),
         )
 
-    def sign(self, signing_input: bytes) -> bytes:
-        key = self.private_key
-        if self.alg == "RS256":
-            return key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-        if self.alg == "ES256":
-            r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return key.sign(signing_input)
-
-    def verify(self, signing_input: bytes, signature: bytes) -> bool:
-        """Check a signature made by this key (for introspection and revocation)."""
-        public = self.private_key.public_key()
-        try:
-            if self.alg == "RS256":
-                public.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
-            elif self.alg == "ES256":
-                if len(signature) != 64:
-                    return False
-                der = encode_dss_signature(
-                    int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-                )
-                public.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
-            else:
-                public.verify(signature, signing_input)
-        except InvalidSignature:
-            return False
-        return True
-
-    def encode_jwt(self, claims: dict, typ: str = "at+jwt") -> str:
-        """Compact JWS of `claims` with header {alg, kid, typ} (at+jwt: an access token)."""
-        header_b64 = self.header_b64
-        if typ != "at+jwt":
-            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-            header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
-        payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = f"{header_b64}.{payload}".encode("ascii")
-        return f"{header_b64}.{payload}.{b64url(self.sign(signing_input))}"
+    def encode_jwt(self, claims: dict, typ: str = ACCESS_TOKEN_TYPE) -> str:
+        """Compact JWS of `claims` with header {alg, kid, typ}."""
+        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+        return jwt.encode(header, claims, self.key, registry=self.registry)
 
 
 VERIFIED_CACHE_SIZE = 4096
+_REGISTRY = jose.JWSRegistry()  # for parsing; each key checks with its own algorithm's
 
 
 class NoSigningKey(RuntimeError):
@@ -186,6 +118,7 @@ class KeyRing:
         self._checked_at = 0.0
         self._mtime_ns = -1
         self._keys: list[SigningKey] = []  # newest first
+        self._by_kid: dict[str, SigningKey] = {}
         self._loaded: dict[Path, SigningKey] = {}
         self._jwks_json = b'{"keys":[]}'
         # Tokens verified before, until they expire: introspection and revocation see the same
@@ -219,6 +152,7 @@ class KeyRing:
             loaded[path] = self._loaded.get(path) or SigningKey.load(path)
         self._loaded = loaded
         self._keys = [loaded[p] for p in paths]  # one assignment: readers see old or new
+        self._by_kid = {key.kid: key for key in reversed(self._keys)}
         # Bumped before the clear: a thread that verified against the old keys and caches its
         # result after the clear sees the bump and drops it again (see decode).
         self._generation += 1
@@ -254,31 +188,28 @@ class KeyRing:
         self._maybe_reload()
         return self._jwks_json
 
-    def decode(self, token: str, typ: str = "at+jwt") -> dict | None:
-        """Claims of a JWT signed by one of our keys, else None. Checks the signature and
-        `typ` only: the caller checks expiry and revocation. Only access tokens (at+jwt) are
-        cached, so that a token of another type never comes back from the cache as one."""
+    def decode(self, token: str, typ: str = ACCESS_TOKEN_TYPE) -> dict | None:
+        """Claims of a token of type `typ` (an access token unless told) signed by one of our
+        keys, else None. Checks the header, the signature and the claims' types
+        (`jose.well_formed`), not their values: the caller checks issuer, expiry and
+        revocation. Only access tokens are cached, so that a token of another type never
+        comes back from the cache as one."""
         self._maybe_reload()
-        cached = typ == "at+jwt"
+        cached = typ == ACCESS_TOKEN_TYPE
         claims = self._verified.get(token) if cached else None
         if claims is not None:
             return dict(claims)
         generation = self._generation
         try:
-            header_b64, payload_b64, signature_b64 = token.split(".")
-            header = json.loads(_b64decode(header_b64))
-            if not isinstance(header, dict) or header.get("typ") != typ:
+            signed = jose.extract(token, _REGISTRY)
+            alg, kid = jose.header_of(signed, (typ,))
+            key = self._by_kid.get(kid)
+            if key is None or alg != key.alg:
                 return None
-            key = next((k for k in self._keys if k.kid == header.get("kid")), None)
-            if key is None or header.get("alg") != key.alg:
-                return None
-            signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-            if not key.verify(signing_input, _b64decode(signature_b64)):
-                return None
-            claims = json.loads(_b64decode(payload_b64))
-        except (ValueError, UnicodeError):
+            claims = jose.verified_claims(signed, key.key, key.registry)
+        except jose.UNTRUSTED_INPUT_ERRORS:
             return None
-        if not isinstance(claims, dict):
+        if not jose.well_formed(claims):
             return None
         if cached and type(claims.get("exp")) is int:
             self._verified.put(token, dict(claims), expires_at=claims["exp"])

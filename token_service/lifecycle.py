@@ -3,28 +3,60 @@
 The admin API and the CLI go through these functions, so a change has the same effect whichever
 way it is made. Every function works in the caller's transaction (no commit here):
 - the next refresh reflects the change (scopes are recomputed from the data at every refresh);
-- the affected sessions' live access tokens are deny-listed at once (`revocation.deny_session`);
-- blocking a customer revokes every session.
+- the affected sessions' live access tokens are deny-listed at once (`revocation.deny_session`):
+  every session whose live tokens may carry what was taken away, whichever entity it acts for
+  now (a switch leaves the tokens issued before it live);
+- blocking a customer revokes every session;
+- each change first fences the token endpoint (`revocation.fence_issuance`), so that a login
+  or refresh racing it either is among the sessions it denies or reads the changed data.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import exists, or_, select
 
 from . import audit
-from .directory import DirectoryError
+from .directory import DirectoryError, set_group_scopes
 from .extensions import db
-from .models import Assignment, Customer, CustomerGroup, GroupMember, LegalEntity, Session
-from .revocation import deny_session, revoke_session
+from .models import (
+    Assignment,
+    Customer,
+    CustomerGroup,
+    GroupMember,
+    GroupScope,
+    LegalEntity,
+    RefreshToken,
+    Session,
+    utcnow,
+)
+from .revocation import deny_session, fence_issuance, revoke_session
+
+#: Added to the longest access-token lifetime when asking which entities a session issued
+#: tokens for: a token's `iat` comes a moment after its refresh-token row's `created_at` (the
+#: refresh may wait out a deny-listed second), and clocks of app nodes differ a little.
+ISSUED_MARGIN_SECONDS = 60
 
 
 def _live_sessions(customer_ids, legal_entity_ids=None) -> list[Session]:
-    """Unrevoked sessions of these customers, optionally only those acting for these entities."""
+    """Unrevoked sessions of these customers; with `legal_entity_ids`, those whose live access
+    tokens may act for one of these entities: the one the session acts for now, and any it
+    issued a token for within the longest access-token lifetime (each refresh-token row
+    records the entity and time of the access token issued with it)."""
     query = select(Session).where(
         Session.customer_id.in_(list(customer_ids)), Session.revoked_at.is_(None)
     )
     if legal_entity_ids is not None:
-        query = query.where(Session.legal_entity_id.in_(list(legal_entity_ids)))
+        entities = list(legal_entity_ids)
+        window = current_app.config["SETTINGS"].access_token_ttl_max + ISSUED_MARGIN_SECONDS
+        issued_there = exists().where(
+            RefreshToken.session_id == Session.id,
+            RefreshToken.legal_entity_id.in_(entities),
+            RefreshToken.created_at >= utcnow() - timedelta(seconds=window),
+        )
+        query = query.where(or_(Session.legal_entity_id.in_(entities), issued_there))
     return list(db.session.scalars(query))
 
 
@@ -39,6 +71,7 @@ def remove_membership(group_id: str, customer_id: str, *, actor: tuple[str, str 
     if member is None:
         raise DirectoryError("not a member of this group", status=404)
     group = db.session.get(CustomerGroup, group_id)
+    fence_issuance([customer_id])
     db.session.delete(member)
     db.session.flush()
     # A tenant-wide group counts in every entity: every session is affected.
@@ -55,18 +88,23 @@ def remove_membership(group_id: str, customer_id: str, *, actor: tuple[str, str 
 
 
 def set_group_scopes_now(group_id: str, scopes, *, actor: tuple[str, str | None]) -> None:
-    """Replace a group's scopes; members' live tokens where the group counts stop now."""
-    from .directory import set_group_scopes
-
-    group = db.session.get(CustomerGroup, group_id)
+    """Replace a group's scopes; if any is taken away, members' live tokens where the group
+    counts stop now (added scopes show at the next refresh)."""
+    # Locked, so that no member joins unseen while this runs (a new member row's foreign key
+    # waits for the group's row).
+    group = db.session.get(CustomerGroup, group_id, with_for_update=True)
     if group is None:
         raise DirectoryError("group not found", status=404)
-    set_group_scopes(group_id, scopes)
-    group.version += 1
+    held = set(db.session.scalars(select(GroupScope.scope).where(GroupScope.group_id == group_id)))
     members = list(
         db.session.scalars(select(GroupMember.customer_id).where(GroupMember.group_id == group_id))
     )
-    if members:
+    taken_away = bool(members) and bool(held - set(scopes))
+    if taken_away:
+        fence_issuance(members)
+    set_group_scopes(group_id, scopes)
+    group.version += 1
+    if taken_away:
         entities = None if group.legal_entity_id is None else [group.legal_entity_id]
         _deny(_live_sessions(members, entities), "group_scopes_changed")
     audit.record(
@@ -83,6 +121,7 @@ def remove_assignment(customer_id: str, legal_entity_id: str, *, actor) -> None:
     assignment = db.session.get(Assignment, (customer_id, legal_entity_id))
     if assignment is None:
         raise DirectoryError("not assigned", status=404)
+    fence_issuance([customer_id])
     customer = db.session.get(Customer, customer_id)
     if customer.default_legal_entity_id == legal_entity_id:
         customer.default_legal_entity_id = None
@@ -104,6 +143,7 @@ def block_customer(customer_id: str, *, actor) -> None:
     customer = db.session.get(Customer, customer_id)
     if customer is None:
         raise DirectoryError("customer not found", status=404)
+    fence_issuance([customer_id])
     customer.status = "blocked"
     customer.version += 1
     for session in _live_sessions([customer_id]):
@@ -145,7 +185,12 @@ def delete_legal_entity(legal_entity_id: str, *, cascade: bool = False, actor) -
     if entity is None:
         raise DirectoryError("legal entity not found", status=404)
     ids = _subtree(legal_entity_id)
-    members = list(
+    # Locked, so that nobody is assigned to one of them unseen while this runs (an assignment
+    # row's foreign key waits for its entity's row).
+    db.session.execute(
+        select(LegalEntity.id).where(LegalEntity.id.in_(ids)).with_for_update()
+    ).all()
+    members = set(
         db.session.scalars(
             select(Assignment.customer_id).where(Assignment.legal_entity_id.in_(ids))
         )
@@ -154,12 +199,8 @@ def delete_legal_entity(legal_entity_id: str, *, cascade: bool = False, actor) -
         raise DirectoryError(
             "the legal entity has subsidiaries or assigned customers; use cascade", status=409
         )
-    sessions = list(
-        db.session.scalars(
-            select(Session).where(Session.legal_entity_id.in_(ids), Session.revoked_at.is_(None))
-        )
-    )
-    _deny(sessions, "legal_entity_deleted")
+    fence_issuance(members)
+    _deny(_live_sessions(members, ids), "legal_entity_deleted")
     # Deepest first: a parent cannot go while a subsidiary points at it.
     for entity_id in reversed(ids):
         db.session.delete(db.session.get(LegalEntity, entity_id))

@@ -99,6 +99,11 @@ class Customer(db.Model):
         ForeignKey("legal_entities.id", ondelete="SET NULL")
     )
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Bumped, with the row locked, by every change that deny-lists the customer's tokens
+    # (revocation.fence_issuance); the token endpoint writes a session or a rotation only if
+    # this is still the value it read with the customer's entitlements. Not the ETag `version`:
+    # a membership change must not turn an admin's next PATCH of the customer into a 412.
+    entitlements_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

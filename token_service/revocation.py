@@ -19,10 +19,12 @@ import threading
 import time
 
 from flask import current_app, g
+from sqlalchemy import select, update
 
 from . import audit, metrics
 from .expiring import ExpiringMap
-from .models import Session, utcnow
+from .extensions import db
+from .models import Customer, Session, utcnow
 from .outbox import Outbox
 from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
 
@@ -55,6 +57,37 @@ def _announce(kind: str, value: str, ttl: int, reason: str, stored: bytes, **ext
         return False
     _outbox().discard(f"deny:{kind}:{value}")  # this newer entry supersedes a queued one
     return True
+
+
+def fence_issuance(customer_ids) -> None:
+    """Order this transaction against the token endpoint for these customers: call it first,
+    before listing their sessions, in every change that denies their tokens.
+
+    The token endpoint reads a customer's entitlements with `entitlements_version` and writes
+    the new session or rotation only if the version is unchanged, holding the customer's row
+    (FOR SHARE on PostgreSQL) while it writes. This bump locks the row until commit, so each
+    issuance either committed before it (and the listing that follows sees its session) or
+    finds the version moved and reads again, seeing this change. SQLite gets the same order
+    from BEGIN IMMEDIATE; the check holds there as well.
+    """
+    ids = set(customer_ids)
+    if not ids:
+        return
+    if len(ids) > 1:
+        # Several rows are locked in id order, so two changes over the same customers cannot
+        # deadlock (a plain UPDATE locks them in whatever order its scan finds them). NO KEY
+        # UPDATE, as the UPDATE takes: new rows referring to a customer still go ahead.
+        db.session.execute(
+            select(Customer.id)
+            .where(Customer.id.in_(ids))
+            .order_by(Customer.id)
+            .with_for_update(key_share=True)
+        ).all()
+    db.session.execute(
+        update(Customer)
+        .where(Customer.id.in_(ids))
+        .values(entitlements_version=Customer.entitlements_version + 1)
+    )
 
 
 def _outbox() -> Outbox:
@@ -95,6 +128,8 @@ def is_denied(sid: str | None, jti: str, iat: int) -> bool:
 
 def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: str | None) -> None:
     """Revoke a refresh-token family in the current transaction and deny-list its tokens."""
+    # Before the session row is touched: a rotation holds the customer's row, then the session's.
+    fence_issuance([session.customer_id])
     if session.revoked_at is None:
         session.revoked_at = utcnow()
         session.revoked_reason = reason

@@ -29,6 +29,7 @@ from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import hash_token, new_token
 from ..store import Pending, Store, StoreUnavailable
 from . import codes, grace, hotpath, login, storage
+from .introspect import TemporarilyUnavailable
 from .oidc import profile_claims
 from .request import TokenRequest, authenticate_client
 from .storage import ClientInfo
@@ -36,6 +37,8 @@ from .storage import ClientInfo
 log = logging.getLogger(__name__)
 
 GRANT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+#: Runs of a grant whose write found the customer's entitlements changed since its read.
+GRANT_ATTEMPTS = 3
 PKCE_VERIFIER = CODE_VERIFIER_PATTERN  # RFC 7636 §4.1: 43 to 128 unreserved characters
 
 
@@ -80,7 +83,14 @@ class TokenEndpoint:
             raise UnsupportedGrantTypeError(shown)
         if grant_type not in client.grant_types.split():
             raise UnauthorizedClientError(f"The client may not use the {grant_type} grant.")
-        return grant(request, client)
+        for _ in range(GRANT_ATTEMPTS):
+            try:
+                return grant(request, client)
+            except hotpath.Superseded:
+                # A permission change committed between the grant's read and its write (see
+                # hotpath): nothing was written; again, on the changed data.
+                continue
+        raise _changing()
 
     # -- grants --------------------------------------------------------------------------
 
@@ -99,7 +109,14 @@ class TokenEndpoint:
         )
         entity = choose_entity(asked_entity, customer.default_legal_entity_id, entities)
         response, _ = self.begin_session(
-            client, customer.id, entities, grants, ceiling, entity, utcnow()
+            client,
+            customer.id,
+            entities,
+            grants,
+            ceiling,
+            entity,
+            utcnow(),
+            entitlements_version=customer.entitlements_version,
         )
         return response
 
@@ -135,15 +152,34 @@ class TokenEndpoint:
             create_s256_code_challenge(verifier), found.code_challenge
         ):
             raise InvalidGrantError("The code verifier does not match the code challenge.")
-        customer = db.session.get(Customer, found.customer_id)
-        if customer is None or customer.status != "active":
-            raise InvalidGrantError("The customer is blocked.")
-        entities, grants = storage.entitlements(customer.id)
-        entity = choose_entity(found.legal_entity_id, customer.default_legal_entity_id, entities)
         ceiling = split_scopes(found.scope)
-        response, access_token = self.begin_session(
-            client, found.customer_id, entities, grants, ceiling, entity, found.auth_time, sid=sid
-        )
+        # The code is spent (committed above): a permission change racing the session's write
+        # makes only the session's part run again, never the code's.
+        for _ in range(GRANT_ATTEMPTS):
+            customer = db.session.get(Customer, found.customer_id, populate_existing=True)
+            if customer is None or customer.status != "active":
+                raise InvalidGrantError("The customer is blocked.")
+            entities, grants = storage.entitlements(customer.id)
+            entity = choose_entity(
+                found.legal_entity_id, customer.default_legal_entity_id, entities
+            )
+            try:
+                response, access_token = self.begin_session(
+                    client,
+                    found.customer_id,
+                    entities,
+                    grants,
+                    ceiling,
+                    entity,
+                    found.auth_time,
+                    sid=sid,
+                    entitlements_version=customer.entitlements_version,
+                )
+                break
+            except hotpath.Superseded:
+                continue
+        else:
+            raise _changing()
         if "openid" in ceiling:
             response["id_token"] = self.id_token(
                 client,
@@ -223,6 +259,7 @@ class TokenEndpoint:
                 previous_entity=found.legal_entity_id,
                 now=now,
                 idle_expires_at=idle_expires_at,
+                entitlements_version=found.entitlements_version,
             )
             try:
                 won = hot.rotate(rotation)
@@ -232,8 +269,10 @@ class TokenEndpoint:
                 metrics.entity_switched(found.legal_entity_id, entity)
                 return response
             # Lost the race to a concurrent refresh of the same token: read what it decided.
-            found = hot.load_refresh(token_hash)[0]
-        return self._reused(presented, found, params, utcnow())
+            loaded = hot.load_refresh(token_hash)
+        if loaded is None:  # deleted meanwhile, with its customer or client
+            raise InvalidGrantError("The refresh token is invalid.")
+        return self._reused(presented, loaded[0], params, utcnow())
 
     def client_credentials_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §4.4: confidential clients only, for themselves; no refresh token."""
@@ -260,10 +299,13 @@ class TokenEndpoint:
         entity: str | None,
         auth_time: datetime,
         *,
+        entitlements_version: int,
         sid: str | None = None,
     ) -> tuple[dict, str]:
         """Start a refresh-token family (a login) and answer it: the token response and its
-        access token. Every grant that logs a customer in goes through here."""
+        access token. Every grant that logs a customer in goes through here. Raises
+        hotpath.Superseded, writing nothing, if the customer's entitlements changed since
+        `entitlements_version` was read with them."""
         now = utcnow()
         ttl = client.refresh_token_ttl or self.settings.refresh_absolute_ttl
         session = {
@@ -303,7 +345,7 @@ class TokenEndpoint:
             legal_entity_id=entity,
         )
         with hotpath.begin() as hot:
-            hot.start_session(session, hash_token(refresh_token), login_event)
+            hot.start_session(session, hash_token(refresh_token), login_event, entitlements_version)
         return response, response["access_token"]
 
     def id_token(
@@ -495,3 +537,7 @@ class TokenEndpoint:
             "legal_entity_id": entity,
             "legal_entities": entities,
         }
+
+
+def _changing() -> TemporarilyUnavailable:
+    return TemporarilyUnavailable("The customer's permissions are changing. Retry shortly.")

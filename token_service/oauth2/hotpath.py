@@ -8,6 +8,13 @@ token, inserts its successor, moves the session and (on a switch) writes the aud
 single statement is atomic, so of concurrent refreshes exactly one consumes the token (the row
 lock decides), and no BEGIN/COMMIT round trips are spent.
 
+Both writes (a new session, a rotation) happen only if the customer's `entitlements_version` is
+still the one read with the entitlements, and on PostgreSQL hold the customer's row FOR SHARE
+while they write: a permission change bumps the version with the row locked before it lists the
+sessions to deny (revocation.fence_issuance), so a token made from data older than the change
+is either in a session the change finds or never issued (the write does nothing, and the grant
+reads again). One more primary-key lookup in a statement that runs anyway.
+
 SQLite: the same steps on the sqlite3 connection of the request's transaction, which holds the
 write lock from its first statement (BEGIN IMMEDIATE, see database.py); the caller commits.
 
@@ -29,6 +36,11 @@ from ..scopes import GroupGrant
 from .storage import Entitlements, by_name
 
 
+class Superseded(Exception):
+    """The customer's entitlements changed between a grant's read and its write, which wrote
+    nothing: the grant runs again on the changed data."""
+
+
 class RefreshRow(NamedTuple):
     token_hash: str
     consumed_at: datetime | None
@@ -44,6 +56,7 @@ class RefreshRow(NamedTuple):
     revoked_at: datetime | None
     tokens_not_before: int | None
     customer_status: str
+    entitlements_version: int  # the customer's, read with the entitlements
 
 
 class LoginRow(NamedTuple):
@@ -51,6 +64,7 @@ class LoginRow(NamedTuple):
     password_hash: str | None
     status: str
     default_legal_entity_id: str | None
+    entitlements_version: int  # read with the entitlements
 
 
 class SessionState(NamedTuple):
@@ -70,6 +84,7 @@ class Rotation(NamedTuple):
     previous_entity: str | None
     now: datetime
     idle_expires_at: datetime
+    entitlements_version: int  # as read with the entitlements the new token was made from
 
     @property
     def switched(self) -> bool:
@@ -160,10 +175,14 @@ class SqliteHotPath:
             return None
         return LoginRow(*row), self._entitlements(row[0])
 
-    def start_session(self, session: dict, token_hash: str, audit_event: dict) -> None:
-        """Insert a new session, its first refresh token and the login's audit event."""
+    def start_session(
+        self, session: dict, token_hash: str, audit_event: dict, entitlements_version: int
+    ) -> None:
+        """Insert a new session, its first refresh token and the login's audit event. Raises
+        Superseded (nothing written) if the customer's entitlements changed since they were
+        read, or the customer is gone."""
         s = {k: _to_sqlite(v) for k, v in session.items()}
-        self.conn.execute(
+        inserted = self.conn.execute(
             _SQLITE_INSERT_SESSION,
             (
                 s["id"],
@@ -176,8 +195,12 @@ class SqliteHotPath:
                 s["last_used_at"],
                 s["expires_at"],
                 s["idle_expires_at"],
+                s["customer_id"],
+                entitlements_version,
             ),
         )
+        if inserted.rowcount != 1:
+            raise Superseded
         self.conn.execute(
             _SQLITE_INSERT_TOKEN, (token_hash, s["id"], s["legal_entity_id"], s["created_at"])
         )
@@ -209,12 +232,23 @@ class SqliteHotPath:
 
     def rotate(self, rotation: Rotation) -> bool:
         """Consume the presented token and insert its successor, atomically; False if it was
-        consumed already (a concurrent refresh won)."""
+        consumed already (a concurrent refresh won). Raises Superseded (nothing written) if
+        the customer's entitlements changed since they were read."""
         now = _to_sqlite(rotation.now)
         consumed = self.conn.execute(
-            _SQLITE_CONSUME, (now, rotation.new_hash, rotation.old_hash)
+            _SQLITE_CONSUME,
+            (
+                now,
+                rotation.new_hash,
+                rotation.old_hash,
+                rotation.customer_id,
+                rotation.entitlements_version,
+            ),
         ).fetchone()
         if consumed is None:
+            version = self.conn.execute(_SQLITE_VERSION, (rotation.customer_id,)).fetchone()
+            if version is None or version[0] != rotation.entitlements_version:
+                raise Superseded
             return False
         session_id = consumed[0]
         self.conn.execute(
@@ -256,7 +290,7 @@ _REFRESH_TIMES = frozenset(RefreshRow._fields.index(name) for name in _TIMES)
 _REFRESH_COLUMNS = """
     rt.token_hash, rt.consumed_at, rt.successor_hash, s.id, s.client_id, s.customer_id,
     s.scope, s.legal_entity_id, s.auth_time, s.expires_at, s.idle_expires_at,
-    s.revoked_at, s.tokens_not_before, c.status
+    s.revoked_at, s.tokens_not_before, c.status, c.entitlements_version
 """
 _REFRESH_FROM = """
     FROM refresh_tokens rt
@@ -274,12 +308,17 @@ _SQLITE_ENTITLEMENTS = """
     WHERE gm.customer_id = ?
 """
 _SQLITE_FIND_LOGIN = """
-    SELECT id, password_hash, status, default_legal_entity_id FROM customers WHERE email = ?
+    SELECT id, password_hash, status, default_legal_entity_id, entitlements_version
+    FROM customers WHERE email = ?
 """
-_SQLITE_INSERT_SESSION = """
+# The entitlements-version check of the module docstring, here and in _SQLITE_CONSUME. The
+# request's transaction holds SQLite's write lock from its first statement, so a change cannot
+# come between the read and the write; the check keeps the rule true on its own.
+_SQLITE_CURRENT = "EXISTS (SELECT 1 FROM customers WHERE id = ? AND entitlements_version = ?)"
+_SQLITE_INSERT_SESSION = f"""
     INSERT INTO sessions (id, customer_id, client_id, scope, legal_entity_id, auth_time,
                           created_at, last_used_at, expires_at, idle_expires_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE {_SQLITE_CURRENT}
 """
 _SQLITE_INSERT_TOKEN = """
     INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
@@ -291,11 +330,12 @@ _SQLITE_INSERT_AUDIT = """
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
 _SQLITE_LOAD_REFRESH = f"SELECT {_REFRESH_COLUMNS} {_REFRESH_FROM} WHERE rt.token_hash = ?"
-_SQLITE_CONSUME = """
+_SQLITE_VERSION = "SELECT entitlements_version FROM customers WHERE id = ?"
+_SQLITE_CONSUME = f"""
     UPDATE refresh_tokens SET consumed_at = ?, successor_hash = ?
-    WHERE token_hash = ? AND consumed_at IS NULL
+    WHERE token_hash = ? AND consumed_at IS NULL AND {_SQLITE_CURRENT}
     RETURNING session_id
-"""
+"""  # noqa: S608 - constant SQL
 _SQLITE_MOVE_SESSION = """
     UPDATE sessions SET legal_entity_id = ?, last_used_at = ?, idle_expires_at = ? WHERE id = ?
 """
@@ -331,16 +371,23 @@ class PostgresHotPath:
             return None
         return LoginRow(*row[:-2]), _entitlements(row[-2], row[-1])
 
-    def start_session(self, session: dict, token_hash: str, audit_event: dict) -> None:
+    def start_session(
+        self, session: dict, token_hash: str, audit_event: dict, entitlements_version: int
+    ) -> None:
         params = session | _first_token(session, token_hash)
         params |= {f"audit_{k}": v for k, v in audit_event.items()}
         params["audit_details"] = json.dumps(audit_event["details"])
-        self.cursor.execute(_PG_START_SESSION, params, prepare=True)
+        params["entitlements_version"] = entitlements_version
+        if self._one(_PG_START_SESSION, params)[0] != 1:
+            raise Superseded
 
     def rotate(self, rotation: Rotation) -> bool:
         params = rotation._asdict()
         params["details"] = json.dumps(rotation.details)
-        return self._one(_PG_ROTATE, params)[0] == 1
+        current, consumed = self._one(_PG_ROTATE, params)
+        if not current:
+            raise Superseded
+        return consumed == 1
 
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
         row = self._one(_PG_SESSION_STATE, (legal_entity_id, legal_entity_id, sid))
@@ -357,28 +404,43 @@ _ENTITLEMENT_ARRAYS = """
 """
 
 _PG_FIND_LOGIN = f"""
-    SELECT c.id, c.password_hash, c.status, c.default_legal_entity_id, {_ENTITLEMENT_ARRAYS}
+    SELECT c.id, c.password_hash, c.status, c.default_legal_entity_id, c.entitlements_version,
+           {_ENTITLEMENT_ARRAYS}
     FROM customers c WHERE c.email = %s
 """  # noqa: S608 - constant SQL
 
-_PG_START_SESSION = """
-    WITH session AS (
+# The entitlements-version check of the module docstring, first in both writes: the customer's
+# row is share-locked before any other row, as a permission change locks it before the sessions.
+# Should a change hold the row, the lock waits for its commit and then finds the version moved.
+_PG_CURRENT = """
+    current AS (
+        SELECT 1 FROM customers
+        WHERE id = %(customer_id)s AND entitlements_version = %(entitlements_version)s
+        FOR SHARE
+    )
+"""
+
+_PG_START_SESSION = f"""
+    WITH {_PG_CURRENT}, session AS (
         INSERT INTO sessions (id, customer_id, client_id, scope, legal_entity_id, auth_time,
                               created_at, last_used_at, expires_at, idle_expires_at)
-        VALUES (%(id)s, %(customer_id)s, %(client_id)s, %(scope)s, %(legal_entity_id)s,
-                %(auth_time)s, %(created_at)s, %(last_used_at)s, %(expires_at)s,
-                %(idle_expires_at)s)
+        SELECT %(id)s, %(customer_id)s, %(client_id)s, %(scope)s, %(legal_entity_id)s,
+               %(auth_time)s, %(created_at)s, %(last_used_at)s, %(expires_at)s,
+               %(idle_expires_at)s
+        FROM current
         RETURNING id
     ), token AS (
         INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
         SELECT %(token_hash)s, id, %(legal_entity_id)s, %(created_at)s FROM session
+    ), audited AS (
+        INSERT INTO audit_events
+            (at, actor_type, actor_id, action, customer_id, target, legal_entity_id, details)
+        SELECT %(audit_at)s, %(audit_actor_type)s, %(audit_actor_id)s, %(audit_action)s,
+               %(audit_customer_id)s, id, %(audit_legal_entity_id)s, %(audit_details)s::json
+        FROM session
     )
-    INSERT INTO audit_events
-        (at, actor_type, actor_id, action, customer_id, target, legal_entity_id, details)
-    SELECT %(audit_at)s, %(audit_actor_type)s, %(audit_actor_id)s, %(audit_action)s,
-           %(audit_customer_id)s, id, %(audit_legal_entity_id)s, %(audit_details)s::json
-    FROM session
-"""
+    SELECT count(*) FROM session
+"""  # noqa: S608 - constant SQL
 
 
 _PG_LOAD_REFRESH = f"""
@@ -387,10 +449,11 @@ _PG_LOAD_REFRESH = f"""
 
 # One statement: atomic, and of concurrent refreshes exactly one consumes the token (the row
 # lock decides); the audit event of a switch is written with it.
-_PG_ROTATE = """
-    WITH consumed AS (
+_PG_ROTATE = f"""
+    WITH {_PG_CURRENT}, consumed AS (
         UPDATE refresh_tokens SET consumed_at = %(now)s, successor_hash = %(new_hash)s
         WHERE token_hash = %(old_hash)s AND consumed_at IS NULL
+              AND EXISTS (SELECT 1 FROM current)
         RETURNING session_id
     ), inserted AS (
         INSERT INTO refresh_tokens (token_hash, session_id, legal_entity_id, created_at)
@@ -406,8 +469,8 @@ _PG_ROTATE = """
                session_id, %(legal_entity_id)s, %(details)s::json
         FROM consumed WHERE %(legal_entity_id)s::text IS DISTINCT FROM %(previous_entity)s::text
     )
-    SELECT count(*) FROM consumed
-"""
+    SELECT (SELECT count(*) FROM current), (SELECT count(*) FROM consumed)
+"""  # noqa: S608 - constant SQL
 
 _PG_SESSION_STATE = """
     SELECT s.revoked_at, s.expires_at, s.idle_expires_at, s.tokens_not_before, c.status,

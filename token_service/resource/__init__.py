@@ -1,7 +1,8 @@
 """Trusting the service's access tokens in a resource server, offline (DESIGN section 5).
 
-Importable without the app or its database: it needs `cryptography`, plus Flask for the
-decorator and `redis` for the optional online revocation check, each imported only when used.
+Importable without the app or its database: it needs joserfc (authlib's JOSE library), plus
+Flask for the decorator and `redis` for the optional online revocation check, each imported
+only when used.
 
     verifier = Verifier.from_issuer("https://auth.example.com", audience="commerce-api")
     token = verifier.verify(bearer)                  # raises InvalidToken

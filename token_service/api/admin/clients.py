@@ -8,7 +8,7 @@ from sqlalchemy import select
 from ... import audit, directory
 from ...extensions import db
 from ...models import Client, Session
-from ...revocation import revoke_session
+from ...revocation import fence_issuance, revoke_session
 from . import representations as rep
 from .errors import ApiError, not_found
 from .query import page
@@ -210,7 +210,12 @@ def delete_client(client_id: str):
         raise ApiError.of(409, "a client cannot delete itself")
     kind, who = actor()
     live = select(Session).where(Session.client_id == client_id, Session.revoked_at.is_(None))
-    for session in db.session.scalars(live):
+    sessions = list(db.session.scalars(live))
+    # Every customer at once, in id order (one by one, two deletions could deadlock). A login
+    # racing this waits for the client's row, locked above, then fails its foreign key: it
+    # writes no session and answers no token.
+    fence_issuance({session.customer_id for session in sessions})
+    for session in sessions:
         revoke_session(session, "client_deleted", actor_type=kind, actor_id=who)
     directory.delete_client(client_id)
     _record("client.deleted", client_id)

@@ -20,7 +20,7 @@ from ...models import (
     utcnow,
 )
 from ...oauth2 import storage
-from ...revocation import revoke_session
+from ...revocation import fence_issuance, revoke_session
 from ...scopes import effective_scopes, split_scopes
 from . import representations as rep
 from .errors import ApiError, not_found
@@ -411,6 +411,7 @@ def revoke_all_sessions(customer_id: str):
     """Logs the customer out everywhere; the customer may log in again."""
     _customer(customer_id)
     kind, who = actor()
+    fence_issuance([customer_id])  # before listing: a login racing this is listed or refused
     live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
     sessions = list(db.session.scalars(live))
     for session in sessions:

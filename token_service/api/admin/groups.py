@@ -8,6 +8,7 @@ from sqlalchemy import select
 from ... import audit, directory, lifecycle
 from ...extensions import db
 from ...models import GROUP_CODES, Customer, CustomerGroup, GroupMember, GroupScope
+from ...revocation import fence_issuance
 from . import representations as rep
 from .errors import ApiError, not_found
 from .query import Param, arg, arg_choice, page
@@ -185,10 +186,11 @@ def delete_group(group_id: str):
     check_version(group.version)
     if group.predefined:
         raise ApiError.of(409, "predefined groups cannot be deleted")
-    members = db.session.scalars(
-        select(GroupMember.customer_id).where(GroupMember.group_id == group_id)
+    members = list(
+        db.session.scalars(select(GroupMember.customer_id).where(GroupMember.group_id == group_id))
     )
-    for customer_id in list(members):
+    fence_issuance(members)  # every member at once, in id order: see revocation.fence_issuance
+    for customer_id in members:
         lifecycle.remove_membership(group_id, customer_id, actor=actor())
     directory.delete_group(group_id)
     _record("group.deleted", group_id, name=group.name, legal_entity_id=group.legal_entity_id)

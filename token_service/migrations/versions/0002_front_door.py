@@ -80,6 +80,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_browser_sessions_expires_at'))
         batch_op.drop_index(batch_op.f('ix_browser_sessions_customer_id'))
     op.drop_table('browser_sessions')
-    with op.batch_alter_table('clients', schema=None) as batch_op:
-        batch_op.drop_column('post_logout_redirect_uris')
-        batch_op.drop_column('redirect_uris')
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+), never a batch rebuild: on SQLite a
+    # rebuild drops the clients table, and ON DELETE CASCADE would take their sessions along.
+    op.execute('ALTER TABLE clients DROP COLUMN post_logout_redirect_uris')
+    op.execute('ALTER TABLE clients DROP COLUMN redirect_uris')
