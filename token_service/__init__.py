@@ -60,7 +60,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
     app.extensions["introspection"] = Introspection(settings, keyring)
 
-    from .api import admin, demo_page, errors, frontdoor, oauth, openapi, public, self_service
+    from .api import (
+        admin,
+        demo_page,
+        emporix,
+        errors,
+        frontdoor,
+        oauth,
+        openapi,
+        public,
+        self_service,
+    )
 
     app.register_blueprint(public.bp)
     app.register_blueprint(oauth.bp)
@@ -68,6 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(demo_page.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(self_service.bp)
+    app.register_blueprint(emporix.bp)  # Emporix-compatible customer API (README)
     app.register_blueprint(openapi.bp)
     errors.register(app)
     from .api import observe

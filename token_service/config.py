@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ SIGNING_ALGS = ("RS256", "ES256", "EdDSA")
 SMTP_SCHEMES = ("smtp", "smtps", "smtp+starttls")
 LOG_FORMATS = ("json", "console")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Emporix's tenant names: lower case, a letter first, 3 to 16 characters.
+TENANT_PATTERN = re.compile(r"[a-z][a-z0-9]{2,15}")
 
 
 class ConfigError(ValueError):
@@ -132,6 +135,11 @@ class Settings:
     # "json": one JSON object per line; "console": aligned, coloured text for a terminal.
     log_format: str = "json"
     log_level: str = "INFO"
+    # The Emporix-compatible layer (api/emporix.py): the one tenant this deployment serves, the
+    # storefront client its logins and refreshes go through, the anonymous tokens' lifetime.
+    tenant: str = "demo"
+    emporix_client_id: str = "storefront"
+    anonymous_token_ttl: int = 3600
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -200,7 +208,19 @@ class Settings:
             metrics_port=_int(env, "TOKEN_SERVICE_METRICS_PORT", 0, minimum=0) or None,
             log_format=_choice(env, "TOKEN_SERVICE_LOG_FORMAT", LOG_FORMATS, _default_log_format()),
             log_level=_choice(env, "TOKEN_SERVICE_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+            tenant=env.get("TOKEN_SERVICE_TENANT") or "demo",
+            emporix_client_id=env.get("TOKEN_SERVICE_EMPORIX_CLIENT_ID") or "storefront",
+            anonymous_token_ttl=_int(env, "TOKEN_SERVICE_EMPORIX_ANONYMOUS_TTL", 3600),
         )
+        if not TENANT_PATTERN.fullmatch(settings.tenant):
+            raise ConfigError(
+                "TOKEN_SERVICE_TENANT must be 3 to 16 lower-case letters and digits, "
+                f"a letter first, got {settings.tenant!r}"
+            )
+        if settings.anonymous_token_ttl > settings.access_token_ttl_max:
+            raise ConfigError(
+                "TOKEN_SERVICE_EMPORIX_ANONYMOUS_TTL exceeds TOKEN_SERVICE_ACCESS_TOKEN_TTL_MAX"
+            )
         if settings.metrics_port is not None and settings.metrics_port == port:
             raise ConfigError("TOKEN_SERVICE_METRICS_PORT must differ from PORT")
         if settings.access_token_ttl > settings.access_token_ttl_max:

@@ -188,18 +188,21 @@ class KeyRing:
         self._maybe_reload()
         return self._jwks_json
 
-    def decode(self, token: str) -> dict | None:
-        """Claims of an access token signed by one of our keys, else None. Checks the header,
-        the signature and the claims' types (`jose.well_formed`), not their values: the caller
-        checks issuer, expiry and revocation."""
+    def decode(self, token: str, typ: str = ACCESS_TOKEN_TYPE) -> dict | None:
+        """Claims of a token of type `typ` (an access token unless told) signed by one of our
+        keys, else None. Checks the header, the signature and the claims' types
+        (`jose.well_formed`), not their values: the caller checks issuer, expiry and
+        revocation. Only access tokens are cached, so that a token of another type never
+        comes back from the cache as one."""
         self._maybe_reload()
-        claims = self._verified.get(token)
+        cached = typ == ACCESS_TOKEN_TYPE
+        claims = self._verified.get(token) if cached else None
         if claims is not None:
             return dict(claims)
         generation = self._generation
         try:
             signed = jose.extract(token, _REGISTRY)
-            alg, kid = jose.header_of(signed, (ACCESS_TOKEN_TYPE,))
+            alg, kid = jose.header_of(signed, (typ,))
             key = self._by_kid.get(kid)
             if key is None or alg != key.alg:
                 return None
@@ -208,7 +211,7 @@ class KeyRing:
             return None
         if not jose.well_formed(claims):
             return None
-        if type(claims.get("exp")) is int:
+        if cached and type(claims.get("exp")) is int:
             self._verified.put(token, dict(claims), expires_at=claims["exp"])
             if self._generation != generation:  # the keys changed meanwhile
                 self._verified.pop(token)

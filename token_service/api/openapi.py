@@ -9,6 +9,7 @@ checks that every URL rule of the app is in the document, and fuzzes the app aga
 
 from __future__ import annotations
 
+import copy
 from importlib import metadata
 
 from flask import Blueprint, current_app, jsonify
@@ -620,6 +621,395 @@ def _component_schemas(models: set[type[BaseModel]]) -> dict:
     return schemas
 
 
+# -- the Emporix-compatible layer (api/emporix.py) --------------------------------------------
+
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _object(description: str, /, **properties) -> dict:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+_INT = {"type": "integer"}
+_TENANT = {"type": "string", "pattern": "^[a-z][a-z0-9]+$", "minLength": 3, "maxLength": 16}
+EMPORIX_TAG = "Emporix-compatible"
+_EMPORIX_FAULT = {
+    "type": "object",
+    "description": "What Emporix's gateway answers a 401 with.",
+    "properties": {
+        "faultstring": _STR,
+        "detail": {"type": "object", "properties": {"errorcode": _STR}, "required": ["errorcode"]},
+    },
+    "required": ["faultstring", "detail"],
+}
+
+
+def _strict(description: str, required: list[str], /, **properties) -> dict:
+    return {
+        "type": "object",
+        "description": description,
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+_EMPORIX_CUSTOMER_TOKEN = {
+    "access_token": {**_STR, "description": "An RFC 9068 JWT access token."},
+    "expires_in": _INT,
+    "refresh_token": _STR,
+    "refresh_token_expires_in": _INT,
+    "token_type": {"const": "Bearer"},
+    "session_id": _STR,
+}
+
+EMPORIX_SCHEMAS = {
+    "EmporixAnonymousToken": _object(
+        "An anonymous token: a storefront visit's session, no customer.",
+        token_type={"const": "Bearer"},
+        access_token={**_STR, "description": "A JWT of type anon+jwt, for this layer only."},
+        expires_in=_INT,
+        refresh_token=_STR,
+        refresh_token_expires_in=_INT,
+        sessionId=_STR,
+        scope={**_STR, "description": "`tenant=<name>`."},
+    ),
+    "EmporixRefreshCustomerToken": _object(
+        "A customer's tokens after a refresh.", **_EMPORIX_CUSTOMER_TOKEN
+    ),
+    "EmporixCustomerToken": _object(
+        "A customer's tokens after a login.",
+        **_EMPORIX_CUSTOMER_TOKEN,
+        saas_token={**_STR, "description": "The same access token (no separate SaaS token)."},
+        initialPassword={"type": "boolean", "description": "Always false here."},
+    ),
+    "EmporixValidateTokenResponse": _strict(
+        "A live customer access token's details.",
+        ["token_type", "expires_in", "scope", "sessionId", "email"],
+        token_type={"const": "Bearer"},
+        expires_in=_INT,
+        scope={**_STR, "description": "The token's scopes and `tenant=<name>`."},
+        sessionId=_STR,
+        email=_STR,
+        legalEntityId={**_STR, "description": "Absent if the token acts for no entity."},
+    ),
+    "EmporixCustomer": _strict(
+        "The customer's profile fields this service holds (a visitor's: anonymous).",
+        ["id", "customerNumber", "accounts"],
+        id=_STR,
+        customerNumber=_STR,
+        firstName=_STR,
+        lastName=_STR,
+        contactEmail=_STR,
+        accounts={
+            "type": "array",
+            "items": _strict("A login.", ["id"], id={**_STR, "description": "The email."}),
+        },
+        businessModel={"type": "string", "enum": ["B2B", "B2C"]},
+        b2b=_strict(
+            "The customer's legal entities.",
+            ["legalEntities"],
+            legalEntities={
+                "type": "array",
+                "items": _strict("A legal entity.", ["id", "name"], id=_STR, name=_STR),
+            },
+        ),
+    ),
+    "EmporixPasswordAuthentication": {
+        "type": "object",
+        "properties": {
+            "email": {"type": "string", "minLength": 1, "maxLength": 320},
+            "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
+        "required": ["email", "password"],
+    },
+    "EmporixError": {
+        "type": "object",
+        "description": "Emporix customer-management's error.",
+        "properties": {
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "type": {"type": "string", "pattern": "^[a-z][a-z_]*[a-z]$"},
+            "message": _STR,
+            "fault": _EMPORIX_FAULT,
+        },
+        "required": ["status", "type", "message"],
+    },
+    "EmporixIamError": {
+        "type": "object",
+        "description": "Emporix IAM's error.",
+        "properties": {
+            "code": {"type": "integer", "minimum": 400, "maximum": 599},
+            "status": _STR,
+            "message": _STR,
+            "details": {"type": "array", "items": _STR},
+            "fault": _EMPORIX_FAULT,
+        },
+        "required": ["code", "status", "message", "details"],
+    },
+    "EmporixGroup": _strict(
+        "One of the token's legal entity's groups.",
+        ["id", "name", "code", "userType", "b2b", "metadata"],
+        id=_STR,
+        name={"type": "object", "additionalProperties": _STR},
+        code={"type": "string", "enum": ["ADMIN", "BUYER", "REQUESTER", "CONTACT", "CUSTOM"]},
+        userType={"const": "CUSTOMER"},
+        b2b=_object("The group's legal entity.", legalEntityId=_STR),
+        metadata=_object("Versioning.", version=_INT, createdAt=_TIME, modifiedAt=_TIME),
+    ),
+    "EmporixAssignment": _object(
+        "A member of a group.",
+        id={**_STR, "description": "`<groupId>:<userId>`."},
+        groupId=_STR,
+        userId=_STR,
+        userType={"const": "CUSTOMER"},
+    ),
+    "EmporixAssignmentCreate": {
+        "type": "object",
+        "properties": {
+            "userId": {"type": "string", "minLength": 1, "maxLength": 64},
+            "userType": {"type": "string", "enum": ["CUSTOMER"]},
+        },
+        "required": ["userId"],
+    },
+    "EmporixAssignmentId": _object("The membership.", id=_STR),
+}
+
+_EMPORIX_ERRORS = {
+    400: "A parameter or the body is missing or malformed.",
+    401: "No token, or an invalid, expired or revoked one; for a login, wrong credentials.",
+    403: "The token may not do this (scope, another company, escalation).",
+    404: "Another tenant, or no such resource in the token's legal entity.",
+    409: "The last admin of the legal entity stays.",
+    429: "Too many failed logins: wait `Retry-After` seconds.",
+    503: "The database or the store is unavailable: retry.",
+}
+
+
+def _emporix_error(status: int, iam: bool) -> dict:
+    response = {
+        "description": _EMPORIX_ERRORS[status],
+        "content": _json(_ref("EmporixIamError" if iam else "EmporixError")),
+    }
+    if status in (429, 503):
+        response["headers"] = {"Retry-After": _header("Seconds.", {"type": "integer"})}
+    return response
+
+
+def _emporix_operation(
+    operation_id: str,
+    summary: str,
+    description: str,
+    success: dict[str, dict],
+    errors: tuple[int, ...],
+    *,
+    security: list | None = None,
+    query: tuple[tuple[str, dict, bool], ...] = (),
+    path: tuple[str, ...] = (),
+    body: str | None = None,
+    tenant_in_query: bool = False,
+) -> dict:
+    iam = operation_id.startswith("emporix_iam_")
+    parameters = (
+        []
+        if tenant_in_query
+        else [{"name": "tenant", "in": "path", "required": True, "schema": _TENANT}]
+    )
+    parameters += [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+        }
+        for name in path
+    ]
+    if tenant_in_query:
+        parameters.append({"name": "tenant", "in": "query", "required": True, "schema": _TENANT})
+    parameters += [
+        {"name": name, "in": "query", "required": required, "schema": schema}
+        for name, schema, required in query
+    ]
+    responses = dict(success)
+    for status in sorted({*errors, 404, 503}):
+        responses[str(status)] = _emporix_error(status, iam)
+    result = {
+        "tags": [EMPORIX_TAG],
+        "operationId": operation_id,
+        "summary": summary,
+        "description": description,
+        "security": security if security is not None else [{"bearerToken": []}],
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if body is not None:
+        result["requestBody"] = {"required": True, "content": _json(_ref(body))}
+    return result
+
+
+def _ok(schema: str, status: str = "200") -> dict[str, dict]:
+    return {status: {"description": "Success.", "content": _json(_ref(schema))}}
+
+
+_NO_CONTENT = {"204": {"description": "Done."}}
+_CLIENT_ID = ("client_id", {"type": "string", "minLength": 1, "maxLength": 128}, True)
+_ANONYMOUS = [{"emporixAnonymousToken": []}]
+
+
+def _emporix_paths() -> dict:
+    op = _emporix_operation
+    return {
+        "/customerlogin/auth/anonymous/login": {
+            "get": op(
+                "emporix_anonymous_login",
+                "Emporix: an anonymous token",
+                "A new anonymous session for the storefront client: a short-lived anonymous "
+                "access token and its refresh token.",
+                _ok("EmporixAnonymousToken"),
+                (400, 401),
+                security=[],
+                query=(_CLIENT_ID,),
+                tenant_in_query=True,
+            )
+        },
+        "/customerlogin/auth/anonymous/refresh": {
+            "get": op(
+                "emporix_anonymous_refresh",
+                "Emporix: refresh an anonymous token",
+                "A new anonymous access token for the same session; the refresh token stays.",
+                _ok("EmporixAnonymousToken"),
+                (400, 401),
+                security=[],
+                query=(
+                    _CLIENT_ID,
+                    ("refresh_token", {"type": "string", "minLength": 1, "maxLength": 256}, True),
+                ),
+                tenant_in_query=True,
+            )
+        },
+        "/customer/{tenant}/login": {
+            "post": op(
+                "emporix_login",
+                "Emporix: log a customer in",
+                "The password grant of `/oauth/token` for the storefront client "
+                "(`TOKEN_SERVICE_EMPORIX_CLIENT_ID`): the same throttling and the same answer "
+                "for every failure. Authorized with an anonymous token.",
+                _ok("EmporixCustomerToken"),
+                (400, 401, 429),
+                security=_ANONYMOUS,
+                body="EmporixPasswordAuthentication",
+            )
+        },
+        "/customer/{tenant}/refreshauthtoken": {
+            "get": op(
+                "emporix_refresh_auth_token",
+                "Emporix: refresh a customer token, optionally switching company",
+                "The refresh grant of `/oauth/token` with `legal_entity_id`: rotation, grace "
+                "replay, reuse detection, recomputed scopes; a refused switch leaves the "
+                "presented refresh token valid. Authorized with an anonymous token or one of "
+                "the customer's access tokens (expired ones too).",
+                _ok("EmporixRefreshCustomerToken"),
+                (400, 401),
+                security=[*_ANONYMOUS, {"bearerToken": []}],
+                query=(
+                    ("refreshToken", {"type": "string", "minLength": 1, "maxLength": 256}, True),
+                    ("legalEntityId", {"type": "string", "maxLength": 64}, False),
+                ),
+            )
+        },
+        "/customer/{tenant}/logout": {
+            "get": op(
+                "emporix_logout",
+                "Emporix: log a customer out",
+                "Revokes the session of `accessToken`; its access tokens are deny-listed at "
+                "once. Authorized with an access token of the same customer.",
+                _NO_CONTENT,
+                (400, 401, 403),
+                query=(
+                    ("accessToken", {"type": "string", "minLength": 1, "maxLength": 4096}, True),
+                ),
+            )
+        },
+        "/customer/{tenant}/validateauthtoken": {
+            "get": op(
+                "emporix_validate_auth_token",
+                "Emporix: validate a customer access token",
+                "Introspection's live check of the bearer token (deny-list included).",
+                _ok("EmporixValidateTokenResponse"),
+                (401,),
+            )
+        },
+        "/customer/{tenant}/me": {
+            "get": op(
+                "emporix_me",
+                "Emporix: the customer's profile",
+                "Id, email and legal entities: the profile fields this service holds.",
+                _ok("EmporixCustomer"),
+                (401,),
+                security=[{"bearerToken": []}, *_ANONYMOUS],
+            )
+        },
+        "/iam/{tenant}/groups": {
+            "get": op(
+                "emporix_iam_list_groups",
+                "Emporix IAM: the groups of the token's legal entity",
+                "company.groups: the entity's own groups (`customer.customer_read_own`).",
+                {
+                    "200": {
+                        "description": "Success.",
+                        "content": _json({"type": "array", "items": _ref("EmporixGroup")}),
+                    }
+                },
+                (401, 403),
+            )
+        },
+        "/iam/{tenant}/groups/{group_id}/users": {
+            "get": op(
+                "emporix_iam_list_group_users",
+                "Emporix IAM: the members of a group",
+                "Members of one of the entity's groups (`customer.customer_read_own`).",
+                {
+                    "200": {
+                        "description": "Success.",
+                        "content": _json({"type": "array", "items": _ref("EmporixAssignment")}),
+                    }
+                },
+                (401, 403),
+                path=("group_id",),
+            ),
+            "post": op(
+                "emporix_iam_add_group_user",
+                "Emporix IAM: add a member to a group",
+                "company.add_to_group (`iam.assignment_create_own`): a member of the entity, "
+                "into a group whose scopes the caller holds all of. Adding again answers the "
+                "same.",
+                _ok("EmporixAssignmentId", "201"),
+                (400, 401, 403, 409),
+                path=("group_id",),
+                body="EmporixAssignmentCreate",
+            ),
+        },
+        "/iam/{tenant}/groups/{group_id}/users/{customer_id}": {
+            "delete": op(
+                "emporix_iam_remove_group_user",
+                "Emporix IAM: remove a member from a group",
+                "company.remove_from_group (`iam.assignment_delete_own`): the member's access "
+                "tokens for the entity stop at once; the last ADMIN stays (409). A group, "
+                "user or membership outside the token's legal entity is a 403, as Emporix "
+                "documents only 204, 401 and 403 here (404: another tenant).",
+                _NO_CONTENT,
+                (401, 403, 409),
+                path=("group_id", "customer_id"),
+            )
+        },
+    }
+
+
 def build_document(issuer: str) -> dict:
     """The whole OpenAPI 3.1 document for a service at `issuer`."""
     paths = _public_paths()
@@ -629,6 +1019,8 @@ def build_document(issuer: str) -> dict:
     for op in SELF_SERVICE_OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _self_service_operation(op, models)
     schemas = {**_public_schemas(), **_component_schemas(models)}
+    schemas.update(copy.deepcopy(EMPORIX_SCHEMAS))  # the document is the caller's to change
+    paths.update(_emporix_paths())
     try:
         version = metadata.version("token-service")
     except metadata.PackageNotFoundError:
@@ -656,6 +1048,7 @@ def build_document(issuer: str) -> dict:
                     "Operations",
                     *(op.tag for op in OPERATIONS),
                     *(op.tag for op in SELF_SERVICE_OPERATIONS),
+                    EMPORIX_TAG,
                 ]
             )
         ],
@@ -692,6 +1085,12 @@ def build_document(issuer: str) -> dict:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "A customer's access token (RFC 6750).",
+                },
+                "emporixAnonymousToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An anonymous token from "
+                    "`/customerlogin/auth/anonymous/login` (Emporix-compatible layer only).",
                 },
                 "adminToken": {
                     "type": "oauth2",

@@ -134,7 +134,7 @@ def _challenge(error: str | None = None, description: str | None = None) -> str:
     return "Bearer " + ", ".join(parts)
 
 
-def _actor() -> company.Actor:
+def customer_actor() -> company.Actor:
     """The customer the request's bearer token acts for, or a 401/403."""
     token = bearer_token()
     try:
@@ -191,7 +191,7 @@ def operation(method: str, rule: str, *, summary: str, scope: str | None, **spec
         @functools.wraps(view)
         def wrapper(**kwargs):
             if scope is not None:
-                g.actor = _actor()
+                g.actor = customer_actor()
             for name, value in kwargs.items():
                 if len(value) > MAX_ID_LENGTH or clean_text(value):
                     raise ApiError.of(404, f"{name} not found")
