@@ -409,7 +409,9 @@ def login(tenant: str):
     token = _customer_token(answer)
     # No separate SaaS token here: the access token carries the customer (`sub`).
     token["saas_token"] = answer["access_token"]
-    token["initialPassword"] = False  # passwords are the customer's own (set at activation)
+    # Emporix's schema types it as a string (its example shows a boolean): the schema is the
+    # contract. Passwords are the customer's own here (set at activation), never an employee's.
+    token["initialPassword"] = "false"
     return _json(token)
 
 

@@ -687,7 +687,11 @@ EMPORIX_SCHEMAS = {
         "A customer's tokens after a login.",
         **_EMPORIX_CUSTOMER_TOKEN,
         saas_token={**_STR, "description": "The same access token (no separate SaaS token)."},
-        initialPassword={"type": "boolean", "description": "Always false here."},
+        initialPassword={
+            "type": "string",
+            "enum": ["false"],
+            "description": "Whether an employee set the password: always `false` here.",
+        },
     ),
     "EmporixValidateTokenResponse": _strict(
         "A live customer access token's details.",
