@@ -29,7 +29,6 @@ Prints, per load, the median CPU time per request of each side and their ratio
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import re
@@ -43,32 +42,11 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import run as harness  # bench/run.py: its wrk driver, its pinning, the service's environment
+from profile_hot_path import call  # one WSGI POST, in process
 
 from token_service import create_app, logs
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
-
-
-def call(wsgi, path: str, form: dict, auth: str | None = None) -> dict:
-    body = urlencode(form).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "CONTENT_LENGTH": str(len(body)),
-    }
-    if auth:
-        environ["HTTP_AUTHORIZATION"] = auth
-    status = []
-    out = b"".join(wsgi(environ, lambda s, h, *a: status.append(s)))
-    if not status[0].startswith("200"):
-        raise RuntimeError(f"{path}: {status[0]} {out[:300]!r}")
-    return json.loads(out)
 
 
 def bare():
