@@ -151,8 +151,11 @@ class KeyRing:
         for path in paths:
             loaded[path] = self._loaded.get(path) or SigningKey.load(path)
         self._loaded = loaded
-        self._keys = [loaded[p] for p in paths]  # one assignment: readers see old or new
-        self._by_kid = {key.kid: key for key in reversed(self._keys)}
+        keys = [loaded[p] for p in paths]
+        # The lookup first, then the list `current` signs from: a thread in between can verify
+        # every key that may already be signing (each name is one assignment: old or new).
+        self._by_kid = {key.kid: key for key in reversed(keys)}
+        self._keys = keys
         # Bumped before the clear: a thread that verified against the old keys and caches its
         # result after the clear sees the bump and drops it again (see decode).
         self._generation += 1

@@ -62,7 +62,18 @@ class Store(Protocol):
     def ping(self) -> bool: ...
 
 
-class MemoryStore:
+class _Unpublished:
+    """Publishing for a store nobody subscribes to: the last 1,000 messages, kept for tests."""
+
+    published: list[tuple[str, str]]
+
+    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
+        self.set(key, value, ttl)
+        self.published.append((channel, message))
+        del self.published[:-1000]
+
+
+class MemoryStore(_Unpublished):
     """In-process store: correct for a single process only, and forgets everything when that
     process dies. For tests and one-off tools; the embedded default uses SqliteStore."""
 
@@ -121,11 +132,6 @@ class MemoryStore:
             item = self._live(key, now)
             return max(0, round(item[1] - now)) if item else -2
 
-    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
-        self.set(key, value, ttl)
-        self.published.append((channel, message))  # kept for tests: nobody else listens
-        del self.published[:-1000]
-
     def subscribe(self, channel: str) -> None:
         """Nothing to follow: the store is this process's own memory."""
         return None
@@ -148,7 +154,7 @@ class MemoryStore:
                 del self._data[key]
 
 
-class SqliteStore:
+class SqliteStore(_Unpublished):
     """The embedded default's store: a SQLite file of its own, so that deny-list entries,
     login throttles and grace responses outlive the worker that wrote them (a restart, a
     worker killed on timeout) and are seen by every process of the host at once.
@@ -235,11 +241,6 @@ class SqliteStore:
         now = time.time()
         row = self._call(lambda db: db.execute(_EXPIRY, (key, now)).fetchone())
         return max(0, round(row[0] - now)) if row else -2
-
-    def set_and_publish(self, key: str, value: bytes, ttl: int, channel: str, message: str):
-        self.set(key, value, ttl)
-        self.published.append((channel, message))  # kept for tests: nobody else listens
-        del self.published[:-1000]
 
     def subscribe(self, channel: str) -> None:
         """Nothing to follow: every read asks the file, which every process shares."""
