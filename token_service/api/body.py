@@ -43,18 +43,13 @@ class BufferedBody:
         if sock is None or not (0 < length <= self.max_bytes or chunked):
             return self.inner(environ, start_response)
         previous = sock.gettimeout()  # gunicorn's: blocking, or our worker's bound
-        # Under our worker the bound is already this one (the same setting): each settimeout
-        # is a system call that lets go of the GIL, twice per request for nothing.
-        bound = previous != self.timeout
         try:
-            if bound:
-                sock.settimeout(self.timeout)
+            sock.settimeout(self.timeout)
             body = environ["wsgi.input"].read(length if length > 0 else self.max_bytes + 1)
         except (TimeoutError, OSError):
             return self._timed_out(sock, environ, start_response)
         finally:
-            if bound:
-                sock.settimeout(previous)
+            sock.settimeout(previous)
         environ["wsgi.input"] = io.BytesIO(body)
         if length > 0 and len(body) < length:
             return self._timed_out(sock, environ, start_response)  # the client hung up
