@@ -23,8 +23,11 @@ JSON request line to /dev/null, metrics in multi-process mode) `--n` times in on
 warm-up, and prints the instructions per request and their split by shared object (the
 interpreter, cryptography's OpenSSL, sqlite, the drivers...). Collection is split at calls to
 `os.sched_yield()` (`--dump-before`), so start-up and warm-up are not counted. No HTTP server:
-gunicorn's share is the py-spy run's. Instruction counts move by well under 1 % between runs,
-whatever else the machine does: an A/B of two trees needs one run of each.
+gunicorn's share is the py-spy run's. What other processes do does not change the counts, but
+valgrind's own speed does a little: the service's caches that expire after a second or a few
+(sessions' state, clients, the deny-list copy's PING) expire after fewer or more requests, so a
+whole request's count moves by 1–2 % between runs (introspection's by up to 15 %). `--loads
+sign` counts one access token's signing alone, which moves by nothing: the A/B for keys.py.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import run as bench  # bench/run.py: fresh backends, the served worker, wrk
+from joserfc import jwt
 
 LOADS = ("refresh_switch", "client_credentials", "introspection")
 
@@ -232,7 +236,15 @@ def child(loads: list[str], n: int) -> None:
     def introspection() -> None:
         call(app, "/oauth/introspect", {"token": access}, basic("order-service"))
 
-    work = {f.__name__: f for f in (refresh_switch, client_credentials, introspection)}
+    key = app.extensions["keyring"].current
+    claims = jwt.decode(access, key.key, registry=key.registry).claims
+
+    def sign() -> None:
+        """One access token's signing alone: no cache or clock in the way, so the count is
+        the same to the instruction run after run."""
+        key.encode_jwt(dict(claims))
+
+    work = {f.__name__: f for f in (refresh_switch, client_credentials, introspection, sign)}
     for load in loads:
         for _ in range(max(n // 5, 20)):
             work[load]()
