@@ -11,14 +11,16 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from joserfc import jwt
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey, import_key
+from joserfc.jws import JWSAlgModel
+from joserfc.jwt import convert_claims
+from joserfc.util import json_b64encode, urlsafe_b64encode
 
 from .expiring import ExpiringMap
 from .resource import jose
@@ -69,6 +71,11 @@ class SigningKey:
     key: Key
     jwk: dict
     registry: jose.JWSRegistry
+    # By `typ`: the header segment and the algorithm, checked and encoded once (the header
+    # never changes).
+    _prepared: dict[str, tuple[bytes, JWSAlgModel]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
@@ -95,9 +102,23 @@ class SigningKey:
         )
 
     def encode_jwt(self, claims: dict, typ: str = ACCESS_TOKEN_TYPE) -> str:
-        """Compact JWS of `claims` with header {alg, kid, typ}."""
-        header = {"alg": self.alg, "kid": self.kid, "typ": typ}
-        return jwt.encode(header, claims, self.key, registry=self.registry)
+        """Compact JWS of `claims` with header {typ, alg, kid}: what joserfc's `jwt.encode`
+        makes, byte for byte, but with the header's check and encoding and the key's check
+        done once per key and `typ` instead of for every token. The claims' encoding and the
+        signature are joserfc's own."""
+        header, algorithm = self._prepared.get(typ) or self._prepare(typ)
+        signing_input = header + b"." + urlsafe_b64encode(convert_claims(claims))
+        signature = urlsafe_b64encode(algorithm.sign(signing_input, self.key))
+        return (signing_input + b"." + signature).decode()
+
+    def _prepare(self, typ: str) -> tuple[bytes, JWSAlgModel]:
+        # jwt.encode's order: `typ` first (its default goes there), then the given header.
+        header = {"typ": typ, "alg": self.alg, "kid": self.kid}
+        self.registry.check_header(header)
+        algorithm = self.registry.get_alg(self.alg)
+        algorithm.check_key(self.key)
+        prepared = self._prepared[typ] = (json_b64encode(header), algorithm)
+        return prepared
 
 
 VERIFIED_CACHE_SIZE = 4096

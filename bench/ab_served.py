@@ -1,0 +1,70 @@
+"""The served worker's CPU time per request under two sets of gunicorn options, interleaved.
+
+    .venv/bin/python bench/ab_served.py [--backend sqlite|postgresql] [--seconds 5]
+        [--rounds 3] [--loads introspection,client_credentials] "A OPTIONS" "B OPTIONS"
+
+e.g. `"--http-parser python" "--http-parser fast"`. Two servers as `make bench` runs them
+(bench/run.py: one gthread worker × 4, pinned to core 0; wrk on core 1), the same database, the
+options of each given to gunicorn through GUNICORN_CMD_ARGS. Each load runs on A and B in turn,
+A B B A, and prints for each side the rps and the worker's CPU microseconds per request, then
+the ratio of the medians (B / A: 0.9 would be 10 % less CPU). CPU per request, not rps, is what
+a shared machine leaves comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import run as bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--backend", default="sqlite", choices=["postgresql", "sqlite"])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loads", default="introspection,client_credentials")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-ab-served-") as tmp:
+        work = Path(tmp)
+        database = f"bench_ab_{os.getpid()}" if args.backend == "postgresql" else None
+        backend = bench.prepare(args.backend, work, database)
+        servers = {}
+        for side, options in (("a", args.a), ("b", args.b)):
+            env = backend.env | {"GUNICORN_CMD_ARGS": options}
+            log = work / f"{side}.log"
+            servers[side] = bench.Server("wsgi:app", bench.free_port(), env, bench.ROOT, log)
+        try:
+            for server in servers.values():
+                server.start()
+            for load in args.loads.split(","):
+                cpu = {side: [] for side in servers}
+                rps = {side: [] for side in servers}
+                for server in servers.values():
+                    bench.measure_ours(backend, server, load, 2, 0)  # warm up
+                for i in range(args.rounds * 2):
+                    for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
+                        result = bench.measure_ours(backend, servers[side], load, args.seconds, 0)
+                        rps[side].append(result["rps"])
+                        per_request = result["worker_cpu"] / max(result["rps"], 1) * 1e6
+                        cpu[side].append(round(per_request))
+                a, b = (statistics.median(cpu[side]) for side in ("a", "b"))
+                record = {"load": load, "backend": args.backend, "a": args.a, "b": args.b}
+                record |= {"rps": rps, "worker_cpu_us": cpu, "cpu_ratio_b_over_a": round(b / a, 3)}
+                print(json.dumps(record), flush=True)
+        finally:
+            for server in servers.values():
+                server.stop()
+            if database:
+                bench.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""Where the CPU of a refresh with switch, a client_credentials and an introspection goes, by
+layer, under the threaded model; and instructions per request, for before/after comparisons
+that a noisy machine cannot move.
+
+    .venv/bin/python bench/profile_threaded.py [--backends postgresql,sqlite]
+        [--loads refresh_switch,client_credentials,introspection] [--seconds 10] [--keep DIR]
+    .venv/bin/python bench/profile_threaded.py --callgrind [--n 200] [--tree PATH ...]
+
+Default (py-spy): for each backend, a fresh database with the demo data and the service as
+`make bench` serves it (bench/run.py: one gunicorn worker, gthread × 4 with keep-alive, pinned
+to core 0; wrk on core 1, 16 connections). Per load: the worker's CPU time per request without
+a profiler, then py-spy (`--native`: C frames too, so the RSA signature, the drivers and the
+waits for the GIL show) for `--seconds`. A sample whose innermost frames wait (for the GIL, a
+lock, the poller, the database's answer) is left out; every other one goes to one layer: the
+first of LAYERS, top to bottom, one of whose patterns matches one of its frames, else the
+innermost frame of a WRAPPERS package. Prints each layer's share of the CPU samples (JSON,
+then a list on stderr). Proportions, not rps: a neighbour that steals the core slows every
+layer alike. py-spy pausing the worker for each native stack slows it by half; the shares hold.
+
+`--callgrind`: for each tree (a checkout of the service; default this one), each backend and
+each load, one process under `valgrind --tool=callgrind` calls the WSGI app (`Observed` and all:
+JSON request line to /dev/null, metrics in multi-process mode) `--n` times in one thread after a
+warm-up, and prints the instructions per request and their split by shared object (the
+interpreter, cryptography's OpenSSL, sqlite, the drivers...). Collection is split at calls to
+`os.sched_yield()` (`--dump-before`), so start-up and warm-up are not counted. No HTTP server:
+gunicorn's share is the py-spy run's. What other processes do does not change the counts, but
+valgrind's own speed does a little: the service's caches that expire after a second or a few
+(sessions' state, clients, the deny-list copy's PING) expire after fewer or more requests, so a
+whole request's count moves by 1–2 % between runs (introspection's by up to 15 %). `--loads
+sign` counts one access token's signing alone, which moves by nothing: the A/B for keys.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlencode
+
+import run as bench  # bench/run.py: fresh backends, the served worker, wrk
+from joserfc import jwt
+
+LOADS = ("refresh_switch", "client_credentials", "introspection")
+
+#: A sample whose innermost frames wait (for the GIL, a lock, the poller, the database's
+#: answer, SQLite's busy handler between two tries at its write lock, the disk) is no CPU.
+WAITING = re.compile(
+    r"pthread_cond_(timed)?wait|epoll_wait|sem_(timed)?wait|PyThread_acquire_lock|^poll \(libc"
+    r"|^(usleep|nanosleep|clock_nanosleep|fdatasync|fsync) \(libc"
+)
+
+# (layer, pattern on a frame "function (path:line)"), most specific first: a sample goes to the
+# first layer one of its frames matches (the layer's whole subtree).
+LAYERS = [
+    ("grace response: HKDF + AES-GCM seal, JSON, store write", r"oauth2/grace\.py|_keep_for_grace"),
+    ("RSA signature (OpenSSL in cryptography)", r"AlgModel\.sign|Algorithm\.sign"),
+    ("JWT signing around the signature (joserfc, claims)", r"encode_jwt"),
+    ("JWT verification (joserfc; cached)", r"KeyRing\.decode"),
+    ("client authentication (Basic, HMAC, client cache)", r"authenticate_client|load_client"),
+    ("metrics (prometheus_client)", r"token_service/metrics\.py|prometheus_client/"),
+    ("request log line (logs, orjson, write)", r"token_service/logs\.py|structlog/"),
+    ("audit", r"token_service/audit\.py"),
+    ("deny-list copy, Redis, store file", r"revocation\.py|token_service/store\.py|redis/"),
+    (
+        "SQL: statements and driver",
+        r"hotpath\.py|oauth2/sessions/|psycopg|sqlite3|_sqlite|token_service/database\.py",
+    ),
+    ("SQLAlchemy session, pool, commit", r"sqlalchemy/|flask_sqlalchemy/"),
+    ("form parsing", r"parse_form|read_form"),
+    ("scopes", r"token_service/scopes\.py"),
+    ("response JSON", r"json/|_json\.c"),
+    ("grant and introspection logic", r"token_service/oauth2/"),
+]
+
+# Else the innermost frame of one of these packages: the layers that wrap every request.
+WRAPPERS = [
+    ("WSGI layers: front, Observed, body buffer, Flask app context", r"token_service/|flask/"),
+    ("gunicorn gthread: HTTP parsing, socket, poller, thread pool", r"gunicorn/|concurrent/"),
+]
+
+
+def layer_of(frames: list[str]) -> str | None:
+    """The layer of one sample, None if it waits."""
+    if any(WAITING.search(frame) for frame in frames[-3:]):
+        return None
+    for name, pattern in _SUBTREES:
+        if any(pattern.search(frame) for frame in frames):
+            return name
+    for frame in reversed(frames):
+        for name, pattern in _WRAPPERS:
+            if pattern.search(frame):
+                return name
+    return "other (interpreter, threading)"
+
+
+_SUBTREES = [(name, re.compile(pattern)) for name, pattern in LAYERS]
+_WRAPPERS = [(name, re.compile(pattern)) for name, pattern in WRAPPERS]
+
+
+def summarize(raw: Path) -> dict[str, float]:
+    """Share of the CPU samples per layer, from py-spy's raw (collapsed) output; "samples"
+    and "waiting" count the CPU samples and the samples left out."""
+    shares, total, waiting = Counter(), 0, 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        layer = layer_of(stack.split(";"))
+        if layer is None:
+            waiting += int(count)
+            continue
+        shares[layer] += int(count)
+        total += int(count)
+    result = {name: n / max(total, 1) for name, n in shares.most_common()}
+    return result | {"samples": total, "waiting": waiting}
+
+
+def spy(backend_name: str, loads: list[str], seconds: float, keep: Path | None) -> None:
+    """The served worker under each load: its CPU per request unprofiled, then py-spy."""
+    with tempfile.TemporaryDirectory(prefix="bench-threaded-") as tmp:
+        work = Path(tmp)
+        database = f"bench_threaded_{os.getpid()}" if backend_name == "postgresql" else None
+        backend = bench.prepare(backend_name, work, database)
+        service = bench.Server(
+            "wsgi:app", bench.free_port(), backend.env, bench.ROOT, work / "service.log"
+        )
+        service.start()
+        try:
+            for load in loads:
+                bench.measure_ours(backend, service, load, 2, 0)  # warm up
+                plain = bench.measure_ours(backend, service, load, seconds, 0)
+                raw = work / f"{load}.txt"
+                cmd = [*_py_spy(raw), "-p", str(service.worker), "-d", str(int(seconds))]
+                sampler = threading.Thread(
+                    target=subprocess.run, args=(cmd,), kwargs={"capture_output": True}
+                )
+                work_load = bench.our_load(backend, service, load)
+                if work_load.fresh:  # new chains or token: their logins before the samples
+                    work_load.fresh()
+                sampler.start()
+                bench.wrk(
+                    service.url + work_load.path,
+                    seconds + 1,
+                    work_load.script,
+                    work_load.env,
+                    work_load.threads,
+                )
+                sampler.join()
+                record = {"backend": backend_name, "load": load, "served": True}
+                record["rps"] = plain["rps"]
+                record["worker_cpu_us_per_request"] = round(
+                    plain["worker_cpu"] / max(plain["rps"], 1) * 1e6
+                )
+                _report(record, raw, keep, f"served-{backend_name}-{load}")
+        finally:
+            service.stop()
+            if database:
+                bench.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def _py_spy(raw: Path) -> list[str]:
+    """py-spy with native frames (the RSA signature, the drivers, the waits for the GIL)."""
+    py_spy = shutil.which("py-spy") or str(bench.BIN / "py-spy")
+    return [py_spy, "record", "-r", "100", "-f", "raw", "-o", str(raw), "--native"]
+
+
+def _report(record: dict, raw: Path, keep: Path | None, name: str) -> None:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(raw, keep / f"{name}.txt")
+    shares = summarize(raw)
+    record["samples"] = shares.pop("samples")
+    record["waiting_samples"] = shares.pop("waiting")
+    record["layers"] = {k: round(v * 100, 1) for k, v in shares.items()}
+    print(json.dumps(record), flush=True)
+    for layer, share in shares.items():
+        print(f"  {share:6.1%}  {layer}", file=sys.stderr)
+
+
+def _child_command(loads: list[str], n: int) -> list[str]:
+    return [sys.executable, __file__, "--child", "--loads", ",".join(loads), "--n", str(n)]
+
+
+def _child_env(backend, tree: Path) -> dict:
+    """The service's environment, as gunicorn_conf sets it (metrics in multi-process mode)."""
+    metrics = backend.work / "metrics"
+    metrics.mkdir(exist_ok=True)
+    return backend.env | {
+        "PYTHONPATH": f"{tree}{os.pathsep}{bench.HERE}",
+        "PYTHONHASHSEED": "0",
+        "BENCH_SECRETS": json.dumps(backend.secrets),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+
+
+# -- callgrind -------------------------------------------------------------------------------
+
+
+def child(loads: list[str], n: int) -> None:
+    """Under callgrind, in the tree's interpreter: the app as deployed, `n` calls per load.
+    os.sched_yield() marks where each load's count starts and ends."""
+    from token_service import create_app, logs
+
+    app = create_app()
+    logs.configure("json", "INFO", stream=open(os.devnull, "w"))  # noqa: SIM115
+    secrets = json.loads(os.environ["BENCH_SECRETS"])
+    login = {"grant_type": "password", "client_id": "storefront"}
+    login |= {"username": "alice@acme.test", "password": bench.DEMO_PASSWORD}
+
+    def basic(client_id: str) -> str:
+        return "Basic " + base64.b64encode(f"{client_id}:{secrets[client_id]}".encode()).decode()
+
+    chain = {"rt": call(app, "/oauth/token", login)["refresh_token"], "i": 0}
+    access = call(app, "/oauth/token", login)["access_token"]
+
+    def refresh_switch() -> None:
+        chain["i"] += 1
+        form = {"grant_type": "refresh_token", "client_id": "storefront"}
+        form |= {
+            "refresh_token": chain["rt"],
+            "legal_entity_id": ("acme", "globex")[chain["i"] % 2],
+        }
+        chain["rt"] = call(app, "/oauth/token", form)["refresh_token"]
+
+    def client_credentials() -> None:
+        call(app, "/oauth/token", {"grant_type": "client_credentials"}, basic("admin-cli"))
+
+    def introspection() -> None:
+        call(app, "/oauth/introspect", {"token": access}, basic("order-service"))
+
+    key = app.extensions["keyring"].current
+    claims = jwt.decode(access, key.key, registry=key.registry).claims
+
+    def sign() -> None:
+        """One access token's signing alone: no cache or clock in the way, so the count is
+        the same to the instruction run after run."""
+        key.encode_jwt(dict(claims))
+
+    work = {f.__name__: f for f in (refresh_switch, client_credentials, introspection, sign)}
+    for load in loads:
+        for _ in range(max(n // 5, 20)):
+            work[load]()
+        os.sched_yield()  # callgrind dumps here: the next part is this load's n calls
+        for _ in range(n):
+            work[load]()
+        os.sched_yield()
+
+
+def call(app, path: str, form: dict, auth: str | None = None) -> dict:
+    """One POST through the whole WSGI app, as gunicorn's gthread worker would make it."""
+    body = urlencode(form).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    if auth:
+        environ["HTTP_AUTHORIZATION"] = auth
+    status = []
+    out = b"".join(app(environ, lambda s, h, *a: status.append(s)))
+    if not status[0].startswith("200"):
+        raise RuntimeError(f"{path}: {status[0]}")
+    return json.loads(out)
+
+
+def parse_callgrind(path: Path) -> tuple[int, Counter]:
+    """Total instructions of one callgrind part, and its self cost per shared object (the
+    cost line after a `calls=` line is the call's inclusive cost: skipped)."""
+    by_object, total, names = Counter(), 0, {}
+    current, inclusive = "?", False
+    for line in path.read_text().splitlines():
+        if line.startswith(("ob=", "cob=")):
+            ref, _, name = line.partition("=")[2].partition(" ")
+            if name:
+                names[ref] = Path(name).name
+            if line.startswith("ob="):
+                current = names.get(ref, ref)
+        elif line.startswith("calls="):
+            inclusive = True
+        elif line[:1].isdigit() or line[:1] in ("+", "-", "*"):
+            parts = line.split()
+            if not inclusive and len(parts) >= 2:
+                by_object[current] += int(parts[1])
+            inclusive = False
+        elif line.startswith("totals:"):
+            total = int(line.split()[1])
+    return total, by_object
+
+
+def callgrind(
+    trees: list[Path], backends: list[str], loads: list[str], n: int, keep: Path | None
+) -> None:
+    for backend_name in backends:
+        for tree in trees:
+            with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
+                work = Path(tmp)
+                database = f"bench_cg_{os.getpid()}" if backend_name == "postgresql" else None
+                backend = bench.prepare(backend_name, work, database)
+                env = _child_env(backend, tree)
+                out = work / "cg.out"
+                cmd = ["valgrind", "--tool=callgrind", "--dump-before=sched_yield"]
+                cmd += [f"--callgrind-out-file={out}", *_child_command(loads, n)]
+                try:
+                    done = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
+                    if done.returncode:
+                        raise RuntimeError(done.stderr[-3000:])
+                finally:
+                    if database:
+                        bench.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+                for i, load in enumerate(loads):
+                    part = Path(f"{out}.{2 * i + 2}")
+                    if keep is not None:  # for callgrind_annotate or kcachegrind
+                        keep.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(part, keep / f"{tree.name}-{backend_name}-{load}.callgrind")
+                    total, by_object = parse_callgrind(part)
+                    record = {"tree": str(tree), "backend": backend_name, "load": load}
+                    record["instructions_per_request"] = total // n
+                    record["objects"] = {
+                        name: round(cost / total * 100, 1)
+                        for name, cost in by_object.most_common(8)
+                    }
+                    print(json.dumps(record), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="postgresql,sqlite")
+    parser.add_argument("--loads", default=",".join(LOADS))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--tree", type=Path, action="append", default=[])
+    parser.add_argument("--keep", type=Path, help="keep each profile (py-spy raw, callgrind) here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    loads = args.loads.split(",")
+    if args.child:
+        child(loads, args.n)
+    elif args.callgrind:
+        trees = [t.resolve() for t in args.tree] or [bench.ROOT]
+        callgrind(trees, args.backends.split(","), loads, args.n, args.keep)
+    else:
+        for backend_name in args.backends.split(","):
+            spy(backend_name, loads, args.seconds, args.keep)
+
+
+if __name__ == "__main__":
+    main()
