@@ -41,6 +41,8 @@ def _no_store(response: Response) -> Response:
 
 
 MAX_ID_LENGTH = 128
+#: A variable part of a Flask rule (`<entity_id>`, `<path:name>`); group 1 is its name.
+PATH_PARAM = re.compile(r"<(?:[a-z]+:)?(\w+)>")
 #: Set on a write's answer when a deny-list entry could not be written yet (store down).
 DENY_LIST_HEADER = "Deny-List"
 
@@ -65,11 +67,11 @@ class Operation:
     @property
     def path(self) -> str:
         """OpenAPI form: /admin/legal-entities/{entity_id}"""
-        return "/admin" + re.sub(r"<(?:[a-z]+:)?(\w+)>", r"{\1}", self.rule)
+        return "/admin" + PATH_PARAM.sub(r"{\1}", self.rule)
 
     @property
     def path_params(self) -> list[str]:
-        return re.findall(r"<(?:[a-z]+:)?(\w+)>", self.rule)
+        return PATH_PARAM.findall(self.rule)
 
 
 #: Every admin operation, in declaration order: the OpenAPI document is built from this.
