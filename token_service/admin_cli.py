@@ -7,6 +7,8 @@ made here deny-lists live tokens and is audited the same way, with actor `system
 from __future__ import annotations
 
 import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 from flask import Flask
@@ -26,8 +28,18 @@ def _actor() -> tuple[str, str]:
     return ("system", f"cli:{user}")
 
 
-def _fail(exc: directory.DirectoryError) -> click.ClickException:
-    return click.ClickException(str(exc))
+def _record(action: str, **fields) -> None:
+    kind, who = _actor()
+    audit.record(action, actor_type=kind, actor_id=who, **fields)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A change the directory refuses ends the command with its reason (exit status 1)."""
+    try:
+        yield
+    except directory.DirectoryError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _customer_id(email_or_id: str) -> str:
@@ -59,21 +71,11 @@ def companies_group() -> None:
 @with_appcontext
 def companies_create(name: str, entity_id: str | None, parent: str | None) -> None:
     """Create a company (or a subsidiary with --parent) with its predefined groups."""
-    kind, who = _actor()
-    try:
+    with _refusals():
         entity = directory.create_legal_entity(
             name, type="SUBSIDIARY" if parent else "COMPANY", parent_id=parent, id=entity_id
         )
-    except directory.DirectoryError as exc:
-        raise _fail(exc) from None
-    audit.record(
-        "legal_entity.created",
-        actor_type=kind,
-        actor_id=who,
-        target=entity.id,
-        type=entity.type,
-        parent_id=entity.parent_id,
-    )
+    _record("legal_entity.created", target=entity.id, type=entity.type, parent_id=entity.parent_id)
     db.session.commit()
     click.echo(f"legal entity {entity.id} {entity.type} {entity.name}")
 
@@ -108,20 +110,10 @@ def customers_group() -> None:
 @with_appcontext
 def customers_assign(customer: str, legal_entity_id: str, type_: str) -> None:
     """Assign CUSTOMER (email or id) to a legal entity; they join its CONTACT group."""
-    kind, who = _actor()
     customer_id = _customer_id(customer)
-    try:
+    with _refusals():
         directory.assign(customer_id, legal_entity_id, type_)
-    except directory.DirectoryError as exc:
-        raise _fail(exc) from None
-    audit.record(
-        "assignment.created",
-        actor_type=kind,
-        actor_id=who,
-        customer_id=customer_id,
-        target=legal_entity_id,
-        type=type_,
-    )
+    _record("assignment.created", customer_id=customer_id, target=legal_entity_id, type=type_)
     db.session.commit()
     click.echo(f"assigned {customer_id} to {legal_entity_id} ({type_})")
 
@@ -140,7 +132,7 @@ def groups_group() -> None:
 def groups_set_scopes(group, scopes, legal_entity, code) -> None:
     """Replace the scopes of GROUP (an id, or --legal-entity E --code C). Members' live access
     tokens where the group counts stop at once; their next refresh has the new scopes."""
-    try:
+    with _refusals():
         if legal_entity or code:
             if not (legal_entity and code):
                 raise click.UsageError("--legal-entity and --code go together")
@@ -151,8 +143,6 @@ def groups_set_scopes(group, scopes, legal_entity, code) -> None:
             raise click.UsageError("give a GROUP id, or --legal-entity and --code")
         names = sorted({name for word in scopes for name in word.split()})
         lifecycle.set_group_scopes_now(group, names, actor=_actor())
-    except directory.DirectoryError as exc:
-        raise _fail(exc) from None
     db.session.commit()
     click.echo(f"group {group}: {' '.join(names) or '(no scopes)'}")
 

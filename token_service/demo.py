@@ -62,6 +62,17 @@ def _issuer() -> str:
     return current_app.config["SETTINGS"].issuer
 
 
+def _service(client_id: str, name: str, scope: str) -> dict:
+    """A confidential client that gets tokens for itself (client_credentials)."""
+    return dict(
+        client_id=client_id,
+        name=name,
+        confidential=True,
+        grant_types=["client_credentials"],
+        scope=scope,
+    )
+
+
 def load_demo() -> dict[str, str]:
     """Create what is missing; returns {client_id: new secret} for confidential demo clients."""
     seed_catalogue()
@@ -100,20 +111,8 @@ def load_demo() -> dict[str, str]:
             redirect_uris=[f"{_issuer()}/demo"],
             post_logout_redirect_uris=[f"{_issuer()}/demo"],
         ),
-        dict(
-            client_id="order-service",
-            name="Order service",
-            confidential=True,
-            grant_types=["client_credentials"],
-            scope="token.introspect",
-        ),
-        dict(
-            client_id="admin-cli",
-            name="Admin CLI",
-            confidential=True,
-            grant_types=["client_credentials"],
-            scope="admin.read admin.manage",
-        ),
+        _service("order-service", "Order service", "token.introspect"),
+        _service("admin-cli", "Admin CLI", "admin.read admin.manage"),
     ]
     secrets = {}
     try:

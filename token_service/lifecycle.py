@@ -14,6 +14,7 @@ way it is made. Every function works in the caller's transaction (no commit here
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TypeVar
 
 from flask import current_app
 from sqlalchemy import exists, or_, select
@@ -38,6 +39,8 @@ from .revocation import deny_session, fence_issuance, revoke_session
 #: tokens for: a token's `iat` comes a moment after its refresh-token row's `created_at` (the
 #: refresh may wait out a deny-listed second), and clocks of app nodes differ a little.
 ISSUED_MARGIN_SECONDS = 60
+
+T = TypeVar("T")
 
 
 def _live_sessions(customer_ids, legal_entity_ids=None) -> list[Session]:
@@ -65,11 +68,22 @@ def _deny(sessions, reason: str) -> None:
         deny_session(session, reason)
 
 
+def _found(model: type[T], key, message: str, *, lock: bool = False) -> T:
+    """The row with this primary key (locked for update with `lock`), or a 404 saying
+    `message`."""
+    row = db.session.get(model, key, with_for_update=lock)
+    if row is None:
+        raise DirectoryError(message, status=404)
+    return row
+
+
+def _record(action: str, actor: tuple[str, str | None], **fields) -> None:
+    audit.record(action, actor_type=actor[0], actor_id=actor[1], **fields)
+
+
 def remove_membership(group_id: str, customer_id: str, *, actor: tuple[str, str | None]) -> None:
     """Take a customer out of a group; their tokens acting where the group counts stop now."""
-    member = db.session.get(GroupMember, (group_id, customer_id))
-    if member is None:
-        raise DirectoryError("not a member of this group", status=404)
+    member = _found(GroupMember, (group_id, customer_id), "not a member of this group")
     group = db.session.get(CustomerGroup, group_id)
     fence_issuance([customer_id])
     db.session.delete(member)
@@ -77,10 +91,9 @@ def remove_membership(group_id: str, customer_id: str, *, actor: tuple[str, str 
     # A tenant-wide group counts in every entity: every session is affected.
     entities = None if group.legal_entity_id is None else [group.legal_entity_id]
     _deny(_live_sessions([customer_id], entities), "membership_removed")
-    audit.record(
+    _record(
         "group.member_removed",
-        actor_type=actor[0],
-        actor_id=actor[1],
+        actor,
         customer_id=customer_id,
         target=group_id,
         legal_entity_id=group.legal_entity_id,
@@ -92,9 +105,7 @@ def set_group_scopes_now(group_id: str, scopes, *, actor: tuple[str, str | None]
     counts stop now (added scopes show at the next refresh)."""
     # Locked, so that no member joins unseen while this runs (a new member row's foreign key
     # waits for the group's row).
-    group = db.session.get(CustomerGroup, group_id, with_for_update=True)
-    if group is None:
-        raise DirectoryError("group not found", status=404)
+    group = _found(CustomerGroup, group_id, "group not found", lock=True)
     held = set(db.session.scalars(select(GroupScope.scope).where(GroupScope.group_id == group_id)))
     members = list(
         db.session.scalars(select(GroupMember.customer_id).where(GroupMember.group_id == group_id))
@@ -107,20 +118,12 @@ def set_group_scopes_now(group_id: str, scopes, *, actor: tuple[str, str | None]
     if taken_away:
         entities = None if group.legal_entity_id is None else [group.legal_entity_id]
         _deny(_live_sessions(members, entities), "group_scopes_changed")
-    audit.record(
-        "group.scopes_changed",
-        actor_type=actor[0],
-        actor_id=actor[1],
-        target=group_id,
-        scopes=sorted(set(scopes)),
-    )
+    _record("group.scopes_changed", actor, target=group_id, scopes=sorted(set(scopes)))
 
 
 def remove_assignment(customer_id: str, legal_entity_id: str, *, actor) -> None:
     """Unassign a customer from an entity (and so from its groups); tokens acting there stop."""
-    assignment = db.session.get(Assignment, (customer_id, legal_entity_id))
-    if assignment is None:
-        raise DirectoryError("not assigned", status=404)
+    assignment = _found(Assignment, (customer_id, legal_entity_id), "not assigned")
     fence_issuance([customer_id])
     customer = db.session.get(Customer, customer_id)
     if customer.default_legal_entity_id == legal_entity_id:
@@ -128,10 +131,9 @@ def remove_assignment(customer_id: str, legal_entity_id: str, *, actor) -> None:
     db.session.delete(assignment)  # group memberships go with it (composite foreign key)
     db.session.flush()
     _deny(_live_sessions([customer_id], [legal_entity_id]), "assignment_removed")
-    audit.record(
+    _record(
         "assignment.removed",
-        actor_type=actor[0],
-        actor_id=actor[1],
+        actor,
         customer_id=customer_id,
         target=legal_entity_id,
         legal_entity_id=legal_entity_id,
@@ -140,29 +142,21 @@ def remove_assignment(customer_id: str, legal_entity_id: str, *, actor) -> None:
 
 def block_customer(customer_id: str, *, actor) -> None:
     """Block a customer: every session is revoked and its access tokens stop now."""
-    customer = db.session.get(Customer, customer_id)
-    if customer is None:
-        raise DirectoryError("customer not found", status=404)
+    customer = _found(Customer, customer_id, "customer not found")
     fence_issuance([customer_id])
     customer.status = "blocked"
     customer.version += 1
     for session in _live_sessions([customer_id]):
         revoke_session(session, "customer_blocked", actor_type=actor[0], actor_id=actor[1])
-    audit.record(
-        "customer.blocked", actor_type=actor[0], actor_id=actor[1], customer_id=customer_id
-    )
+    _record("customer.blocked", actor, customer_id=customer_id)
 
 
 def unblock_customer(customer_id: str, *, actor) -> None:
     """Let a blocked customer log in again (revoked sessions stay revoked)."""
-    customer = db.session.get(Customer, customer_id)
-    if customer is None:
-        raise DirectoryError("customer not found", status=404)
+    customer = _found(Customer, customer_id, "customer not found")
     customer.status = "active"
     customer.version += 1
-    audit.record(
-        "customer.unblocked", actor_type=actor[0], actor_id=actor[1], customer_id=customer_id
-    )
+    _record("customer.unblocked", actor, customer_id=customer_id)
 
 
 def _subtree(legal_entity_id: str) -> list[str]:
@@ -181,9 +175,7 @@ def delete_legal_entity(legal_entity_id: str, *, cascade: bool = False, actor) -
     Refused (409) while it has subsidiaries or assigned customers, unless `cascade`.
     Returns the deleted entity ids.
     """
-    entity = db.session.get(LegalEntity, legal_entity_id)
-    if entity is None:
-        raise DirectoryError("legal entity not found", status=404)
+    _found(LegalEntity, legal_entity_id, "legal entity not found")
     ids = _subtree(legal_entity_id)
     # Locked, so that nobody is assigned to one of them unseen while this runs (an assignment
     # row's foreign key waits for its entity's row).
@@ -205,11 +197,5 @@ def delete_legal_entity(legal_entity_id: str, *, cascade: bool = False, actor) -
     for entity_id in reversed(ids):
         db.session.delete(db.session.get(LegalEntity, entity_id))
         db.session.flush()
-    audit.record(
-        "legal_entity.deleted",
-        actor_type=actor[0],
-        actor_id=actor[1],
-        target=legal_entity_id,
-        deleted=ids,
-    )
+    _record("legal_entity.deleted", actor, target=legal_entity_id, deleted=ids)
     return ids

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, MappedColumn, mapped_column, relationship
 
 from .extensions import db
 
@@ -37,6 +37,12 @@ def utcnow() -> datetime:
 def new_id(prefix: str) -> str:
     """Opaque, URL-safe identifier, e.g. `cus_4kVx...`."""
     return f"{prefix}_{secrets.token_urlsafe(12)}"
+
+
+def _link_key(target: str, **options) -> MappedColumn:
+    """A primary-key column of a link table: it refers to `target`, and the link goes with the
+    row it refers to."""
+    return mapped_column(ForeignKey(target, ondelete="CASCADE"), primary_key=True, **options)
 
 
 class UTCDateTime(db.TypeDecorator):
@@ -114,12 +120,8 @@ class Assignment(db.Model):
         CheckConstraint("type IN ('PRIMARY', 'BILLING', 'LOGISTICS', 'CONTACT')", name="type"),
     )
 
-    customer_id: Mapped[str] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
-    )
-    legal_entity_id: Mapped[str] = mapped_column(
-        ForeignKey("legal_entities.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    customer_id: Mapped[str] = _link_key("customers.id")
+    legal_entity_id: Mapped[str] = _link_key("legal_entities.id", index=True)
     type: Mapped[str] = mapped_column(String(16), default="CONTACT")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -159,12 +161,8 @@ class CustomerGroup(db.Model):
 class GroupScope(db.Model):
     __tablename__ = "group_scopes"
 
-    group_id: Mapped[str] = mapped_column(
-        ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True
-    )
-    scope: Mapped[str] = mapped_column(
-        ForeignKey("scopes.name", ondelete="CASCADE"), primary_key=True
-    )
+    group_id: Mapped[str] = _link_key("customer_groups.id")
+    scope: Mapped[str] = _link_key("scopes.name")
 
 
 class GroupMember(db.Model):
@@ -190,12 +188,8 @@ class GroupMember(db.Model):
         Index("ix_group_members_customer", "customer_id", "legal_entity_id"),
     )
 
-    group_id: Mapped[str] = mapped_column(
-        ForeignKey("customer_groups.id", ondelete="CASCADE"), primary_key=True
-    )
-    customer_id: Mapped[str] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
-    )
+    group_id: Mapped[str] = _link_key("customer_groups.id")
+    customer_id: Mapped[str] = _link_key("customers.id")
     legal_entity_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -376,11 +370,7 @@ class Consent(db.Model):
 
     __tablename__ = "consents"
 
-    customer_id: Mapped[str] = mapped_column(
-        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True
-    )
-    client_id: Mapped[str] = mapped_column(
-        ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True
-    )
+    customer_id: Mapped[str] = _link_key("customers.id")
+    client_id: Mapped[str] = _link_key("clients.client_id")
     scope: Mapped[str] = mapped_column(Text, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,14 +8,12 @@ from flask import url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import audit, directory
-from ...extensions import db
+from ... import directory
 from ...models import Scope
 from . import representations as rep
-from .errors import not_found
 from .query import Param, arg_choice, page
-from .routing import actor, operation, respond
-from .schema import SCOPE_PATTERN, Body, text, validated
+from .routing import found, operation, record, respond
+from .schema import SCOPE_PATTERN, Body, text
 
 TAG = "Scope catalogue"
 
@@ -61,12 +59,10 @@ def list_scopes():
     responses={201: rep.Scope},
     conflicts=True,
 )
-def create_scope():
+def create_scope(body: dict):
     """409 if the name is taken."""
-    body = validated(ScopeCreate)
     scope = directory.add_scope(body["name"], body.get("description", ""))
-    kind, who = actor()
-    audit.record("scope.created", actor_type=kind, actor_id=who, target=scope.name)
+    record("scope.created", target=scope.name)
     return respond(rep.scope(scope), 201, location=url_for("admin.get_scope", name=scope.name))
 
 
@@ -78,7 +74,4 @@ def create_scope():
     responses={200: rep.Scope},
 )
 def get_scope(name: str):
-    scope = db.session.get(Scope, name)
-    if scope is None:
-        raise not_found("scope")
-    return respond(rep.scope(scope))
+    return respond(rep.scope(found(Scope, name, "scope")))

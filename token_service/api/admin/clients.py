@@ -8,15 +8,15 @@ from flask import current_app, url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import audit, directory
+from ... import directory
 from ...extensions import db
 from ...models import Client, Session
 from ...revocation import fence_issuance, revoke_session
 from . import representations as rep
-from .errors import ApiError, not_found
+from .errors import ApiError
 from .query import page
-from .routing import actor, check_version, no_content, operation, principal, respond
-from .schema import ID_PATTERN, Body, Name, text, validated
+from .routing import actor, for_change, found, no_content, operation, principal, record, respond
+from .schema import ID_PATTERN, Body, Name, text
 
 TAG = "Clients"
 CLIENT_ID = "<client_id>"
@@ -80,24 +80,12 @@ class ClientCreate(ClientUpdate):
     grant_types: GrantTypes
 
 
-def _client(client_id: str, *, lock: bool = False) -> Client:
-    client = db.session.get(Client, client_id, with_for_update=lock)
-    if client is None:
-        raise not_found("client")
-    return client
-
-
 def _limits() -> dict:
     settings = current_app.config["SETTINGS"]
     return {
         "max_access_ttl": settings.access_token_ttl_max,
         "max_refresh_ttl": settings.refresh_absolute_ttl,
     }
-
-
-def _record(action: str, target: str, **details) -> None:
-    kind, who = actor()
-    audit.record(action, actor_type=kind, actor_id=who, target=target, **details)
 
 
 @operation(
@@ -109,9 +97,8 @@ def _record(action: str, target: str, **details) -> None:
     responses={201: rep.ClientWithSecret},
     conflicts=True,
 )
-def create_client():
+def create_client(body: dict):
     """A confidential client's secret is in this response only: it is stored as a hash."""
-    body = validated(ClientCreate)
     client, secret = directory.create_client(
         body["client_id"],
         name=body.get("name", ""),
@@ -124,7 +111,7 @@ def create_client():
         post_logout_redirect_uris=body.get("post_logout_redirect_uris", []),
     )
     directory.set_client_lifetimes(client, body, **_limits())
-    _record("client.created", client.client_id, grant_types=client.grant_types.split())
+    record("client.created", target=client.client_id, grant_types=client.grant_types.split())
     db.session.flush()
     location = url_for("admin.get_client", client_id=client.client_id)
     return respond(rep.client_with_secret(client, secret), 201, client.version, location)
@@ -152,7 +139,7 @@ def list_clients():
     etag=True,
 )
 def get_client(client_id: str):
-    client = _client(client_id)
+    client = found(Client, client_id, "client")
     return respond(rep.client(client), version=client.version)
 
 
@@ -165,13 +152,12 @@ def get_client(client_id: str):
     responses={200: rep.Client},
     etag=True,
 )
-def update_client(client_id: str):
+def update_client(client_id: str, body: dict):
     """A narrower ceiling applies to new logins; existing sessions keep the ceiling they
     started with (DESIGN section 3)."""
-    body = validated(ClientUpdate)
-    check_version(_client(client_id, lock=True).version)
+    for_change(Client, client_id, "client")
     client = directory.update_client(client_id, body, **_limits())
-    _record("client.updated", client_id, changed=sorted(body))
+    record("client.updated", target=client_id, changed=sorted(body))
     return respond(rep.client(client), version=client.version)
 
 
@@ -186,10 +172,9 @@ def update_client(client_id: str):
 )
 def rotate_secret(client_id: str):
     """The old secret stops working now; the new one is in this response only."""
-    check_version(_client(client_id, lock=True).version)
+    client = for_change(Client, client_id, "client")
     secret = directory.rotate_client_secret(client_id)
-    _record("client.secret_rotated", client_id)
-    client = _client(client_id)
+    record("client.secret_rotated", target=client_id)
     return respond(rep.client_with_secret(client, secret), version=client.version)
 
 
@@ -205,8 +190,7 @@ def rotate_secret(client_id: str):
 def delete_client(client_id: str):
     """Its customers' sessions are revoked first, so their access tokens stop at once. A
     client cannot delete itself (409): that would lock its admin out."""
-    client = _client(client_id, lock=True)
-    check_version(client.version)
+    for_change(Client, client_id, "client")
     if client_id == principal().client_id:
         raise ApiError.of(409, "a client cannot delete itself")
     kind, who = actor()
@@ -219,5 +203,5 @@ def delete_client(client_id: str):
     for session in sessions:
         revoke_session(session, "client_deleted", actor_type=kind, actor_id=who)
     directory.delete_client(client_id)
-    _record("client.deleted", client_id)
+    record("client.deleted", target=client_id)
     return no_content()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from flask import current_app, url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import audit, directory, entitlements, lifecycle
+from ... import directory, entitlements, lifecycle
 from ...extensions import db
 from ...models import (
     ASSIGNMENT_TYPES,
@@ -27,8 +28,8 @@ from ...scopes import effective_scopes, split_scopes
 from . import representations as rep
 from .errors import ApiError, not_found
 from .query import Param, arg, arg_choice, page
-from .routing import actor, check_version, no_content, operation, respond
-from .schema import ID_PATTERN, Body, Email, text, validated
+from .routing import actor, for_change, found, no_content, operation, record, respond
+from .schema import ID_PATTERN, Body, Email, text
 
 TAG = "Customers"
 CUSTOMER_ID = "<customer_id>"
@@ -72,16 +73,19 @@ class AssignmentUpdate(Body):
     type: AssignmentType
 
 
-def _customer(customer_id: str, *, lock: bool = False) -> Customer:
-    customer = db.session.get(Customer, customer_id, with_for_update=lock)
-    if customer is None:
-        raise not_found("customer")
-    return customer
+def _customer(customer_id: str) -> Customer:
+    return found(Customer, customer_id, "customer")
 
 
-def _record(action: str, customer_id: str, **details) -> None:
+def _revoke_live_sessions(customer_id: str, reason: str) -> int:
+    """Revoke every live session of the customer; returns how many there were."""
     kind, who = actor()
-    audit.record(action, actor_type=kind, actor_id=who, customer_id=customer_id, **details)
+    fence_issuance([customer_id])  # before listing: a login racing this is listed or refused
+    live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
+    sessions = list(db.session.scalars(live))
+    for session in sessions:
+        revoke_session(session, reason, actor_type=kind, actor_id=who)
+    return len(sessions)
 
 
 # -- customers --------------------------------------------------------------------------------
@@ -96,22 +100,21 @@ def _record(action: str, customer_id: str, **details) -> None:
     responses={201: rep.Customer},
     conflicts=True,
 )
-def create_customer():
+def create_customer(body: dict):
     """Emails are unique whatever their case (409 if taken)."""
-    body = validated(CustomerCreate)
     if "id" in body and db.session.get(Customer, body["id"]) is not None:
         raise ApiError.of(409, "a customer with this id exists", "id")
     default = body.get("default_legal_entity_id")
-    if default is not None and db.session.get(LegalEntity, default) is None:
-        raise ApiError.of(404, "legal entity not found", "default_legal_entity_id")
+    if default is not None:
+        found(LegalEntity, default, "legal entity", field="default_legal_entity_id")
     customer = directory.create_customer(
         body["email"], body.get("password"), id=body.get("id"), default_legal_entity_id=None
     )
-    _record("customer.created", customer.id, default_legal_entity_id=default)
+    record("customer.created", customer_id=customer.id, default_legal_entity_id=default)
     if default is not None:
         directory.assign(customer.id, default)
         customer.default_legal_entity_id = default
-        _record("assignment.created", customer.id, target=default, type="CONTACT")
+        record("assignment.created", customer_id=customer.id, target=default, type="CONTACT")
     db.session.flush()
     location = url_for("admin.get_customer", customer_id=customer.id)
     return respond(rep.customer(customer), 201, customer.version, location)
@@ -165,13 +168,12 @@ def get_customer(customer_id: str):
     conflicts=True,
     etag=True,
 )
-def update_customer(customer_id: str):
+def update_customer(customer_id: str, body: dict):
     """Change the email, the password, or the default legal entity (one the customer is
     assigned to, else 409)."""
-    body = validated(CustomerUpdate)
-    check_version(_customer(customer_id, lock=True).version)
+    for_change(Customer, customer_id, "customer")
     customer = directory.update_customer(customer_id, body)
-    _record("customer.updated", customer_id, changed=sorted(body))
+    record("customer.updated", customer_id=customer_id, changed=sorted(body))
     return respond(rep.customer(customer), version=customer.version)
 
 
@@ -185,15 +187,11 @@ def update_customer(customer_id: str):
 )
 def delete_customer(customer_id: str):
     """Revokes every session first, so their access tokens stop at once."""
-    customer = _customer(customer_id, lock=True)
-    check_version(customer.version)
-    kind, who = actor()
-    live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
-    for session in db.session.scalars(live):
-        revoke_session(session, "customer_deleted", actor_type=kind, actor_id=who)
+    customer = for_change(Customer, customer_id, "customer")
+    _revoke_live_sessions(customer_id, "customer_deleted")
     db.session.delete(customer)  # assignments, memberships and sessions go with it
     db.session.flush()
-    _record("customer.deleted", customer_id, email=customer.email)
+    record("customer.deleted", customer_id=customer_id, email=customer.email)
     return no_content()
 
 
@@ -207,10 +205,7 @@ def delete_customer(customer_id: str):
 )
 def block_customer(customer_id: str):
     """Every session is revoked and its access tokens stop at once; no new login."""
-    check_version(_customer(customer_id, lock=True).version)
-    lifecycle.block_customer(customer_id, actor=actor())
-    customer = _customer(customer_id)
-    return respond(rep.customer(customer), version=customer.version)
+    return _change_status(customer_id, lifecycle.block_customer)
 
 
 @operation(
@@ -223,9 +218,13 @@ def block_customer(customer_id: str):
 )
 def unblock_customer(customer_id: str):
     """The customer may log in again; revoked sessions stay revoked."""
-    check_version(_customer(customer_id, lock=True).version)
-    lifecycle.unblock_customer(customer_id, actor=actor())
-    customer = _customer(customer_id)
+    return _change_status(customer_id, lifecycle.unblock_customer)
+
+
+def _change_status(customer_id: str, change: Callable[..., None]):
+    """Block or unblock (`change`, from lifecycle) a customer as last read (`If-Match`)."""
+    customer = for_change(Customer, customer_id, "customer")
+    change(customer_id, actor=actor())
     return respond(rep.customer(customer), version=customer.version)
 
 
@@ -271,13 +270,12 @@ def list_assignments(customer_id: str):
     responses={201: rep.Assignment},
     conflicts=True,
 )
-def create_assignment(customer_id: str):
+def create_assignment(customer_id: str, body: dict):
     """The customer joins the entity's CONTACT group; 409 if already assigned."""
-    body = validated(AssignmentCreate)
     _customer(customer_id)
-    entity_id = body["legal_entity_id"]
-    directory.assign(customer_id, entity_id, body.get("type", "CONTACT"))
-    _record("assignment.created", customer_id, target=entity_id, type=body.get("type", "CONTACT"))
+    entity_id, type_ = body["legal_entity_id"], body.get("type", "CONTACT")
+    directory.assign(customer_id, entity_id, type_)
+    record("assignment.created", customer_id=customer_id, target=entity_id, type=type_)
     location = url_for("admin.get_assignment", customer_id=customer_id, entity_id=entity_id)
     return respond(_assignment_row(customer_id, entity_id), 201, location=location)
 
@@ -301,11 +299,10 @@ def get_assignment(customer_id: str, entity_id: str):
     body=AssignmentUpdate,
     responses={200: rep.Assignment},
 )
-def update_assignment(customer_id: str, entity_id: str):
+def update_assignment(customer_id: str, entity_id: str, body: dict):
     """PRIMARY, BILLING, LOGISTICS or CONTACT; group memberships stay as they are."""
-    body = validated(AssignmentUpdate)
     directory.set_assignment_type(customer_id, entity_id, body["type"])
-    _record("assignment.updated", customer_id, target=entity_id, type=body["type"])
+    record("assignment.updated", customer_id=customer_id, target=entity_id, type=body["type"])
     return respond(_assignment_row(customer_id, entity_id))
 
 
@@ -400,13 +397,8 @@ def revoke_one_session(customer_id: str, session_id: str):
 def revoke_all_sessions(customer_id: str):
     """Logs the customer out everywhere; the customer may log in again."""
     _customer(customer_id)
-    kind, who = actor()
-    fence_issuance([customer_id])  # before listing: a login racing this is listed or refused
-    live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
-    sessions = list(db.session.scalars(live))
-    for session in sessions:
-        revoke_session(session, "revoked_by_admin", actor_type=kind, actor_id=who)
-    return respond(rep.RevokedSessions(revoked=len(sessions)).model_dump())
+    revoked = _revoke_live_sessions(customer_id, "revoked_by_admin")
+    return respond(rep.RevokedSessions(revoked=revoked).model_dump())
 
 
 # -- effective scopes -------------------------------------------------------------------------
@@ -446,10 +438,7 @@ def effective_scopes_preview(customer_id: str):
     if client_id is None:
         ceiling = frozenset(db.session.scalars(select(Scope.name)))
     else:
-        client = db.session.get(Client, client_id)
-        if client is None:
-            raise ApiError.of(404, "client not found", "client_id")
-        ceiling = split_scopes(client.scope)
+        ceiling = split_scopes(found(Client, client_id, "client", field="client_id").scope)
     baseline = split_scopes(current_app.config["SETTINGS"].baseline_scopes)
     scope = effective_scopes(grants, entity, ceiling, baseline)
 

@@ -8,15 +8,15 @@ from flask import url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import audit, directory, lifecycle
+from ... import directory, lifecycle
 from ...extensions import db
 from ...models import GROUP_CODES, Customer, CustomerGroup, GroupMember, GroupScope
 from ...revocation import fence_issuance
 from . import representations as rep
-from .errors import ApiError, not_found
+from .errors import ApiError
 from .query import Param, arg, arg_choice, page
-from .routing import actor, check_version, no_content, operation, respond
-from .schema import SCOPE_PATTERN, Body, Name, text, validated
+from .routing import actor, for_change, found, no_content, operation, record, respond
+from .schema import SCOPE_PATTERN, Body, Name, text
 
 TAG = "Groups"
 GROUP_ID = "<group_id>"
@@ -51,11 +51,8 @@ class MemberCreate(Body):
     customer_id: text(64)
 
 
-def _group(group_id: str, *, lock: bool = False) -> CustomerGroup:
-    group = db.session.get(CustomerGroup, group_id, with_for_update=lock)
-    if group is None:
-        raise not_found("group")
-    return group
+def _group(group_id: str) -> CustomerGroup:
+    return found(CustomerGroup, group_id, "group")
 
 
 def _scopes_of(group_id: str) -> list[str]:
@@ -64,11 +61,6 @@ def _scopes_of(group_id: str) -> list[str]:
 
 def _render(group: CustomerGroup) -> dict:
     return rep.group(group, _scopes_of(group.id))
-
-
-def _record(action: str, target: str, **details) -> None:
-    kind, who = actor()
-    audit.record(action, actor_type=kind, actor_id=who, target=target, **details)
 
 
 @operation(
@@ -80,17 +72,17 @@ def _record(action: str, target: str, **details) -> None:
     responses={201: rep.Group},
     conflicts=True,
 )
-def create_group():
+def create_group(body: dict):
     """In a legal entity, or tenant-wide (counts in every entity) without `legal_entity_id`."""
-    body = validated(GroupCreate)
+    scopes = body.get("scopes", [])
     group = directory.create_group(
-        body["name"], body.get("scopes", []), legal_entity_id=body.get("legal_entity_id")
+        body["name"], scopes, legal_entity_id=body.get("legal_entity_id")
     )
-    _record(
+    record(
         "group.created",
-        group.id,
+        target=group.id,
         legal_entity_id=group.legal_entity_id,
-        scopes=sorted(set(body.get("scopes", []))),
+        scopes=sorted(set(scopes)),
     )
     location = url_for("admin.get_group", group_id=group.id)
     return respond(_render(group), 201, group.version, location)
@@ -151,16 +143,14 @@ def get_group(group_id: str):
     responses={200: rep.Group},
     etag=True,
 )
-def update_group(group_id: str):
+def update_group(group_id: str, body: dict):
     """Predefined groups too: their scopes started from the templates, and may be tuned."""
-    body = validated(GroupUpdate)
-    group = _group(group_id, lock=True)
-    check_version(group.version)
+    group = for_change(CustomerGroup, group_id, "group")
     if "scopes" in body:
         lifecycle.set_group_scopes_now(group_id, body["scopes"], actor=actor())
     if "name" in body:
         group.name = body["name"]
-        _record("group.renamed", group_id, name=body["name"])
+        record("group.renamed", target=group_id, name=body["name"])
         if "scopes" not in body:  # set_group_scopes_now bumps the version itself
             group.version += 1
     db.session.flush()
@@ -179,8 +169,7 @@ def update_group(group_id: str):
 def delete_group(group_id: str):
     """Predefined groups cannot be deleted (409). Members are removed first, so their live
     access tokens where the group counted stop at once."""
-    group = _group(group_id, lock=True)
-    check_version(group.version)
+    group = for_change(CustomerGroup, group_id, "group")
     if group.predefined:
         raise ApiError.of(409, "predefined groups cannot be deleted")
     members = list(
@@ -190,7 +179,7 @@ def delete_group(group_id: str):
     for customer_id in members:
         lifecycle.remove_membership(group_id, customer_id, actor=actor())
     directory.delete_group(group_id)
-    _record("group.deleted", group_id, name=group.name, legal_entity_id=group.legal_entity_id)
+    record("group.deleted", target=group_id, name=group.name, legal_entity_id=group.legal_entity_id)
     return no_content()
 
 
@@ -230,23 +219,13 @@ def list_members(group_id: str):
     responses={201: rep.Member},
     conflicts=True,
 )
-def add_member(group_id: str):
+def add_member(group_id: str, body: dict):
     """An entity's group takes only customers assigned to that entity (409 otherwise); the
     next refresh acting there has the group's scopes."""
-    body = validated(MemberCreate)
     _group(group_id)
-    customer = db.session.get(Customer, body["customer_id"])
-    if customer is None:
-        raise ApiError.of(404, "customer not found", "customer_id")
+    customer = found(Customer, body["customer_id"], "customer", field="customer_id")
     member = directory.add_member(group_id, customer.id)
-    kind, who = actor()
-    audit.record(
-        "group.member_added",
-        actor_type=kind,
-        actor_id=who,
-        customer_id=customer.id,
-        target=group_id,
-    )
+    record("group.member_added", customer_id=customer.id, target=group_id)
     return respond(rep.member(member, customer.email), 201)
 
 

@@ -8,14 +8,12 @@ from flask import url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import audit, directory, lifecycle
-from ...extensions import db
+from ... import directory, lifecycle
 from ...models import LegalEntity
 from . import representations as rep
-from .errors import not_found
 from .query import Param, arg, arg_bool, arg_choice, page
-from .routing import actor, check_version, no_content, operation, respond
-from .schema import ID_PATTERN, Body, Money, Name, text, validated
+from .routing import actor, for_change, found, no_content, operation, record, respond
+from .schema import ID_PATTERN, Body, Money, Name, text
 
 TAG = "Legal entities"
 TYPES = ("COMPANY", "SUBSIDIARY")
@@ -49,13 +47,6 @@ class LegalEntityUpdate(Body):
 ENTITY_ID = "<entity_id>"
 
 
-def _entity(entity_id: str, *, lock: bool = False) -> LegalEntity:
-    entity = db.session.get(LegalEntity, entity_id, with_for_update=lock)
-    if entity is None:
-        raise not_found("legal entity")
-    return entity
-
-
 def _plain_limit(limit: dict | None) -> dict | None:
     return None if limit is None else {"currency": limit["currency"], "value": limit["value"]}
 
@@ -69,10 +60,9 @@ def _plain_limit(limit: dict | None) -> dict | None:
     responses={201: rep.LegalEntity},
     conflicts=True,
 )
-def create_legal_entity():
+def create_legal_entity(body: dict):
     """A COMPANY, or a SUBSIDIARY of `parent_id`; it comes with its predefined ADMIN, BUYER,
     REQUESTER and CONTACT groups."""
-    body = validated(LegalEntityCreate)
     entity = directory.create_legal_entity(
         body["name"],
         type=body.get("type", "COMPANY"),
@@ -80,14 +70,7 @@ def create_legal_entity():
         id=body.get("id"),
         account_limit=_plain_limit(body.get("account_limit")),
     )
-    audit.record(
-        "legal_entity.created",
-        actor_type=actor()[0],
-        actor_id=actor()[1],
-        target=entity.id,
-        type=entity.type,
-        parent_id=entity.parent_id,
-    )
+    record("legal_entity.created", target=entity.id, type=entity.type, parent_id=entity.parent_id)
     location = url_for("admin.get_legal_entity", entity_id=entity.id)
     return respond(rep.legal_entity(entity), 201, entity.version, location)
 
@@ -127,7 +110,7 @@ def list_legal_entities():
     etag=True,
 )
 def get_legal_entity(entity_id: str):
-    entity = _entity(entity_id)
+    entity = found(LegalEntity, entity_id, "legal entity")
     return respond(rep.legal_entity(entity), version=entity.version)
 
 
@@ -141,21 +124,13 @@ def get_legal_entity(entity_id: str):
     conflicts=True,
     etag=True,
 )
-def update_legal_entity(entity_id: str):
+def update_legal_entity(entity_id: str, body: dict):
     """Rename, set or clear the account limit, or move a subsidiary to another parent."""
-    body = validated(LegalEntityUpdate)
-    check_version(_entity(entity_id, lock=True).version)
+    for_change(LegalEntity, entity_id, "legal entity")
     if "account_limit" in body:
         body["account_limit"] = _plain_limit(body["account_limit"])
     entity = directory.update_legal_entity(entity_id, body)
-    changed = sorted(body)
-    audit.record(
-        "legal_entity.updated",
-        actor_type=actor()[0],
-        actor_id=actor()[1],
-        target=entity_id,
-        changed=changed,
-    )
+    record("legal_entity.updated", target=entity_id, changed=sorted(body))
     return respond(rep.legal_entity(entity), version=entity.version)
 
 
@@ -179,6 +154,6 @@ def delete_legal_entity(entity_id: str):
     """Refused (409) while it has subsidiaries or assigned customers, unless `cascade=true`;
     sessions acting for a deleted entity lose their access tokens at once."""
     cascade = arg_bool("cascade")
-    check_version(_entity(entity_id, lock=True).version)
+    for_change(LegalEntity, entity_id, "legal entity")
     lifecycle.delete_legal_entity(entity_id, cascade=cascade, actor=actor())
     return no_content()

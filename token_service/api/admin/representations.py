@@ -27,6 +27,15 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _build(model: type[Representation], row, **fields) -> dict:
+    """`model`'s JSON: `fields`, and for every other field of the model the row's attribute of
+    that name (a time in RFC 3339)."""
+    for name in model.model_fields.keys() - fields.keys():
+        value = getattr(row, name)
+        fields[name] = iso(value) if isinstance(value, datetime) else value
+    return model(**fields).model_dump()
+
+
 class AccountLimit(Representation):
     """Credit limit of the legal entity."""
 
@@ -53,16 +62,7 @@ def legal_entity(entity: orm.LegalEntity) -> dict:
         limit = AccountLimit(
             currency=entity.account_limit_currency, value=float(entity.account_limit_value)
         )
-    return LegalEntity(
-        id=entity.id,
-        name=entity.name,
-        type=entity.type,
-        parent_id=entity.parent_id,
-        account_limit=limit,
-        version=entity.version,
-        created_at=iso(entity.created_at),
-        updated_at=iso(entity.updated_at),
-    ).model_dump()
+    return _build(LegalEntity, entity, account_limit=limit)
 
 
 class Customer(Representation):
@@ -79,16 +79,7 @@ class Customer(Representation):
 
 
 def customer(row: orm.Customer) -> dict:
-    return Customer(
-        id=row.id,
-        email=row.email,
-        status=row.status,
-        has_password=row.password_hash is not None,
-        default_legal_entity_id=row.default_legal_entity_id,
-        version=row.version,
-        created_at=iso(row.created_at),
-        updated_at=iso(row.updated_at),
-    ).model_dump()
+    return _build(Customer, row, has_password=row.password_hash is not None)
 
 
 class Assignment(Representation):
@@ -101,12 +92,7 @@ class Assignment(Representation):
 
 
 def assignment(row, entity_name: str) -> dict:
-    return Assignment(
-        legal_entity_id=row.legal_entity_id,
-        legal_entity_name=entity_name,
-        type=row.type,
-        created_at=iso(row.created_at),
-    ).model_dump()
+    return _build(Assignment, row, legal_entity_name=entity_name)
 
 
 class Group(Representation):
@@ -124,17 +110,7 @@ class Group(Representation):
 
 
 def group(row: orm.CustomerGroup, scopes: list[str]) -> dict:
-    return Group(
-        id=row.id,
-        name=row.name,
-        legal_entity_id=row.legal_entity_id,
-        code=row.code,
-        predefined=row.predefined,
-        scopes=sorted(scopes),
-        version=row.version,
-        created_at=iso(row.created_at),
-        updated_at=iso(row.updated_at),
-    ).model_dump()
+    return _build(Group, row, scopes=sorted(scopes))
 
 
 class Member(Representation):
@@ -146,9 +122,7 @@ class Member(Representation):
 
 
 def member(row, email: str) -> dict:
-    return Member(
-        customer_id=row.customer_id, email=email, created_at=iso(row.created_at)
-    ).model_dump()
+    return _build(Member, row, email=email)
 
 
 class Scope(Representation):
@@ -160,9 +134,7 @@ class Scope(Representation):
 
 
 def scope(row: orm.Scope) -> dict:
-    return Scope(
-        name=row.name, description=row.description or "", predefined=row.predefined
-    ).model_dump()
+    return _build(Scope, row, description=row.description or "")
 
 
 class Client(Representation):
@@ -191,31 +163,22 @@ class ClientWithSecret(Client):
 
 
 def _client_fields(row: orm.Client) -> dict:
+    """The fields of a client that are not its row's attributes as they are."""
     return {
-        "client_id": row.client_id,
-        "name": row.name,
         "confidential": not row.is_public,
         "grant_types": row.grant_types.split(),
-        "scope": row.scope,
-        "first_party": row.first_party,
-        "audience": row.audience,
-        "access_token_ttl": row.access_token_ttl,
-        "refresh_token_ttl": row.refresh_token_ttl,
         "redirect_uris": list(row.redirect_uris or []),
         "post_logout_redirect_uris": list(row.post_logout_redirect_uris or []),
-        "version": row.version,
-        "created_at": iso(row.created_at),
-        "updated_at": iso(row.updated_at),
     }
 
 
 def client(row: orm.Client) -> dict:
-    return Client(**_client_fields(row)).model_dump()
+    return _build(Client, row, **_client_fields(row))
 
 
 def client_with_secret(row: orm.Client, secret: str | None) -> dict:
     """The client and its new secret (None for a public client)."""
-    return ClientWithSecret(**_client_fields(row), client_secret=secret).model_dump()
+    return _build(ClientWithSecret, row, **_client_fields(row), client_secret=secret)
 
 
 class Session(Representation):
@@ -239,21 +202,13 @@ class Session(Representation):
 
 
 def session(row: orm.Session) -> dict:
-    return Session(
-        id=row.id,
-        customer_id=row.customer_id,
-        client_id=row.client_id,
-        legal_entity_id=row.legal_entity_id,
-        scope=row.scope,
-        auth_time=iso(row.auth_time),
-        created_at=iso(row.created_at),
-        last_used_at=iso(row.last_used_at),
+    return _build(
+        Session,
+        row,
         expires_at=iso(min(row.idle_expires_at, row.expires_at)),
         absolute_expires_at=iso(row.expires_at),
         revoked=row.revoked_at is not None,
-        revoked_at=iso(row.revoked_at),
-        revoked_reason=row.revoked_reason,
-    ).model_dump()
+    )
 
 
 class RevokedSessions(Representation):
@@ -294,16 +249,7 @@ class AuditEvent(Representation):
 
 
 def audit_event(row: orm.AuditEvent) -> dict:
-    return AuditEvent(
-        id=row.id,
-        at=iso(row.at),
-        actor_type=row.actor_type,
-        actor_id=row.actor_id,
-        action=row.action,
-        customer_id=row.customer_id,
-        target=row.target,
-        details=row.details or {},
-    ).model_dump()
+    return _build(AuditEvent, row, details=row.details or {})
 
 
 class SigningKey(Representation):
@@ -317,9 +263,7 @@ class SigningKey(Representation):
 
 
 def signing_key(key, state: str) -> dict:
-    return SigningKey(
-        kid=key.kid, alg=key.alg, created_at=iso(key.created_at), state=state
-    ).model_dump()
+    return _build(SigningKey, key, state=state)
 
 
 @cache

@@ -1,8 +1,10 @@
 """The admin blueprint and its one way of declaring a route.
 
 `@operation(...)` registers a view together with what the OpenAPI document says about it
-(body, query parameters, responses), and wraps it: authenticate, run the view, commit a write
-or roll back a read. Each request is one transaction; an error anywhere rolls it all back.
+(body, query parameters, responses), and wraps it: authenticate, validate the body, run the
+view, commit a write or roll back a read. Each request is one transaction; an error anywhere
+rolls it all back. The helpers below are what the views share: the row or a 404, `If-Match`,
+the audit event by the caller, the JSON answer.
 """
 
 from __future__ import annotations
@@ -11,15 +13,19 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from flask import Blueprint, Response, g, jsonify, make_response, request
 
+from ... import audit
 from ...extensions import db
 from . import errors
 from .auth import Principal, authenticate
 from .errors import ApiError
 from .query import PAGE_PARAMS, Param
-from .schema import Body, Representation, clean_text
+from .schema import Body, Representation, clean_text, validated
+
+T = TypeVar("T")
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 errors.register(bp)
@@ -35,6 +41,8 @@ def _no_store(response: Response) -> Response:
 
 
 MAX_ID_LENGTH = 128
+#: A variable part of a Flask rule (`<entity_id>`, `<path:name>`); group 1 is its name.
+PATH_PARAM = re.compile(r"<(?:[a-z]+:)?(\w+)>")
 #: Set on a write's answer when a deny-list entry could not be written yet (store down).
 DENY_LIST_HEADER = "Deny-List"
 
@@ -59,11 +67,11 @@ class Operation:
     @property
     def path(self) -> str:
         """OpenAPI form: /admin/legal-entities/{entity_id}"""
-        return "/admin" + re.sub(r"<(?:[a-z]+:)?(\w+)>", r"{\1}", self.rule)
+        return "/admin" + PATH_PARAM.sub(r"{\1}", self.rule)
 
     @property
     def path_params(self) -> list[str]:
-        return re.findall(r"<(?:[a-z]+:)?(\w+)>", self.rule)
+        return PATH_PARAM.findall(self.rule)
 
 
 #: Every admin operation, in declaration order: the OpenAPI document is built from this.
@@ -84,10 +92,10 @@ def operation(
     etag: bool = False,
     description: str = "",
 ) -> Callable:
-    """Declare an admin endpoint. `body` is the request body's model; `responses` maps success
-    statuses to the response's model (None: no body); error responses are derived (401/403
-    always, 404 with path parameters, 400/422 with a body, 409 if `conflicts`, 412 if `etag`
-    on a write)."""
+    """Declare an admin endpoint. `body` is the request body's model (the view gets the fields
+    given, validated, as its `body` argument); `responses` maps success statuses to the
+    response's model (None: no body); error responses are derived (401/403 always, 404 with
+    path parameters, 400/422 with a body, 409 if `conflicts`, 412 if `etag` on a write)."""
     write = method != "GET"
 
     def decorator(view: Callable) -> Callable:
@@ -114,6 +122,8 @@ def operation(
                 # An identifier no row can have: answer before the database sees it.
                 if len(value) > MAX_ID_LENGTH or clean_text(value):
                     raise ApiError.of(404, f"{name} not found")
+            if body is not None:
+                kwargs["body"] = validated(body)
             result = view(**kwargs)
             if write:
                 db.session.commit()
@@ -141,6 +151,29 @@ def principal() -> Principal:
 def actor() -> tuple[str, str]:
     """(actor_type, actor_id) of the caller, for audit events and lifecycle functions."""
     return g.admin.actor
+
+
+def record(action: str, **fields) -> None:
+    """The audit event of a change the caller made."""
+    kind, who = actor()
+    audit.record(action, actor_type=kind, actor_id=who, **fields)
+
+
+def found(model: type[T], key, what: str, *, field: str | None = None, lock: bool = False) -> T:
+    """The row of `model` with primary key `key` (locked for update with `lock`), or a 404
+    "`what` not found" that blames `field` when the key came from one."""
+    row = db.session.get(model, key, with_for_update=lock)
+    if row is None:
+        raise ApiError.of(404, f"{what} not found", field)
+    return row
+
+
+def for_change(model: type[T], key, what: str) -> T:
+    """The row a write is about to change: locked, and as the caller last read it (`If-Match`,
+    else 412)."""
+    row = found(model, key, what, lock=True)
+    check_version(row.version)
+    return row
 
 
 def check_version(version: int) -> None:

@@ -6,9 +6,8 @@ import json
 
 from flask import current_app
 
-from ... import audit
 from . import representations as rep
-from .routing import actor, operation, respond
+from .routing import operation, record, respond
 
 TAG = "Signing keys"
 
@@ -51,11 +50,8 @@ def rotate_signing_key():
     keyring = current_app.extensions["keyring"]
     previous = keyring.all_keys()
     key = keyring.generate(current_app.config["SETTINGS"].signing_alg)
-    kind, who = actor()
-    audit.record(
+    record(
         "signing_key.rotated",
-        actor_type=kind,
-        actor_id=who,
         target=key.kid,
         alg=key.alg,
         previous=previous[0].kid if previous else None,
