@@ -9,12 +9,10 @@ fail (PostgreSQL refuses an over-long varchar, and a text containing NUL, outrig
 from __future__ import annotations
 
 import hashlib
-import logging
 
+from . import logs
 from .extensions import db
 from .models import AuditEvent, utcnow
-
-log = logging.getLogger("token_service.audit")
 
 #: Column lengths of the audit table, read from the model so they cannot drift from it.
 COLUMN_LENGTHS = {
@@ -80,14 +78,14 @@ def row(
 def emit(event: dict) -> None:
     """Log a stored event (without secrets: no audit field ever holds one)."""
     # %r: a value chosen by a caller (a username) cannot forge a log line with a newline.
-    log.info(
-        "%s actor=%s:%r customer=%r target=%r",
+    text = "{} actor={}:{!r} customer={!r} target={!r}".format(
         event["action"],
         event["actor_type"],
         event["actor_id"],
         event["customer_id"],
         event["target"],
     )
+    logs.service_line("token_service.audit", text)
 
 
 def record(action: str, **fields) -> None:

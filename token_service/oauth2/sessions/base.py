@@ -83,6 +83,9 @@ class SessionStore(ABC):
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
         """What introspection must know of a session, in one round trip."""
 
+    def release(self, _error=None) -> None:  # noqa: B027 - most backends hold nothing
+        """Give back what the app context held (its end calls this: see create_app)."""
+
     # -- clients and customers -------------------------------------------------------------
 
     def load_client(self, client_id: str) -> ClientInfo | None:

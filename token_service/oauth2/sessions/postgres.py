@@ -16,9 +16,9 @@ moved. One more primary-key lookup in a statement that runs anyway.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import psycopg
+from flask import g
 from sqlalchemy.exc import DBAPIError
 
 from ... import audit
@@ -27,38 +27,40 @@ from ...extensions import db
 from .base import AUDIT_COLUMNS, SessionStore, session_event
 from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Superseded
 
+_HELD = "session_store_connection"
 
-@contextmanager
-def _cursor():
-    """A pooled connection's cursor in autocommit, given back at the end of the block. A driver
-    error comes out as SQLAlchemy's, so that the front's handling of lost connections (one
-    retry, else 503) applies unchanged."""
-    try:
-        pooled = db.engine.raw_connection()
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+
+def _connection():
+    """The app context's pooled connection in autocommit: one per request, as the ORM session
+    has one, checked out at its first statement and given back when the context ends."""
+    pooled = g.get(_HELD)
+    if pooled is None:
+        try:
+            pooled = db.engine.raw_connection()
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        pooled.driver_connection.autocommit = True
+        setattr(g, _HELD, pooled)
+    return pooled
+
+
+def _one(sql: str, params) -> tuple | None:
+    """One prepared statement's first row. A driver error comes out as SQLAlchemy's, so that
+    the front's handling of lost connections (one retry, else 503) applies unchanged."""
+    pooled = _connection()
     raw = pooled.driver_connection
     try:
-        raw.autocommit = True
         with raw.cursor() as cursor:
-            yield cursor
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone()
     except psycopg.Error as exc:
         lost = raw.broken or raw.closed
         if lost:
+            g.pop(_HELD)
             pooled.invalidate()
         raise DBAPIError.instance(
             None, None, exc, psycopg.Error, connection_invalidated=lost
         ) from exc
-    finally:
-        if not (raw.broken or raw.closed):
-            raw.autocommit = False
-        pooled.close()
-
-
-def _one(sql: str, params) -> tuple | None:
-    with _cursor() as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone()
 
 
 def _audit_params(event: dict) -> dict:
@@ -68,6 +70,14 @@ def _audit_params(event: dict) -> dict:
 
 
 class PostgresSessions(SessionStore):
+    def release(self, _error=None) -> None:
+        pooled = g.pop(_HELD, None)
+        if pooled is not None:
+            raw = pooled.driver_connection
+            if not (raw.broken or raw.closed):
+                raw.autocommit = False
+            pooled.close()
+
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
         row = _one(_LOGIN[by], (key,))
         return None if row is None else (LoginRow(*row[:-1]), from_rows(row[-1]))

@@ -1,11 +1,14 @@
-"""The session store on SQLite, the embedded default: plain SQL on the sqlite3 connection.
+"""The session store on SQLite, the embedded default: plain SQL on sqlite3 connections.
 
-SQLite has one writer, so the statements run on the request's own connection (a second one
-would wait for the first's lock), in a transaction that takes the write lock at its BEGIN
-(BEGIN IMMEDIATE, database.py): concurrent refreshes queue instead of failing. Each operation
-commits before it returns, so a rotation's statements (consume, insert, move, audit) commit
-together or not at all, and of concurrent rotations of one token the first consumes it and the
-others find it consumed. The entitlements-version check (package docstring) holds as well.
+Writes run on the request's own connection: SQLite has one writer, and a second connection of
+the same request would wait for the first's lock. Their transaction takes the write lock at its
+BEGIN (BEGIN IMMEDIATE, database.py), so concurrent refreshes queue instead of failing, and the
+operation commits before it returns: a rotation's statements (consume, insert, move, audit)
+commit together or not at all, and of concurrent rotations of one token the first consumes it
+and the others find it consumed. The entitlements-version check (package docstring) holds too.
+
+Reads run on a pooled connection of their own, in a read transaction (one snapshot, no lock:
+WAL readers never wait for the writer), so a refresh holds the write lock only while it writes.
 Times are stored the way SQLAlchemy stores them, so the ORM reads these rows unchanged.
 """
 
@@ -24,7 +27,7 @@ from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Supe
 
 @contextmanager
 def _transaction():
-    """The request's sqlite3 connection, in a transaction committed on the way out."""
+    """The request's sqlite3 connection, in a write transaction committed on the way out."""
     try:
         yield db.session.connection().connection.driver_connection
     except BaseException:
@@ -33,9 +36,24 @@ def _transaction():
     db.session.commit()
 
 
+@contextmanager
+def _snapshot():
+    """A pooled sqlite3 connection in a read transaction: its reads see one committed state."""
+    pooled = db.engine.raw_connection()
+    try:
+        conn = pooled.driver_connection
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+    finally:
+        pooled.close()
+
+
 class SqliteSessions(SessionStore):
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
-        with _transaction() as conn:
+        with _snapshot() as conn:
             row = conn.execute(_LOGIN[by], (key,)).fetchone()
             return None if row is None else (LoginRow(*row), _entitlements(conn, row[0]))
 
@@ -56,7 +74,7 @@ class SqliteSessions(SessionStore):
         audit.emit(event)
 
     def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
-        with _transaction() as conn:
+        with _snapshot() as conn:
             row = conn.execute(_LOAD_REFRESH, (token_hash,)).fetchone()
             if row is None:
                 return None
@@ -102,7 +120,7 @@ class SqliteSessions(SessionStore):
         return True
 
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
-        with _transaction() as conn:
+        with _snapshot() as conn:
             row = conn.execute(_SESSION_STATE, (legal_entity_id, legal_entity_id, sid)).fetchone()
         if row is None:
             return None
