@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from . import audit, directory, entitlements, lifecycle, notifications
 from .directory import DirectoryError
@@ -321,6 +322,16 @@ def invite(actor: Actor, email: str) -> InvitationResult:
     _authorize(actor, MANAGE_OWN)
     email = _normalized_email(email)
     _count_invitation(actor)
+    try:
+        with db.session.begin_nested():
+            return _invite(actor, email)
+    except IntegrityError:
+        # An identical invitation raced this one for the unique email or (E, email) and
+        # committed first: it is there now, and this one answers as its repeat would.
+        return _invite(actor, email)
+
+
+def _invite(actor: Actor, email: str) -> InvitationResult:
     settings = current_app.config["SETTINGS"]
     now = utcnow()
     entity = db.session.get(LegalEntity, actor.legal_entity_id)
