@@ -411,18 +411,12 @@ def _invite(actor: Actor, email: str) -> InvitationResult:
     return InvitationResult(invitation, customer, created=True)
 
 
-def accept_invitation(token: str, password: str) -> Customer:
-    """Set the password of an invited customer with their activation token and make them
-    active. The token works once, until it expires, while the customer is still invited and
-    still assigned to the inviting entity; otherwise 404, whichever the reason."""
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise DirectoryError(
-            f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
-            field="password",
-        )
-    invitation = db.session.scalars(
-        select(Invitation).where(Invitation.token_hash == hash_token(token)).with_for_update()
-    ).first()
+def standing_invitation(token: str, *, lock: bool = False) -> tuple[Invitation, Customer]:
+    """The invitation an activation token stands for, and its invited customer: unused, not
+    expired, the customer still invited and still assigned to the inviting entity; otherwise
+    404, whichever the reason (`lock`: for the update that accepts it)."""
+    query = select(Invitation).where(Invitation.token_hash == hash_token(token))
+    invitation = db.session.scalars(query.with_for_update() if lock else query).first()
     gone = DirectoryError("invitation not found, used or expired", status=404, field="token")
     if (
         invitation is None
@@ -430,10 +424,22 @@ def accept_invitation(token: str, password: str) -> Customer:
         or invitation.expires_at <= utcnow()
     ):
         raise gone
-    customer = db.session.get(Customer, invitation.customer_id, with_for_update=True)
+    customer = db.session.get(Customer, invitation.customer_id, with_for_update=lock)
     assigned = db.session.get(Assignment, (customer.id, invitation.legal_entity_id))
     if customer.status != "invited" or assigned is None:
         raise gone
+    return invitation, customer
+
+
+def accept_invitation(token: str, password: str) -> Customer:
+    """Set the password of an invited customer with their activation token and make them
+    active. The token works once, while its invitation stands (`standing_invitation`)."""
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise DirectoryError(
+            f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+            field="password",
+        )
+    invitation, customer = standing_invitation(token, lock=True)
     customer.password_hash = hash_password(password)
     customer.status = "active"
     customer.version += 1
