@@ -52,6 +52,8 @@ ASSIGN_OWN = "iam.assignment_create_own"
 UNASSIGN_OWN = "iam.assignment_delete_own"
 
 MIN_PASSWORD_LENGTH = 8
+#: Tries of an invitation that loses a unique-constraint race (each after the winner commits).
+RACE_ATTEMPTS = 3
 MAX_PASSWORD_LENGTH = 1024
 
 
@@ -322,13 +324,17 @@ def invite(actor: Actor, email: str) -> InvitationResult:
     _authorize(actor, MANAGE_OWN)
     email = _normalized_email(email)
     _count_invitation(actor)
-    try:
-        with db.session.begin_nested():
-            return _invite(actor, email)
-    except IntegrityError:
-        # An identical invitation raced this one for the unique email or (E, email) and
-        # committed first: it is there now, and this one answers as its repeat would.
-        return _invite(actor, email)
+    # An identical invitation that races this one for the unique email or (E, email) and
+    # commits first is there on the next attempt, which answers as its repeat would.
+    attempt = 1
+    while True:
+        try:
+            with db.session.begin_nested():
+                return _invite(actor, email)
+        except IntegrityError:
+            if attempt == RACE_ATTEMPTS:
+                raise
+            attempt += 1
 
 
 def _invite(actor: Actor, email: str) -> InvitationResult:
