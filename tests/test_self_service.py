@@ -308,6 +308,47 @@ def test_invitations_are_idempotent_per_entity_and_email(app, alice):
         assert db.session.scalar(select(func.count()).select_from(Invitation)) == 1
 
 
+def _all_at_once(app, token: str, email: str, threads: int) -> list:
+    """`threads` identical invitations sent at the same moment; their (status, body)."""
+    barrier = threading.Barrier(threads)
+    answers = []
+
+    def send() -> None:
+        me = SelfService(app.test_client(), token)
+        barrier.wait()
+        r = me.invite(email)
+        answers.append((r.status_code, r.json))
+
+    workers = [threading.Thread(target=send) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    return answers
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-email", "existing-customer"])
+def test_concurrent_identical_invitations_answer_as_a_repeat_does(
+    app, alice, monkeypatch, existing
+):
+    """Two identical invitations at once: one 201, the others exactly what a sequential repeat
+    answers (200, the same body), never a 409 from the unique constraint they race for."""
+    set_settings(app, monkeypatch, invitation_rate_limit=1000)
+    for round_ in range(6):
+        email = f"race{round_}@globex.test"
+        if existing:
+            make_customer(app, email, "globex", password=DEMO_PASSWORD)
+        answers = _all_at_once(app, alice.token, email, threads=3)
+        statuses = sorted(status for status, _ in answers)
+        assert statuses == [200, 200, 201], answers
+        repeat = alice.invite(email)
+        assert repeat.status_code == 200
+        assert all(body == repeat.json for _, body in answers), answers
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Invitation)) == 6
+    assert len(outbox(app)) == 6
+
+
 def test_invite_an_existing_customer_assigns_them(app, alice, login):
     gina = make_customer(app, "gina@globex.test", "globex", password=DEMO_PASSWORD)
     r = alice.invite("gina@globex.test")

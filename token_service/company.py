@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from . import audit, directory, entitlements, lifecycle, notifications
 from .directory import DirectoryError
@@ -51,6 +52,8 @@ ASSIGN_OWN = "iam.assignment_create_own"
 UNASSIGN_OWN = "iam.assignment_delete_own"
 
 MIN_PASSWORD_LENGTH = 8
+#: Tries of an invitation that loses a unique-constraint race (each after the winner commits).
+RACE_ATTEMPTS = 3
 MAX_PASSWORD_LENGTH = 1024
 
 
@@ -321,6 +324,20 @@ def invite(actor: Actor, email: str) -> InvitationResult:
     _authorize(actor, MANAGE_OWN)
     email = _normalized_email(email)
     _count_invitation(actor)
+    # An identical invitation that races this one for the unique email or (E, email) and
+    # commits first is there on the next attempt, which answers as its repeat would.
+    attempt = 1
+    while True:
+        try:
+            with db.session.begin_nested():
+                return _invite(actor, email)
+        except IntegrityError:
+            if attempt == RACE_ATTEMPTS:
+                raise
+            attempt += 1
+
+
+def _invite(actor: Actor, email: str) -> InvitationResult:
     settings = current_app.config["SETTINGS"]
     now = utcnow()
     entity = db.session.get(LegalEntity, actor.legal_entity_id)
@@ -400,18 +417,12 @@ def invite(actor: Actor, email: str) -> InvitationResult:
     return InvitationResult(invitation, customer, created=True)
 
 
-def accept_invitation(token: str, password: str) -> Customer:
-    """Set the password of an invited customer with their activation token and make them
-    active. The token works once, until it expires, while the customer is still invited and
-    still assigned to the inviting entity; otherwise 404, whichever the reason."""
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise DirectoryError(
-            f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
-            field="password",
-        )
-    invitation = db.session.scalars(
-        select(Invitation).where(Invitation.token_hash == hash_token(token)).with_for_update()
-    ).first()
+def standing_invitation(token: str, *, lock: bool = False) -> tuple[Invitation, Customer]:
+    """The invitation an activation token stands for, and its invited customer: unused, not
+    expired, the customer still invited and still assigned to the inviting entity; otherwise
+    404, whichever the reason (`lock`: for the update that accepts it)."""
+    query = select(Invitation).where(Invitation.token_hash == hash_token(token))
+    invitation = db.session.scalars(query.with_for_update() if lock else query).first()
     gone = DirectoryError("invitation not found, used or expired", status=404, field="token")
     if (
         invitation is None
@@ -419,10 +430,22 @@ def accept_invitation(token: str, password: str) -> Customer:
         or invitation.expires_at <= utcnow()
     ):
         raise gone
-    customer = db.session.get(Customer, invitation.customer_id, with_for_update=True)
+    customer = db.session.get(Customer, invitation.customer_id, with_for_update=lock)
     assigned = db.session.get(Assignment, (customer.id, invitation.legal_entity_id))
     if customer.status != "invited" or assigned is None:
         raise gone
+    return invitation, customer
+
+
+def accept_invitation(token: str, password: str) -> Customer:
+    """Set the password of an invited customer with their activation token and make them
+    active. The token works once, while its invitation stands (`standing_invitation`)."""
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise DirectoryError(
+            f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
+            field="password",
+        )
+    invitation, customer = standing_invitation(token, lock=True)
     customer.password_hash = hash_password(password)
     customer.status = "active"
     customer.version += 1

@@ -1,5 +1,6 @@
 """The front door: the authorization endpoint (RFC 6749 §4.1) with its hosted pages (sign-in,
-company picker, consent), UserInfo and RP-initiated logout (OpenID Connect).
+company picker, consent), UserInfo and RP-initiated logout (OpenID Connect), and the page an
+invitation's activation link opens (/activate).
 
 Pages are rendered on the server and work without JavaScript. Every form carries a CSRF token
 (double submit: a random cookie, the same value in the form). Every page is unframeable, sends
@@ -14,14 +15,25 @@ from urllib.parse import urlsplit
 
 from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749.errors import InvalidGrantError, OAuth2Error
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .. import entitlements
+from .. import company, entitlements
+from ..directory import DirectoryError
 from ..extensions import db
-from ..models import Client, Customer, Scope, Session, utcnow
+from ..models import Client, Customer, LegalEntity, Scope, Session, utcnow
 from ..oauth2 import authorize, browser, login
 from ..oauth2.authorize import (
     AccessDenied,
@@ -36,6 +48,8 @@ from ..oauth2.sessions import NewCode
 from ..scopes import join_scopes, split_scopes
 from ..security import new_token
 from ..throttle import TooManyAttempts
+from .admin.schema import clean_text
+from .demo_page import DEMO_CLIENT_ID
 from .errors import oauth_error_parts
 
 bp = Blueprint("frontdoor", __name__, url_prefix="/oauth")
@@ -434,3 +448,75 @@ def logout():
         )
     response.delete_cookie(_cookie("session"), path="/", secure=_secure(), samesite="Lax")
     return response
+
+
+# -- account activation (the link of an invitation, company.invite) --------------------------
+
+ACTIVATION_GONE = (
+    "This activation link does not work any more: it was used already, it expired, or a newer "
+    "invitation replaced it. Ask your company's administrator to invite you again."
+)
+
+
+def activate():
+    """The activation link's page: the invited customer sets a password, through the same
+    service function as POST /self-service/invitations/accept (company.accept_invitation)."""
+    if request.method == "GET":
+        return _activation_form(request.args.get("token", ""))
+    _check_csrf()
+    token = request.form.get("token", "")
+    password = request.form.get("password", "")
+    if password != request.form.get("confirm_password", ""):
+        return _activation_form(token, "The two passwords are not the same.")
+    if clean_text(password):
+        return _activation_form(token, "The password must not contain control characters.")
+    try:
+        customer = company.accept_invitation(token, password)
+    except DirectoryError as error:
+        db.session.rollback()
+        if error.field == "password":
+            return _activation_form(token, str(error).capitalize() + ".")
+        return _activation_gone()
+    db.session.commit()
+    return _render("activate.html", activated=True, email=customer.email, sign_in=_sign_in_url())
+
+
+def _activation_form(token: str, error: str | None = None):
+    """The form for a token whose invitation stands (400 with `error`), else the page that
+    says the link is gone."""
+    try:
+        invitation, customer = company.standing_invitation(token)
+    except DirectoryError:
+        return _activation_gone()
+    page = _render(
+        "activate.html",
+        400 if error else 200,
+        csrf_token=_csrf_token(),
+        token=token,
+        email=customer.email,
+        company_name=db.session.get(LegalEntity, invitation.legal_entity_id).name,
+        error=error,
+        min_length=company.MIN_PASSWORD_LENGTH,
+        max_length=company.MAX_PASSWORD_LENGTH,
+    )
+    db.session.rollback()  # nothing to keep: the page only read
+    return page
+
+
+def _activation_gone():
+    db.session.rollback()
+    return _message("This link does not work", ACTIVATION_GONE, 404, error=True)
+
+
+def _sign_in_url() -> str | None:
+    """Where the success page's "Sign in" goes: a fixed page of this service, never one the
+    request names (no open redirect). The demo's, where its client is registered."""
+    return url_for("demo_page.demo") if db.session.get(Client, DEMO_CLIENT_ID) else None
+
+
+@bp.record_once
+def _activation_route(state) -> None:
+    # The link is $ISSUER/activate (config.activation_url), outside this blueprint's /oauth:
+    # the rule is the app's and its endpoint this blueprint's, so that the pages' headers, CSRF
+    # cookie and error page apply to it as to the other pages.
+    state.app.add_url_rule("/activate", f"{bp.name}.activate", activate, methods=["GET", "POST"])
