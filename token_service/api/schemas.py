@@ -181,16 +181,41 @@ class JWKS(Document):
     keys: list[JWK]
 
 
-class ServerMetadata(Document):
-    """Authorization server metadata (RFC 8414 §2), OpenID Connect Discovery's in the same."""
+class ServerMetadata(BaseModel):
+    """Authorization server metadata (RFC 8414 §2), OpenID Connect Discovery 1.0 §3's in the
+    same document; api/public.py builds it through this model."""
+
+    model_config = ConfigDict(extra="forbid")
 
     issuer: str
+    authorization_endpoint: str
     token_endpoint: str
+    userinfo_endpoint: str
+    end_session_endpoint: str
     jwks_uri: str
-    introspection_endpoint: str = None
-    revocation_endpoint: str = None
-    grant_types_supported: list[str] = None
-    scopes_supported: list[str] = None
+    introspection_endpoint: str
+    revocation_endpoint: str
+    grant_types_supported: list[GrantType]
+    response_types_supported: list[Literal["code"]]
+    response_modes_supported: list[Literal["query"]]
+    code_challenge_methods_supported: list[Literal["S256"]]
+    authorization_response_iss_parameter_supported: bool
+    subject_types_supported: list[Literal["public"]]
+    id_token_signing_alg_values_supported: list[str]
+    prompt_values_supported: list[str]
+    claims_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    scopes_supported: list[str]
+    access_token_signing_alg_values_supported: list[str]
+    service_documentation: Annotated[str, Field(description="This document.")]
+    legal_entity_switching_supported: Annotated[
+        bool, Field(description="A refresh with `legal_entity_id` switches company.")
+    ]
+    refresh_token_rotation_grace_seconds: Annotated[
+        int, Field(description="How long a rotated refresh token replays its answer.")
+    ]
 
 
 class UserInfo(Document):
@@ -210,7 +235,7 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    """Each dependency's state."""
+    """Each dependency's state: `ok`, or what is wrong with it."""
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
