@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from token_service import create_app
+from token_service.clients import forget_client
 from token_service.config import Settings
 from token_service.database import upgrade
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
 from token_service.keys import KeyRing
-from token_service.oauth2.storage import forget_client
 from token_service.store import RedisStore, SqliteStore, embedded_store_path
 
 PG_ADMIN_URL = os.environ.get(

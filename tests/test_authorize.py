@@ -9,11 +9,11 @@ import pytest
 from conftest import basic_auth
 from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback, text
 
+from token_service.clients import forget_client
 from token_service.directory import create_client
 from token_service.extensions import db
 from token_service.maintenance import prune
 from token_service.models import AuditEvent, AuthorizationCode, BrowserSession, utcnow
-from token_service.oauth2.storage import forget_client
 
 
 def register(app, client_id="web-shop", *, first_party=True, confidential=False):

@@ -24,7 +24,7 @@ from token_service import directory, lifecycle
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
 from token_service.models import Customer, GroupMember, Session, utcnow
-from token_service.oauth2 import hotpath
+from token_service.oauth2.sessions import NewSession, Rotation, Superseded
 from token_service.revocation import fence_issuance, revoke_session
 from token_service.security import hash_token
 from token_service.throttle import _keys as throttle_keys
@@ -222,22 +222,23 @@ def test_login_racing_revocation_of_all_sessions(app, introspect):
 
 
 def test_writes_refuse_an_outdated_entitlements_version(app):
-    """The hot path's two writes do nothing, and say so, once the version they carry moved."""
+    """The session store's two writes do nothing, and say so, once the version they carry
+    moved."""
     customer = alice(app)
     with app.test_client() as client:
         login = _login(client).json
     token_hash = hash_token(login["refresh_token"])
+    sessions = app.extensions["sessions"]
     with app.app_context():
-        with hotpath.begin() as hot:
-            found = hot.load_refresh(token_hash)[0]
-            login_row = hot.find_login("alice@acme.test")[0]
-        db.session.rollback()
+        found = sessions.load_refresh(token_hash)[0]
+        login_row = sessions.find_login("alice@acme.test")[0]
     assert found.entitlements_version == login_row.entitlements_version
     with app.app_context():
         fence_issuance([customer])
         db.session.commit()
     now = utcnow()
-    rotation = hotpath.Rotation(
+    rotation = Rotation(
+        session_id=found.session_id,
         old_hash=token_hash,
         new_hash=hash_token("successor"),
         customer_id=customer,
@@ -247,30 +248,24 @@ def test_writes_refuse_an_outdated_entitlements_version(app):
         idle_expires_at=now + timedelta(hours=1),
         entitlements_version=found.entitlements_version,
     )
-    session = {
-        "id": "sid_outdated",
-        "customer_id": customer,
-        "client_id": "storefront",
-        "scope": "",
-        "legal_entity_id": None,
-        "auth_time": now,
-        "created_at": now,
-        "last_used_at": now,
-        "expires_at": now + timedelta(hours=1),
-        "idle_expires_at": now + timedelta(hours=1),
-    }
-    event = {"at": now, "actor_type": "customer", "actor_id": customer, "action": "login.succeeded"}
-    event |= {"customer_id": customer, "target": "sid_outdated", "details": {}}
-    event["legal_entity_id"] = None
+    session = NewSession(
+        id="sid_outdated",
+        customer_id=customer,
+        client_id="storefront",
+        scope="",
+        legal_entity_id=None,
+        auth_time=now,
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+        idle_expires_at=now + timedelta(hours=1),
+    )
     with app.app_context():
-        with hotpath.begin() as hot:
-            with pytest.raises(hotpath.Superseded):
-                hot.rotate(rotation)
-            with pytest.raises(hotpath.Superseded):
-                hot.start_session(session, hash_token("first"), event, found.entitlements_version)
-            assert hot.load_refresh(token_hash)[0].consumed_at is None
-            assert hot.load_refresh(hash_token("successor")) is None
-        db.session.commit()
+        with pytest.raises(Superseded):
+            sessions.rotate(rotation)
+        with pytest.raises(Superseded):
+            sessions.start_session(session, hash_token("first"), found.entitlements_version)
+        assert sessions.load_refresh(token_hash)[0].consumed_at is None
+        assert sessions.load_refresh(hash_token("successor")) is None
         assert db.session.get(Session, "sid_outdated") is None
     # The presented token still works, on the data as it is now.
     with app.test_client() as client:
@@ -292,15 +287,10 @@ def test_grant_reads_again_after_a_change_between_its_read_and_write(
     calls = []
 
     def remove_in_between(*args, **kwargs):
-        if not calls:
-            if app.backend == "postgres":  # another connection, committed: the real race
-                with app.app_context():
-                    lifecycle.remove_membership(group, customer, actor=ACTOR)
-                    db.session.commit()
-            else:  # SQLite: the request holds the write lock, so nobody else could write now;
-                # in its own transaction, the change still moves the version under the read
+        if not calls:  # another connection, committed: the real race, on both backends
+            with app.app_context():
                 lifecycle.remove_membership(group, customer, actor=ACTOR)
-                db.session.flush()
+                db.session.commit()
         calls.append(1)
         return original(*args, **kwargs)
 

@@ -74,7 +74,7 @@ def build(app, world):
             model.append((entity_id, scopes))
         ceiling = split_scopes(storefront.scope)
         db.session.commit()
-        from token_service.oauth2.storage import forget_client
+        from token_service.clients import forget_client
 
         forget_client("storefront")
     baseline = split_scopes(app.config["SETTINGS"].baseline_scopes)

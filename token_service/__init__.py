@@ -22,6 +22,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .keys import KeyRing
     from .oauth2.grants import TokenEndpoint
     from .oauth2.introspect import Introspection
+    from .oauth2.sessions import for_database
     from .revocation import DenyList
     from .store import embedded_store_path, make_store
     from .throttle import LoginThrottle
@@ -57,8 +58,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["deny_list"] = DenyList(store)
     app.extensions["keyring"] = keyring
     app.extensions["login_throttle"] = throttle
-    app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, throttle)
-    app.extensions["introspection"] = Introspection(settings, keyring)
+    sessions = for_database(settings.database_url)
+    app.extensions["sessions"] = sessions
+    app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, sessions, throttle)
+    app.extensions["introspection"] = Introspection(settings, keyring, sessions)
 
     from .api import (
         admin,

@@ -53,7 +53,7 @@ def _column(name: str, value: str | None) -> str | None:
     return None if value is None else fit(str(value), COLUMN_LENGTHS[name])
 
 
-def event(
+def row(
     action: str,
     *,
     actor_type: str,
@@ -63,9 +63,9 @@ def event(
     legal_entity_id: str | None = None,
     **details,
 ) -> dict:
-    """One audit event's row, every value fitted to its column, logged (without secrets).
+    """One audit event's row, every value fitted to its column; not yet logged (`emit`).
     `legal_entity_id`: the entity the change happened in, whose company admins may read it."""
-    row = {
+    return {
         "at": utcnow(),
         "action": _column("action", action),
         "actor_type": _column("actor_type", actor_type),
@@ -75,18 +75,24 @@ def event(
         "legal_entity_id": _column("legal_entity_id", legal_entity_id),
         "details": {fit(str(k), 64): _fit_detail(v) for k, v in details.items()},
     }
+
+
+def emit(event: dict) -> None:
+    """Log a stored event (without secrets: no audit field ever holds one)."""
     # %r: a value chosen by a caller (a username) cannot forge a log line with a newline.
     log.info(
         "%s actor=%s:%r customer=%r target=%r",
-        row["action"],
-        row["actor_type"],
-        row["actor_id"],
-        row["customer_id"],
-        row["target"],
+        event["action"],
+        event["actor_type"],
+        event["actor_id"],
+        event["customer_id"],
+        event["target"],
     )
-    return row
 
 
 def record(action: str, **fields) -> None:
-    """Add one audit event (and log it) in the current transaction."""
-    db.session.add(AuditEvent(**event(action, **fields)))
+    """Add one audit event in the current transaction, and log it. The token endpoint's
+    statements write theirs themselves (oauth2/sessions), from `row`, and `emit` them."""
+    event = row(action, **fields)
+    db.session.add(AuditEvent(**event))
+    emit(event)

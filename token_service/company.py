@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from sqlalchemy import func, select
 
-from . import audit, directory, lifecycle, notifications
+from . import audit, directory, entitlements, lifecycle, notifications
 from .directory import DirectoryError
 from .extensions import db
 from .models import (
@@ -41,7 +41,6 @@ from .models import (
     new_id,
     utcnow,
 )
-from .oauth2 import storage
 from .scopes import effective_scopes, split_scopes
 from .security import hash_password, hash_token, new_token
 from .store import StoreUnavailable
@@ -109,7 +108,7 @@ class InvitationResult:
 def held_scopes(actor: Actor) -> frozenset[str]:
     """The actor's own scopes in E now: the token's, narrowed to what the token endpoint's own
     function gives the actor's session today (a removed membership counts at once)."""
-    _, grants = storage.entitlements(actor.customer_id)
+    _, grants = entitlements.of(actor.customer_id)
     baseline = split_scopes(current_app.config["SETTINGS"].baseline_scopes)
     current = split_scopes(effective_scopes(grants, actor.legal_entity_id, actor.ceiling, baseline))
     return actor.scopes & current

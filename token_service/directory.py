@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import select
 
+from .clients import forget_client
 from .extensions import db
 from .models import (
     ASSIGNMENT_TYPES,
@@ -25,7 +26,6 @@ from .models import (
     Scope,
     new_id,
 )
-from .oauth2.storage import forget_client
 from .scopes import split_scopes
 from .security import hash_client_secret, hash_password, new_token
 

@@ -35,12 +35,12 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.exceptions import BadRequest
 
-from .. import company
+from .. import company, entitlements
+from ..clients import load_client
 from ..directory import DirectoryError
 from ..extensions import db
 from ..keys import NoSigningKey
 from ..models import Customer, Session, new_id
-from ..oauth2 import storage
 from ..oauth2.introspect import TemporarilyUnavailable
 from ..oauth2.request import TokenRequest
 from ..revocation import revoke_session
@@ -443,7 +443,7 @@ def _require_anonymous() -> dict:
 
 
 def _storefront_client(client_id: str) -> None:
-    if client_id != _settings().emporix_client_id or storage.load_client(client_id) is None:
+    if client_id != _settings().emporix_client_id or load_client(client_id) is None:
         raise _unauthorized("Unknown client_id.")
 
 
@@ -645,7 +645,7 @@ def me(tenant: str):
         )
     claims = _live_customer_claims(token)
     customer = db.session.get(Customer, claims["sub"])
-    entities, _ = storage.entitlements(claims["sub"])
+    entities, _ = entitlements.of(claims["sub"])
     db.session.rollback()
     if customer is None:
         raise _unauthorized("The access token is invalid, expired or revoked.")

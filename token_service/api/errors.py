@@ -19,21 +19,52 @@ log = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
+def error_parts(error: Exception, *, oauth: bool) -> tuple[int, dict, list[tuple[str, str]]]:
+    """The one mapping of an error to (status, JSON body, headers), for the WSGI front's
+    endpoints and the Flask app's alike: an OAuth error as RFC 6749 §5.2 says; an outage of
+    the database or the signing key a 503; anything else a 500 that shows nothing inside."""
+    if isinstance(error, OAuth2Error):
+        _rollback_quietly()
+        return oauth_error_parts(error)
+    if isinstance(error, DBAPIError):
+        log.error("database unavailable: %s", error.__class__.__name__)
+        metrics.backend_error("database")
+        _rollback_quietly()
+        return unavailable_parts("The database is unavailable. Retry shortly.", oauth=oauth)
+    if isinstance(error, NoSigningKey):
+        log.error("%s", error)
+        return unavailable_parts("No signing key is configured.", oauth=oauth)
+    log.error("unexpected error", exc_info=error)
+    _rollback_quietly()
+    body = {"error": "server_error", _message(oauth): "Internal server error."}
+    return 500, body, [JSON, *NO_STORE.items()]
+
+
 def oauth_error_parts(error: OAuth2Error) -> tuple[int, dict, list[tuple[str, str]]]:
     """RFC 6749 §5.2: status, JSON body and headers (e.g. WWW-Authenticate) of an error."""
     status, body, headers = error()
     kept = [(name, value) for name, value in headers if name.lower() not in _OURS]
-    return status, body, [("Content-Type", "application/json"), *kept, *NO_STORE.items()]
+    return status, body, [JSON, *kept, *NO_STORE.items()]
 
 
 def unavailable_parts(message: str, *, oauth: bool) -> tuple[int, dict, list[tuple[str, str]]]:
     """A 503 for an outage of the database or the signing key; clients retry after a second."""
-    field = "error_description" if oauth else "message"
-    body = {"error": "temporarily_unavailable", field: message}
-    headers = [("Content-Type", "application/json"), *NO_STORE.items(), ("Retry-After", "1")]
-    return 503, body, headers
+    body = {"error": "temporarily_unavailable", _message(oauth): message}
+    return 503, body, [JSON, *NO_STORE.items(), ("Retry-After", "1")]
 
 
+def _message(oauth: bool) -> str:
+    return "error_description" if oauth else "message"
+
+
+def _rollback_quietly() -> None:
+    try:
+        db.session.rollback()
+    except Exception:
+        log.debug("rollback failed", exc_info=True)
+
+
+JSON = ("Content-Type", "application/json")
 _OURS = {"content-type", *(name.lower() for name in NO_STORE)}
 
 
@@ -52,23 +83,10 @@ def register(app: Flask) -> None:
             return jsonify(body), error.code, {**NO_STORE, **extra}
         return jsonify({"error": code, "message": error.description}), error.code
 
+    @app.errorhandler(OAuth2Error)
     @app.errorhandler(DBAPIError)
     @app.errorhandler(OperationalError)
-    def database_down(error):
-        log.error("database unavailable: %s", error.__class__.__name__)
-        metrics.backend_error("database")
-        try:
-            db.session.rollback()
-        except Exception:
-            log.debug("rollback failed", exc_info=True)
-        return _unavailable("The database is unavailable. Retry shortly.")
-
     @app.errorhandler(NoSigningKey)
-    def no_key(error):
-        log.error("%s", error)
-        return _unavailable("No signing key is configured.")
-
-
-def _unavailable(message: str):
-    status, body, headers = unavailable_parts(message, oauth=_is_oauth_path())
-    return jsonify(body), status, headers
+    def mapped(error):
+        status, body, headers = error_parts(error, oauth=_is_oauth_path())
+        return jsonify(body), status, headers

@@ -15,18 +15,16 @@ import json
 import logging
 from http import HTTPStatus
 
-from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from sqlalchemy.exc import DBAPIError
 
 from .. import logs, metrics
 from ..extensions import db
-from ..keys import NoSigningKey
 from ..oauth2.request import TokenRequest, parse_form
-from .errors import NO_STORE, oauth_error_parts, unavailable_parts
+from .errors import JSON, NO_STORE, error_parts
 
 log = logging.getLogger(__name__)
 
-JSON = ("Content-Type", "application/json")
 _NO_STORE = list(NO_STORE.items())
 _STATUS = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
@@ -68,11 +66,14 @@ def run_once_more_on_lost_connection(work, *args):
         return work(*args)
 
 
-def _committed(work, *args):
-    result = work(*args)
-    if db.session.registry.has():  # a request that never opened a session has nothing to commit
-        db.session.commit()
-    return result
+def _ended(work, *args):
+    """Run `work`, then end what transaction it left open: the session store commits what it
+    writes, so what is left is a read (on SQLite, its write lock)."""
+    try:
+        return work(*args)
+    finally:
+        if db.session.registry.has():  # most requests never open an ORM session
+            db.session.rollback()
 
 
 class OAuthFront:
@@ -108,53 +109,31 @@ class OAuthFront:
         self, route, environ, note: logs.RequestLog | None = None
     ) -> tuple[int, dict | None, list[tuple[str, str]]]:
         """(status, JSON body or None, headers) for one request; errors as the Flask app's
-        handlers (api/errors.py) give them. The request's log record learns the request."""
+        handlers give them (one mapping: api/errors.py). The request's log record learns the
+        request."""
         note = note or logs.current()
         try:
             note.oauth = request = read_form(environ, self.max_form_bytes)
             return route(request)
-        except OAuth2Error as error:
-            _rollback_quietly()
-            return oauth_error_parts(error)
-        except DBAPIError as error:
-            log.error("database unavailable: %s", error.__class__.__name__)
-            metrics.backend_error("database")
-            _rollback_quietly()
-            return unavailable_parts("The database is unavailable. Retry shortly.", oauth=True)
-        except NoSigningKey as error:
-            log.error("%s", error)
-            return unavailable_parts("No signing key is configured.", oauth=True)
-        except Exception:
-            log.exception("unexpected error on %s", environ.get("PATH_INFO"))
-            _rollback_quietly()
-            body = {"error": "server_error", "error_description": "Internal server error."}
-            return 500, body, [JSON, *_NO_STORE]
+        except Exception as error:
+            return error_parts(error, oauth=True)
 
     def token(self, request: TokenRequest):
         handle = self.app.extensions["token_endpoint"].handle
-        return 200, run_once_more_on_lost_connection(_committed, handle, request), _ok()
+        return 200, run_once_more_on_lost_connection(_ended, handle, request), _ok()
 
     def introspect(self, request: TokenRequest):
         work = self.app.extensions["introspection"].introspect
-        answer = run_once_more_on_lost_connection(work, request)
+        answer = run_once_more_on_lost_connection(_ended, work, request)
         if answer.get("sid"):  # an active customer token: whose, for the log line
             logs.current().customer(answer["sub"], answer.get("legal_entity_id"))
-        if db.session.registry.has():  # read-only; most answers never open an ORM session
-            db.session.rollback()
         return 200, answer, _ok()
 
     def revoke(self, request: TokenRequest):
         work = self.app.extensions["introspection"].revoke
-        run_once_more_on_lost_connection(_committed, work, request)
+        run_once_more_on_lost_connection(_ended, work, request)
         return 200, None, list(_NO_STORE)
 
 
 def _ok() -> list[tuple[str, str]]:
     return [JSON, *_NO_STORE]
-
-
-def _rollback_quietly() -> None:
-    try:
-        db.session.rollback()
-    except Exception:
-        log.debug("rollback failed", exc_info=True)

@@ -19,9 +19,10 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from .. import entitlements
 from ..extensions import db
 from ..models import Client, Customer, Scope, Session, utcnow
-from ..oauth2 import authorize, browser, codes, login, storage
+from ..oauth2 import authorize, browser, login
 from ..oauth2.authorize import (
     AccessDenied,
     AuthorizationPageError,
@@ -31,6 +32,7 @@ from ..oauth2.authorize import (
 )
 from ..oauth2.grants import choose_entity
 from ..oauth2.oidc import profile_claims
+from ..oauth2.sessions import NewCode
 from ..scopes import join_scopes, split_scopes
 from ..security import new_token
 from ..throttle import TooManyAttempts
@@ -131,9 +133,13 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
+def _sessions():
+    return current_app.extensions["sessions"]
+
+
 def _parse(pairs) -> AuthorizationRequest | Response:
     """A valid request, or the redirect that carries its error to the client."""
-    parsed, error = authorize.parse(list(pairs), storage.load_client)
+    parsed, error = authorize.parse(list(pairs), _sessions().load_client)
     if error is not None:
         return redirect(parsed.error_redirect(_settings().issuer, error), 303)
     return parsed
@@ -177,7 +183,7 @@ def _continue(req: AuthorizationRequest, session, *, consent: bool | None = None
             return redirect(req.error_redirect(issuer, LoginRequired("Sign-in is required.")))
         return _login_page(req)
 
-    entities, _ = storage.entitlements(customer.id)
+    entities, _ = entitlements.of(customer.id)
     assigned = {e["id"] for e in entities}
     entity = req.legal_entity_id if req.legal_entity_id in assigned else None
     if "select_account" in req.prompt and len(entities) > 1:
@@ -202,18 +208,19 @@ def _continue(req: AuthorizationRequest, session, *, consent: bool | None = None
         return _consent_page(req, customer)
     if consent:
         browser.record_consent(customer.id, req.client.client_id, scope)
-    code = codes.store_code(
-        client_id=req.client.client_id,
-        redirect_uri=req.redirect_uri,
-        code_challenge=req.code_challenge,
-        customer_id=customer.id,
-        browser_session_id=session.id,
-        scope=scope,
-        legal_entity_id=entity,
-        nonce=req.nonce,
-        auth_time=session.auth_time,
+    code = _sessions().store_code(
+        NewCode(
+            client_id=req.client.client_id,
+            redirect_uri=req.redirect_uri,
+            code_challenge=req.code_challenge,
+            customer_id=customer.id,
+            browser_session_id=session.id,
+            scope=scope,
+            legal_entity_id=entity,
+            nonce=req.nonce,
+            auth_time=session.auth_time,
+        )
     )
-    db.session.commit()
     return redirect(req.redirect(issuer, code=code), 303)
 
 
@@ -280,6 +287,7 @@ def login_form():
         return _login_page(req, "Enter your email and password.", 400)
     try:
         customer, _ = login.check_credentials(
+            _sessions(),
             current_app.extensions["login_throttle"],
             email,
             password,
@@ -310,7 +318,7 @@ def select():
     if session is None:
         return _continue(req, None)
     chosen = request.form.get("legal_entity_id", "")
-    entities, _ = storage.entitlements(session.customer_id)
+    entities, _ = entitlements.of(session.customer_id)
     if chosen not in {e["id"] for e in entities}:
         customer = db.session.get(Customer, session.customer_id)
         return _picker_page(req, customer, entities)
@@ -357,7 +365,9 @@ def userinfo():
     if "openid" not in ceiling:
         return _bearer_error(403, "insufficient_scope", "The session has no openid scope.")
     body = {"sub": claims["sub"], "legal_entity_id": claims.get("legal_entity_id")}
-    body |= profile_claims(claims["sub"], ceiling)
+    customer = db.session.get(Customer, claims["sub"])
+    if customer is not None:
+        body |= profile_claims(customer.id, customer.email, ceiling)
     return jsonify(body)
 
 
@@ -396,7 +406,7 @@ def logout():
         raise AuthorizationPageError("The sign-out link is not valid (client_id).")
     target = params.get("post_logout_redirect_uri")
     if target is not None:
-        client = storage.load_client(client_id) if isinstance(client_id, str) else None
+        client = _sessions().load_client(client_id) if isinstance(client_id, str) else None
         if client is None or target not in client.post_logout_redirect_uris:
             raise AuthorizationPageError("This sign-out redirect URI is not registered.")
     if request.method == "GET" and claims is None:

@@ -21,8 +21,8 @@ from authlib.oauth2.rfc6749.errors import (
 )
 from authlib.oauth2.rfc7636.challenge import CODE_CHALLENGE_PATTERN
 
+from ..clients import ClientInfo
 from ..scopes import join_scopes, split_scopes
-from .storage import ClientInfo
 
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_LENGTH = 2048

@@ -1,6 +1,6 @@
-"""The token endpoint's grants (RFC 6749 §4.3, §4.4, §6) and the access tokens they issue
-(RFC 9068). One transaction per request: the caller commits on success and rolls back on error;
-a grant commits itself only where a failure must leave a trace (audit, a revoked family)."""
+"""The token endpoint's grants (RFC 6749 §4.1.3, §4.3, §4.4, §6) and the access tokens they
+issue (RFC 9068). Protocol only: every read and write goes through the session store
+(oauth2/sessions), whose operations each commit what they write."""
 
 from __future__ import annotations
 
@@ -19,20 +19,29 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7636.challenge import CODE_VERIFIER_PATTERN, create_s256_code_challenge
 from authlib.oidc.core.util import create_half_hash
 
-from .. import audit, metrics
+from .. import metrics
+from ..clients import ClientInfo
 from ..config import Settings
-from ..extensions import db
+from ..entitlements import Entitlements
 from ..keys import KeyRing
-from ..models import Customer, Session, new_id, utcnow
-from ..revocation import revoke_session
+from ..models import new_id, utcnow
 from ..scopes import effective_scopes, join_scopes, split_scopes
 from ..security import hash_token, new_token
 from ..store import Pending, Store, StoreUnavailable
-from . import codes, grace, hotpath, login, storage
+from . import grace, login
 from .introspect import TemporarilyUnavailable
 from .oidc import profile_claims
 from .request import TokenRequest, authenticate_client
-from .storage import ClientInfo
+from .sessions import (
+    CodeRow,
+    LoginRow,
+    NewSession,
+    RefreshRow,
+    Rotation,
+    SessionStore,
+    Superseded,
+    refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +51,50 @@ GRANT_ATTEMPTS = 3
 PKCE_VERIFIER = CODE_VERIFIER_PATTERN  # RFC 7636 §4.1: 43 to 128 unreserved characters
 
 
-def choose_entity(asked: str | None, default: str | None, entities: list[dict]) -> str | None:
-    """The entity a new session acts for: the one asked for (it must be assigned), else the
-    customer's default if assigned, else the only one, else none (DESIGN section 4)."""
+def choose_entity(
+    asked: str | None, preferred: str | None, entities: list[dict], *, new_session: bool = True
+) -> str | None:
+    """The entity a session acts for (DESIGN section 4): the one asked for, which must be
+    assigned; else `preferred` while assigned (a new session's default entity, a refreshed
+    session's current one); else, for a new session, the only assignment; else none."""
     assigned = {e["id"] for e in entities}
     if asked is not None:
         if asked not in assigned:
             raise InvalidGrantError("The customer is not assigned to that legal entity.")
         return asked
-    if default in assigned:
-        return default
-    if len(assigned) == 1:
+    if preferred in assigned:
+        return preferred
+    if new_session and len(assigned) == 1:
         return next(iter(assigned))
     return None
+
+
+def retried(work):
+    """Run a grant's write step; if a permission change committed between its read and its
+    write (Superseded: nothing was written), again on the changed data, a few times."""
+    for _ in range(GRANT_ATTEMPTS):
+        try:
+            return work()
+        except Superseded:
+            continue
+    raise TemporarilyUnavailable("The customer's permissions are changing. Retry shortly.")
 
 
 class TokenEndpoint:
     """POST /oauth/token, without the HTTP: a TokenRequest in, a JSON-able response out."""
 
-    def __init__(self, settings: Settings, keyring: KeyRing, store: Store, throttle=None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        keyring: KeyRing,
+        store: Store,
+        sessions: SessionStore,
+        throttle=None,
+    ) -> None:
         self.settings = settings
         self.keyring = keyring
-        self.store = store
+        self.store = store  # grace responses
+        self.sessions = sessions
         self.throttle = throttle
         self.baseline = split_scopes(settings.baseline_scopes)
         self.grants = {
@@ -75,7 +106,7 @@ class TokenEndpoint:
 
     def handle(self, request: TokenRequest) -> dict:
         grant_type = request.require("grant_type")
-        client = authenticate_client(request, storage.load_client)
+        client = authenticate_client(request, self.sessions.load_client)
         grant = self.grants.get(grant_type)
         if grant is None:
             # Echo the value only if it is a plausible grant type (RFC 6749 §5.2 charset).
@@ -83,14 +114,7 @@ class TokenEndpoint:
             raise UnsupportedGrantTypeError(shown)
         if grant_type not in client.grant_types.split():
             raise UnauthorizedClientError(f"The client may not use the {grant_type} grant.")
-        for _ in range(GRANT_ATTEMPTS):
-            try:
-                return grant(request, client)
-            except hotpath.Superseded:
-                # A permission change committed between the grant's read and its write (see
-                # hotpath): nothing was written; again, on the changed data.
-                continue
-        raise _changing()
+        return retried(lambda: grant(request, client))
 
     # -- grants --------------------------------------------------------------------------
 
@@ -104,21 +128,11 @@ class TokenEndpoint:
         username, password = request.require("username"), request.require("password")
         ceiling = self._narrow(split_scopes(client.scope), request.get("scope"))
         asked_entity = request.get("legal_entity_id")
-        customer, (entities, grants) = login.check_credentials(
-            self.throttle, username, password, request.remote_addr, client.client_id
+        customer, entitlements = login.check_credentials(
+            self.sessions, self.throttle, username, password, request.remote_addr, client.client_id
         )
-        entity = choose_entity(asked_entity, customer.default_legal_entity_id, entities)
-        response, _ = self.begin_session(
-            client,
-            customer.id,
-            entities,
-            grants,
-            ceiling,
-            entity,
-            utcnow(),
-            entitlements_version=customer.entitlements_version,
-        )
-        return response
+        entity = choose_entity(asked_entity, customer.default_legal_entity_id, entitlements[0])
+        return self.begin_session(client, customer, entitlements, ceiling, entity, utcnow())[0]
 
     def authorization_code_grant(self, request: TokenRequest, client: ClientInfo) -> dict:
         """RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): the session starts as a password
@@ -128,17 +142,18 @@ class TokenEndpoint:
         redirect_uri = request.require("redirect_uri")
         now = utcnow()
         sid = new_id("sid")
-        found, consumed = codes.consume_code(code, sid, now)
+        found, consumed = self.sessions.consume_code(code, sid, now)
         if found is None:
             raise InvalidGrantError("The authorization code is invalid.")
         if not consumed:
             # RFC 6749 §4.1.2: "If an authorization code is used more than once, the
             # authorization server MUST deny the request and SHOULD revoke (when possible) all
             # tokens previously issued based on that authorization code."
-            self._revoke_replayed(found)
+            self._revoke_presented(
+                found, "authorization_code_replay", "authorization_code.replayed"
+            )
             raise InvalidGrantError("The authorization code was already used.")
-        # Consumed: kept consumed whatever follows (a failed exchange burns the code).
-        db.session.commit()
+        # Consumed, and committed so: a failed exchange burns the code.
         # "...ensure that the authorization code was issued to the authenticated confidential
         # client, or if the client is public, ensure that the code was issued to "client_id""
         if found.client_id != client.client_id:
@@ -153,37 +168,27 @@ class TokenEndpoint:
         ):
             raise InvalidGrantError("The code verifier does not match the code challenge.")
         ceiling = split_scopes(found.scope)
-        # The code is spent (committed above): a permission change racing the session's write
-        # makes only the session's part run again, never the code's.
-        for _ in range(GRANT_ATTEMPTS):
-            customer = db.session.get(Customer, found.customer_id, populate_existing=True)
-            if customer is None or customer.status != "active":
+
+        def start() -> tuple[dict, str, LoginRow, str | None]:
+            loaded = self.sessions.load_customer(found.customer_id)
+            if loaded is None or loaded[0].status != "active":
                 raise InvalidGrantError("The customer is blocked.")
-            entities, grants = storage.entitlements(customer.id)
+            customer, entitlements = loaded
             entity = choose_entity(
-                found.legal_entity_id, customer.default_legal_entity_id, entities
+                found.legal_entity_id, customer.default_legal_entity_id, entitlements[0]
             )
-            try:
-                response, access_token = self.begin_session(
-                    client,
-                    found.customer_id,
-                    entities,
-                    grants,
-                    ceiling,
-                    entity,
-                    found.auth_time,
-                    sid=sid,
-                    entitlements_version=customer.entitlements_version,
-                )
-                break
-            except hotpath.Superseded:
-                continue
-        else:
-            raise _changing()
+            response, access_token = self.begin_session(
+                client, customer, entitlements, ceiling, entity, found.auth_time, sid=sid
+            )
+            return response, access_token, customer, entity
+
+        # The code is spent: a permission change racing the session's write makes only the
+        # session's part run again, never the code's.
+        response, access_token, customer, entity = retried(start)
         if "openid" in ceiling:
             response["id_token"] = self.id_token(
                 client,
-                found.customer_id,
+                customer,
                 sid,
                 found.auth_time,
                 entity,
@@ -200,76 +205,74 @@ class TokenEndpoint:
         asked_scope = request.get("scope")
         token_hash = hash_token(presented)
         params = grace.fingerprint(client.client_id, asked_entity, asked_scope)
-        with hotpath.begin() as hot:
-            loaded = hot.load_refresh(token_hash)
-            # "...the refresh token was issued to the authenticated client" (§6): else
-            # invalid_grant, in the same words as for an unknown token.
-            if loaded is None or loaded[0].client_id != client.client_id:
-                raise InvalidGrantError("The refresh token is invalid.")
-            found, (entities, grants) = loaded
-            now = utcnow()
-            if found.consumed_at is not None:
-                return self._reused(presented, found, params, now)
-            self._check_session(found, now)
+        loaded = self.sessions.load_refresh(token_hash)
+        # "...the refresh token was issued to the authenticated client" (§6): else
+        # invalid_grant, in the same words as for an unknown token.
+        if loaded is None or loaded[0].client_id != client.client_id:
+            raise InvalidGrantError("The refresh token is invalid.")
+        found, (entities, grants) = loaded
+        now = utcnow()
+        if found.consumed_at is not None:
+            return self._reused(presented, found, params, now)
+        refused = refusal(found, now)
+        if refused is not None:
+            raise InvalidGrantError(refused)
+        try:
+            entity = choose_entity(asked_entity, found.legal_entity_id, entities, new_session=False)
+        except InvalidGrantError:
+            # A refused switch changes nothing: the presented token stays valid.
+            metrics.switch_refused()
+            raise
+        scope_ceiling = self._narrow(split_scopes(found.scope), asked_scope)
+        if found.tokens_not_before is not None:
+            # Just deny-listed (a permission change): a token stamped with the same second
+            # would be refused, so issue from the next second on.
+            wait = found.tokens_not_before - time.time()
+            if wait > 0:
+                time.sleep(wait)
 
-            assigned = {e["id"] for e in entities}
-            if asked_entity is not None:
-                # A refused switch changes nothing: the presented token stays valid.
-                if asked_entity not in assigned:
-                    metrics.switch_refused()
-                    raise InvalidGrantError("The customer is not assigned to that legal entity.")
-                entity = asked_entity
-            else:
-                entity = found.legal_entity_id if found.legal_entity_id in assigned else None
-            scope_ceiling = self._narrow(split_scopes(found.scope), asked_scope)
-            if found.tokens_not_before is not None:
-                # Just deny-listed (a permission change): a token stamped with the same second
-                # would be refused, so issue from the next second on.
-                wait = found.tokens_not_before - time.time()
-                if wait > 0:
-                    time.sleep(wait)
-
-            successor = new_token()
-            successor_hash = hash_token(successor)
-            idle_expires_at = min(
-                now + timedelta(seconds=self.settings.refresh_idle_ttl), found.expires_at
-            )
-            response = self._customer_response(
-                client,
-                found.session_id,
-                found.customer_id,
-                found.auth_time,
-                found.expires_at,
-                entity,
-                entities,
-                grants,
-                scope_ceiling,
-                successor,
-                now,
-                idle_expires_at,
-            )
-            # Kept before the rotation, under the successor's name: a concurrent loser finds
-            # the winner's answer through the successor recorded on the consumed row.
-            kept = self._keep_for_grace(presented, successor_hash, params, response)
-            rotation = hotpath.Rotation(
-                old_hash=token_hash,
-                new_hash=successor_hash,
-                customer_id=found.customer_id,
-                legal_entity_id=entity,
-                previous_entity=found.legal_entity_id,
-                now=now,
-                idle_expires_at=idle_expires_at,
-                entitlements_version=found.entitlements_version,
-            )
-            try:
-                won = hot.rotate(rotation)
-            finally:
-                self._kept(kept)
-            if won:
-                metrics.entity_switched(found.legal_entity_id, entity)
-                return response
-            # Lost the race to a concurrent refresh of the same token: read what it decided.
-            loaded = hot.load_refresh(token_hash)
+        successor = new_token()
+        successor_hash = hash_token(successor)
+        idle_expires_at = min(
+            now + timedelta(seconds=self.settings.refresh_idle_ttl), found.expires_at
+        )
+        response = self._customer_response(
+            client,
+            found.session_id,
+            found.customer_id,
+            found.auth_time,
+            found.expires_at,
+            entity,
+            entities,
+            grants,
+            scope_ceiling,
+            successor,
+            now,
+            idle_expires_at,
+        )
+        # Kept before the rotation, under the successor's name: a concurrent loser finds
+        # the winner's answer through the successor recorded on the consumed row.
+        kept = self._keep_for_grace(presented, successor_hash, params, response)
+        rotation = Rotation(
+            session_id=found.session_id,
+            old_hash=token_hash,
+            new_hash=successor_hash,
+            customer_id=found.customer_id,
+            legal_entity_id=entity,
+            previous_entity=found.legal_entity_id,
+            now=now,
+            idle_expires_at=idle_expires_at,
+            entitlements_version=found.entitlements_version,
+        )
+        try:
+            won = self.sessions.rotate(rotation)
+        finally:
+            self._kept(kept)
+        if won:
+            metrics.entity_switched(found.legal_entity_id, entity)
+            return response
+        # Lost the race to a concurrent refresh of the same token: read what it decided.
+        loaded = self.sessions.load_refresh(token_hash)
         if loaded is None:  # deleted meanwhile, with its customer or client
             raise InvalidGrantError("The refresh token is invalid.")
         return self._reused(presented, loaded[0], params, utcnow())
@@ -292,66 +295,57 @@ class TokenEndpoint:
     def begin_session(
         self,
         client: ClientInfo,
-        customer_id: str,
-        entities: list[dict],
-        grants: list,
+        customer: LoginRow,
+        entitlements: Entitlements,
         ceiling: frozenset[str],
         entity: str | None,
         auth_time: datetime,
         *,
-        entitlements_version: int,
         sid: str | None = None,
     ) -> tuple[dict, str]:
         """Start a refresh-token family (a login) and answer it: the token response and its
         access token. Every grant that logs a customer in goes through here. Raises
-        hotpath.Superseded, writing nothing, if the customer's entitlements changed since
-        `entitlements_version` was read with them."""
+        Superseded, writing nothing, if the customer's entitlements changed since they were
+        read (with `customer`)."""
+        customer_id = customer.id
+        entities, grants = entitlements
         now = utcnow()
         ttl = client.refresh_token_ttl or self.settings.refresh_absolute_ttl
-        session = {
-            "id": sid or new_id("sid"),
-            "customer_id": customer_id,
-            "client_id": client.client_id,
-            "scope": join_scopes(ceiling),
-            "legal_entity_id": entity,
-            "auth_time": auth_time,
-            "created_at": now,
-            "last_used_at": now,
-            "expires_at": now + timedelta(seconds=ttl),
-            "idle_expires_at": now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
-        }
+        session = NewSession(
+            id=sid or new_id("sid"),
+            customer_id=customer_id,
+            client_id=client.client_id,
+            scope=join_scopes(ceiling),
+            legal_entity_id=entity,
+            auth_time=auth_time,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl),
+            idle_expires_at=now + timedelta(seconds=min(ttl, self.settings.refresh_idle_ttl)),
+        )
         refresh_token = new_token()
         response = self._customer_response(
             client,
-            session["id"],
+            session.id,
             customer_id,
             auth_time,
-            session["expires_at"],
+            session.expires_at,
             entity,
             entities,
             grants,
             ceiling,
             refresh_token,
             now,
-            session["idle_expires_at"],
+            session.idle_expires_at,
         )
-        login_event = audit.event(
-            "login.succeeded",
-            actor_type="customer",
-            actor_id=customer_id,
-            customer_id=customer_id,
-            target=session["id"],
-            client_id=client.client_id,
-            legal_entity_id=entity,
+        self.sessions.start_session(
+            session, hash_token(refresh_token), customer.entitlements_version
         )
-        with hotpath.begin() as hot:
-            hot.start_session(session, hash_token(refresh_token), login_event, entitlements_version)
         return response, response["access_token"]
 
     def id_token(
         self,
         client: ClientInfo,
-        customer_id: str,
+        customer: LoginRow,
         sid: str,
         auth_time: datetime,
         entity: str | None,
@@ -365,7 +359,7 @@ class TokenEndpoint:
         now = int(time.time())
         claims = {
             "iss": self.settings.issuer,
-            "sub": customer_id,
+            "sub": customer.id,
             "aud": client.client_id,
             "exp": now + self.settings.access_token_ttl,
             "iat": now,
@@ -377,23 +371,24 @@ class TokenEndpoint:
         }
         if nonce is not None:
             claims["nonce"] = nonce
-        claims |= profile_claims(customer_id, ceiling)
+        claims |= profile_claims(customer.id, customer.email, ceiling)
         return self.keyring.current.encode_jwt(claims, typ="JWT")
 
-    def _revoke_replayed(self, found: codes.CodeRow) -> None:
-        """A replayed code: revoke the family issued from it (its access tokens deny-listed
-        at once), audited, committed before the error."""
-        session = db.session.get(Session, found.session_id) if found.session_id else None
-        if session is not None:
-            revoke_session(session, "authorization_code_replay", actor_type="system", actor_id=None)
-        audit.record(
-            "authorization_code.replayed",
-            actor_type="client",
-            actor_id=found.client_id,
-            customer_id=found.customer_id,
-            target=found.session_id,
+    def _revoke_presented(
+        self, found: CodeRow | RefreshRow, reason: str, action: str, **details
+    ) -> None:
+        """Revoke the family that a replayed code or a reused refresh token belongs to (its
+        access tokens deny-listed at once), audited as `action` of the presenting client,
+        committed before the error that follows."""
+        presented = {"actor_type": "client", "actor_id": found.client_id}
+        presented |= {"customer_id": found.customer_id, "target": found.session_id}
+        self.sessions.revoke_family(
+            found.session_id,
+            reason,
+            actor_type="system",
+            actor_id=None,
+            event=(action, presented | details),
         )
-        db.session.commit()
 
     @staticmethod
     def _narrow(ceiling: frozenset[str], asked: str | None) -> frozenset[str]:
@@ -405,17 +400,7 @@ class TokenEndpoint:
             raise InvalidScopeError("The requested scope exceeds what the client may hold.")
         return wanted
 
-    def _check_session(self, found: hotpath.RefreshRow, now: datetime) -> None:
-        if found.revoked_at is not None:
-            raise InvalidGrantError("The session was revoked.")
-        if now >= found.idle_expires_at or now >= found.expires_at:
-            raise InvalidGrantError("The session has expired.")
-        if found.customer_status != "active":
-            raise InvalidGrantError("The customer is blocked.")
-
-    def _reused(
-        self, presented: str, found: hotpath.RefreshRow, params: str, now: datetime
-    ) -> dict:
+    def _reused(self, presented: str, found: RefreshRow, params: str, now: datetime) -> dict:
         """A consumed token again: within the grace window the same answer for the same
         request (retries, second tabs); after it, assume theft and revoke the whole family."""
         age = (now - found.consumed_at).total_seconds()
@@ -428,18 +413,13 @@ class TokenEndpoint:
                 return opened[1]
             raise InvalidGrantError("The refresh token was already used.")
         if found.revoked_at is None:
-            session = db.session.get(Session, found.session_id)
-            revoke_session(session, "refresh_token_reuse", actor_type="system", actor_id=None)
-            metrics.reuse_detected(found.customer_id)
-            audit.record(
+            self._revoke_presented(
+                found,
+                "refresh_token_reuse",
                 "refresh_token.reuse_detected",
-                actor_type="client",
-                actor_id=found.client_id,
-                customer_id=found.customer_id,
-                target=found.session_id,
                 consumed_seconds_ago=round(age, 3),
             )
-            db.session.commit()
+            metrics.reuse_detected(found.customer_id)
         raise InvalidGrantError("The refresh token was already used.")
 
     def _grace_response(self, key: str, age: float) -> bytes | None:
@@ -537,7 +517,3 @@ class TokenEndpoint:
             "legal_entity_id": entity,
             "legal_entities": entities,
         }
-
-
-def _changing() -> TemporarilyUnavailable:
-    return TemporarilyUnavailable("The customer's permissions are changing. Retry shortly.")

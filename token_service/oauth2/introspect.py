@@ -6,17 +6,15 @@ import time
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
-from .. import audit
+from ..clients import ClientInfo
 from ..expiring import ExpiringMap
 from ..keys import KeyRing
 from ..models import utcnow
-from ..revocation import deny_access_token, is_denied, revoke_session
 from ..scopes import effective_scopes, split_scopes
 from ..security import hash_token
 from ..store import StoreUnavailable
-from . import hotpath, storage
 from .request import TokenRequest, authenticate_client
-from .storage import ClientInfo
+from .sessions import SessionStore, refusal
 
 INTROSPECT_SCOPE = "token.introspect"
 SESSION_STATE_SECONDS = 1.0
@@ -45,9 +43,10 @@ def _looks_like_jwt(token: str) -> bool:
 class Introspection:
     """POST /oauth/introspect and POST /oauth/revoke without the HTTP."""
 
-    def __init__(self, settings, keyring: KeyRing) -> None:
+    def __init__(self, settings, keyring: KeyRing, sessions: SessionStore) -> None:
         self.settings = settings
         self.keyring = keyring
+        self.sessions = sessions
         self.baseline = split_scopes(settings.baseline_scopes)
         # The database's view of a session, briefly: revocations show at once through the
         # deny-list, checked on every request; the database is the backstop for a store that
@@ -57,7 +56,7 @@ class Introspection:
     # -- RFC 7662 -----------------------------------------------------------------------
 
     def introspect(self, request: TokenRequest) -> dict:
-        client = authenticate_client(request, storage.load_client)
+        client = authenticate_client(request, self.sessions.load_client)
         # "the authorization server MUST require some form of authorization to access this
         # endpoint" (RFC 7662 §2.1): here, a confidential client holding token.introspect.
         if client.is_public or INTROSPECT_SCOPE not in client.scope.split():
@@ -90,12 +89,12 @@ class Introspection:
             return dict(INACTIVE)
         sid = claims.get("sid")
         try:
-            if is_denied(sid, jti, iat):
+            if self.sessions.is_denied(sid, jti, iat):
                 return dict(INACTIVE)
         except StoreUnavailable:
             # Never call a possibly deny-listed token active: fail closed, and say so.
             raise TemporarilyUnavailable("Revocation state is unavailable.") from None
-        if storage.load_client(str(claims.get("client_id"))) is None:
+        if self.sessions.load_client(str(claims.get("client_id"))) is None:
             return dict(INACTIVE)  # a deleted client's tokens die with it
         if sid is not None and not self._customer_token_live(claims, iat):
             return dict(INACTIVE)
@@ -121,14 +120,10 @@ class Introspection:
         key = (str(claims["sid"]), claims.get("legal_entity_id"))
         state = self._sessions.get(key)
         if state is None:
-            with hotpath.begin() as hot:
-                state = hot.session_state(*key)
+            state = self.sessions.session_state(*key)
             if state is not None:
                 self._sessions.put(key, state)
-        if state is None or state.revoked_at is not None or state.customer_status != "active":
-            return False
-        now = utcnow()
-        if now >= state.expires_at or now >= state.idle_expires_at:
+        if state is None or refusal(state, utcnow()) is not None:
             return False
         # The database's copy of the deny-list cut-off: holds even if the store lost its entry.
         if state.tokens_not_before is not None and iat < state.tokens_not_before:
@@ -139,42 +134,37 @@ class Introspection:
         """A live refresh token, to the client that holds it only; its `scope` is what the
         customer holds now in the session's entity, never the session's ceiling."""
         token_hash = hash_token(token)
-        found = storage.load_refresh_token(token_hash)
-        if found is None:
+        loaded = self.sessions.load_refresh(token_hash)
+        if loaded is None:
             return None
-        refresh, session, customer = found
+        found, (entities, grants) = loaded
         # Refresh tokens are "intended for use only with authorization servers and are never
         # sent to resource servers" (RFC 6749 §1.5), and "the authorization server MAY respond
         # differently to different protected resources making the same request" (RFC 7662
         # §4): a resource server presenting one gets what an unknown token gets.
-        if session.client_id != client.client_id:
+        if found.client_id != client.client_id:
             return dict(INACTIVE)
-        now = utcnow()
-        expires = min(session.expires_at, session.idle_expires_at)
+        entity = found.legal_entity_id
         if (
-            refresh.consumed_at is not None
-            or session.revoked_at is not None
-            or customer.status != "active"
-            or now >= expires
+            found.consumed_at is not None
+            or refusal(found, utcnow()) is not None
+            or (entity is not None and entity not in {e["id"] for e in entities})
         ):
             return dict(INACTIVE)
-        entities, grants = storage.entitlements(customer.id)
-        entity = session.legal_entity_id
-        if entity is not None and entity not in {e["id"] for e in entities}:
-            return dict(INACTIVE)
+        expires = min(found.expires_at, found.idle_expires_at)
         return {
             "active": True,
             "token_type": "refresh_token",
             # The same function as the next refresh: what its access token would carry.
-            "scope": effective_scopes(grants, entity, split_scopes(session.scope), self.baseline),
-            "client_id": session.client_id,
-            "sub": customer.id,
+            "scope": effective_scopes(grants, entity, split_scopes(found.scope), self.baseline),
+            "client_id": found.client_id,
+            "sub": found.customer_id,
             "exp": int(expires.timestamp()),
-            "iat": int(refresh.created_at.timestamp()),
+            "iat": int(found.created_at.timestamp()),
             "iss": self.settings.issuer,
             "aud": self.settings.issuer,  # its one audience: this server's token endpoint
             "jti": token_hash[:32],  # names it without revealing it: its hash, as stored
-            "sid": session.id,
+            "sid": found.session_id,
             "legal_entity_id": entity,
         }
 
@@ -184,7 +174,7 @@ class Introspection:
         """Revoke a token the authenticated client holds. Unknown, invalid, expired or another
         client's tokens are answered like success: "invalid tokens do not cause an error
         response" (RFC 7009 §2.2), and nothing tells a caller whether a token exists."""
-        client = authenticate_client(request, storage.load_client)
+        client = authenticate_client(request, self.sessions.load_client)
         token = request.require("token")
         if request.get("token_type_hint") == "refresh_token" or not _looks_like_jwt(token):
             self._revoke_refresh(client, token) or self._revoke_access(client, token)
@@ -192,15 +182,18 @@ class Introspection:
             self._revoke_access(client, token) or self._revoke_refresh(client, token)
 
     def _revoke_refresh(self, client: ClientInfo, token: str) -> bool:
-        found = storage.load_refresh_token(hash_token(token))
-        if found is None:
+        loaded = self.sessions.load_refresh(hash_token(token))
+        if loaded is None:
             return False
-        _, session, _ = found
-        if session.client_id == client.client_id:
+        found = loaded[0]
+        if found.client_id == client.client_id:
             # "If the particular token is a refresh token ... the authorization server SHOULD
             # also invalidate all access tokens based on the same authorization grant" (§2.1).
-            revoke_session(
-                session, "revoked_by_client", actor_type="client", actor_id=client.client_id
+            self.sessions.revoke_family(
+                found.session_id,
+                "revoked_by_client",
+                actor_type="client",
+                actor_id=client.client_id,
             )
         return True
 
@@ -214,9 +207,9 @@ class Introspection:
         ):
             ttl = claims["exp"] - int(time.time()) + 1  # typed by decode()
             jti = claims["jti"]
-            if ttl > 0 and not deny_access_token(jti, ttl, "revoked_by_client"):
+            if ttl > 0 and not self.sessions.deny_access_token(jti, ttl, "revoked_by_client"):
                 raise TemporarilyUnavailable("The token could not be revoked. Retry shortly.")
-            audit.record(
+            self.sessions.record(
                 "access_token.revoked",
                 actor_type="client",
                 actor_id=client.client_id,

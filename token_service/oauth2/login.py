@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
-from .. import audit
-from ..extensions import db
+from ..entitlements import Entitlements
 from ..security import PASSWORD_HASHER, hash_password, verify_password
 from ..throttle import LoginThrottle, TooManyAttempts
-from . import hotpath, storage
-from .hotpath import LoginRow
-from .storage import Entitlements
+from .sessions import LoginRow, SessionStore
 
 
 def check_credentials(
+    sessions: SessionStore,
     throttle: LoginThrottle | None,
     username: str,
     password: str,
@@ -33,35 +31,31 @@ def check_credentials(
         try:
             on_record = throttle.check(username, address)
         except TooManyAttempts:
-            audit.record(
+            sessions.record(
                 "login.throttled",
                 actor_type="client",
                 actor_id=client_id,
                 target=username.strip().lower(),
                 address=address,
             )
-            db.session.commit()
             raise
 
-    with hotpath.begin() as hot:
-        found = hot.find_login(username)
-    customer, entitlements = found or (None, None)
+    customer, entitlements = sessions.find_login(username) or (None, None)
     # Unknown email, wrong password, blocked customer: one answer, one argon2id verification.
     valid = verify_password(customer.password_hash if customer else None, password)
     if not valid or customer.status != "active":
         if throttle is not None:
             throttle.failed(username, address)
-        audit.record(
+        sessions.record(
             "login.failed",
             actor_type="client",
             actor_id=client_id,
             customer_id=customer.id if customer else None,
             reason="blocked" if valid else "credentials",
         )
-        db.session.commit()
         raise InvalidGrantError("Invalid username or password.")
     if throttle is not None:
         throttle.succeeded(username, address, on_record)
     if PASSWORD_HASHER.check_needs_rehash(customer.password_hash):
-        storage.set_password_hash(customer.id, hash_password(password))
+        sessions.set_password_hash(customer.id, hash_password(password))
     return customer, entitlements

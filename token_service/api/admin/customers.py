@@ -8,7 +8,7 @@ from flask import current_app, url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import audit, directory, lifecycle
+from ... import audit, directory, entitlements, lifecycle
 from ...extensions import db
 from ...models import (
     ASSIGNMENT_TYPES,
@@ -22,7 +22,6 @@ from ...models import (
     Session,
     utcnow,
 )
-from ...oauth2 import storage
 from ...revocation import fence_issuance, revoke_session
 from ...scopes import effective_scopes, split_scopes
 from . import representations as rep
@@ -439,7 +438,7 @@ def effective_scopes_preview(customer_id: str):
     customer = _customer(customer_id)
     entity = arg("legal_entity_id", 64)
     client_id = arg("client_id", 128)
-    entities, grants = storage.entitlements(customer_id)
+    entities, grants = entitlements.of(customer_id)
     if entity is not None and entity not in {e["id"] for e in entities}:
         raise ApiError.of(
             409, "the customer is not assigned to that legal entity", "legal_entity_id"

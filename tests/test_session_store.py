@@ -1,0 +1,249 @@
+"""The session store's contract (oauth2/sessions), held directly against each implementation:
+PostgresSessions on PostgreSQL, SqliteSessions on the embedded default. No HTTP here: what the
+grants rely on, operation by operation."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from token_service.extensions import db
+from token_service.models import AuditEvent, RefreshToken, Session, utcnow
+from token_service.oauth2.sessions import (
+    NewCode,
+    NewSession,
+    Rotation,
+    SessionStore,
+    Superseded,
+    refusal,
+)
+from token_service.oauth2.sessions.postgres import PostgresSessions
+from token_service.oauth2.sessions.sqlite import SqliteSessions
+from token_service.revocation import fence_issuance
+from token_service.security import hash_token
+
+THREADS = 8
+
+
+def _store(app) -> SessionStore:
+    return app.extensions["sessions"]
+
+
+def test_each_backend_has_its_own_implementation(app):
+    expected = PostgresSessions if app.backend == "postgres" else SqliteSessions
+    assert type(_store(app)) is expected
+
+
+def _start(app, *, entity="acme", idle=timedelta(hours=1), sid="sid_contract") -> tuple:
+    """A new session for alice; returns (session, first token's hash, her login row)."""
+    sessions = _store(app)
+    with app.app_context():
+        customer, _ = sessions.find_login("Alice@ACME.test")  # emails are found case-blind
+        now = utcnow()
+        session = NewSession(
+            id=sid,
+            customer_id=customer.id,
+            client_id="storefront",
+            scope="order.order_read",
+            legal_entity_id=entity,
+            auth_time=now,
+            created_at=now,
+            expires_at=now + timedelta(days=1),
+            idle_expires_at=now + idle,
+        )
+        first = hash_token(f"first-{sid}")
+        sessions.start_session(session, first, customer.entitlements_version)
+    return session, first, customer
+
+
+def _rotation(found, new_hash: str, entity: str | None) -> Rotation:
+    now = utcnow()
+    return Rotation(
+        session_id=found.session_id,
+        old_hash=found.token_hash,
+        new_hash=new_hash,
+        customer_id=found.customer_id,
+        legal_entity_id=entity,
+        previous_entity=found.legal_entity_id,
+        now=now,
+        idle_expires_at=now + timedelta(hours=1),
+        entitlements_version=found.entitlements_version,
+    )
+
+
+def _actions(app, target: str) -> list[str]:
+    with app.app_context():
+        return list(
+            db.session.scalars(
+                select(AuditEvent.action).where(AuditEvent.target == target).order_by(AuditEvent.id)
+            )
+        )
+
+
+def test_a_session_starts_with_its_token_and_login_event_and_reads_back(app):
+    session, first, customer = _start(app)
+    with app.app_context():
+        found, (entities, grants) = _store(app).load_refresh(first)
+    assert (found.session_id, found.customer_id, found.client_id) == (
+        session.id,
+        customer.id,
+        "storefront",
+    )
+    assert found.legal_entity_id == "acme" and found.consumed_at is None
+    assert found.customer_status == "active" and found.revoked_at is None
+    assert found.expires_at == session.expires_at
+    assert refusal(found, utcnow()) is None
+    # The entitlement rows: entities by name, every group scope with its entity.
+    assert [e["id"] for e in entities] == ["acme", "globex"]
+    assert ("acme", "order.order_read_le") in {(g.legal_entity_id, g.scope) for g in grants}
+    assert _actions(app, session.id) == ["login.succeeded"]
+
+
+def test_exactly_one_of_concurrent_rotations_consumes_the_token(app):
+    session, first, _ = _start(app)
+    with app.app_context():
+        found = _store(app).load_refresh(first)[0]
+    barrier = threading.Barrier(THREADS)
+    won = [None] * THREADS
+
+    def rotate(i: int) -> None:
+        with app.app_context():
+            barrier.wait()
+            won[i] = _store(app).rotate(
+                _rotation(found, hash_token(f"next-{i}"), ["acme", "globex"][i % 2])
+            )
+
+    threads = [threading.Thread(target=rotate, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert won.count(True) == 1 and won.count(False) == THREADS - 1, won
+    winner = won.index(True)
+    with app.app_context():
+        consumed = _store(app).load_refresh(first)[0]
+        successor, _ = _store(app).load_refresh(hash_token(f"next-{winner}"))
+        tokens = db.session.scalar(
+            select(func.count()).where(RefreshToken.session_id == session.id)
+        )
+        moved = db.session.get(Session, session.id).legal_entity_id
+    # The consumed token names its one successor (how the grace window finds the answer).
+    assert consumed.consumed_at is not None
+    assert consumed.successor_hash == hash_token(f"next-{winner}")
+    assert tokens == 2 and successor.consumed_at is None
+    assert successor.legal_entity_id == moved == ["acme", "globex"][winner % 2]
+    # A switch is audited with the rotation that made it, and only then.
+    switched = ["session.switched"] if moved != "acme" else []
+    assert _actions(app, session.id) == ["login.succeeded", *switched]
+
+
+def test_a_consumed_token_rotates_no_more(app):
+    _, first, _ = _start(app)
+    with app.app_context():
+        found = _store(app).load_refresh(first)[0]
+        assert _store(app).rotate(_rotation(found, hash_token("second"), "acme")) is True
+        assert _store(app).rotate(_rotation(found, hash_token("third"), "acme")) is False
+        assert _store(app).load_refresh(hash_token("third")) is None
+
+
+def test_writes_made_from_outdated_entitlements_write_nothing(app):
+    session, first, customer = _start(app)
+    with app.app_context():
+        found = _store(app).load_refresh(first)[0]
+        fence_issuance([customer.id])  # a permission change
+        db.session.commit()
+        with pytest.raises(Superseded):
+            _store(app).rotate(_rotation(found, hash_token("second"), "globex"))
+        later = session._replace(id="sid_later")
+        with pytest.raises(Superseded):
+            _store(app).start_session(later, hash_token("later"), customer.entitlements_version)
+        assert _store(app).load_refresh(first)[0].consumed_at is None
+        assert _store(app).load_refresh(hash_token("second")) is None
+        assert db.session.get(Session, "sid_later") is None
+        assert _store(app).load_customer(customer.id)[0].entitlements_version > (
+            customer.entitlements_version
+        )
+    assert _actions(app, session.id) == ["login.succeeded"]
+
+
+def test_expiry_and_revocation_end_a_session(app):
+    _, first, _ = _start(app, idle=timedelta(seconds=-1), sid="sid_idle")
+    session, live, _ = _start(app, sid="sid_live")
+    with app.app_context():
+        idle = _store(app).load_refresh(first)[0]
+        assert refusal(idle, utcnow()) == "The session has expired."
+        assert refusal(_store(app).session_state("sid_idle", None), utcnow()) is not None
+        _store(app).revoke_family(
+            session.id,
+            "refresh_token_reuse",
+            actor_type="system",
+            actor_id=None,
+            event=("refresh_token.reuse_detected", {"actor_type": "client", "actor_id": "x"}),
+        )
+        revoked = _store(app).load_refresh(live)[0]
+        state = _store(app).session_state(session.id, "acme")
+    assert revoked.revoked_at is not None and refusal(revoked, utcnow())
+    assert state.revoked_at is not None and state.tokens_not_before is not None
+    assert state.assigned  # alice is still assigned to ACME; only the session ended
+    assert _actions(app, session.id) == ["login.succeeded", "session.revoked"]
+    # Its access tokens are deny-listed at once.
+    with app.app_context():
+        assert _store(app).is_denied(session.id, "any-jti", state.tokens_not_before - 1)
+
+
+def test_session_state_knows_the_assignment(app):
+    session, _, _ = _start(app)
+    with app.app_context():
+        assert _store(app).session_state(session.id, "globex").assigned
+        assert not _store(app).session_state(session.id, "initech").assigned
+        assert _store(app).session_state("sid_unknown", None) is None
+
+
+def test_a_code_is_consumed_once_of_concurrent_exchanges(app):
+    with app.app_context():
+        customer, _ = _store(app).find_login("alice@acme.test")
+        code = _store(app).store_code(
+            NewCode(
+                client_id="storefront",
+                redirect_uri="http://localhost/cb",
+                code_challenge="c" * 43,
+                customer_id=customer.id,
+                browser_session_id=None,
+                scope="openid",
+                legal_entity_id="acme",
+                nonce=None,
+                auth_time=utcnow(),
+            )
+        )
+    barrier = threading.Barrier(THREADS)
+    results = [None] * THREADS
+
+    def exchange(i: int) -> None:
+        with app.app_context():
+            barrier.wait()
+            results[i] = _store(app).consume_code(code, f"sid_{i}", utcnow())
+
+    threads = [threading.Thread(target=exchange, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    consumed = [row for row, first in results if first]
+    assert len(consumed) == 1
+    winner = next(i for i, (_, first) in enumerate(results) if first)
+    # Every replay sees the family the one exchange recorded: the one to revoke.
+    assert {row.session_id for row, _ in results} == {f"sid_{winner}"}
+    with app.app_context():
+        assert _store(app).consume_code("not-a-code", "sid_x", utcnow()) == (None, False)
+
+
+def test_an_audit_event_on_its_own_is_committed(app):
+    with app.app_context():
+        _store(app).record("login.failed", actor_type="client", actor_id="storefront")
+        db.session.rollback()  # what the caller does next cannot undo it
+    with app.app_context():
+        count = db.session.scalar(select(func.count()).where(AuditEvent.action == "login.failed"))
+    assert count == 1
