@@ -515,3 +515,57 @@ def test_tenant_setting_is_validated(tenant):
 def test_tenant_setting_default_and_override():
     assert Settings.from_env({}).tenant == "demo"
     assert Settings.from_env({"TOKEN_SERVICE_TENANT": "shop42"}).tenant == "shop42"
+
+
+# -- the models that validate the layer's input are the ones the document publishes ------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"email": "a" * 321, "password": "x"}, "'email' is too long."),
+        (
+            {"email": "alice@acme.test", "password": "a\x00b"},
+            "'password' contains a NUL character.",
+        ),
+        (
+            {"email": "alice@acme.test", "password": ""},
+            "'password' is required and must be a string.",
+        ),
+        ([], "The request body must be a JSON object."),
+    ],
+)
+def test_login_body_is_checked_by_its_published_model(emporix, schemas, body, message):
+    r = emporix.client.post(
+        f"/customer/{TENANT}/login",
+        json=body,
+        headers={"Authorization": f"Bearer {emporix.anonymous}"},
+    )
+    assert (r.status_code, r.json["message"]) == (400, message)
+    check(schemas, "EmporixError", r.json)
+    published = schemas["components"]["schemas"]["EmporixPasswordAuthentication"]
+    assert published["properties"]["email"]["maxLength"] == 320
+
+
+def test_query_rules_of_the_models(client, schemas):
+    base = f"/customerlogin/auth/anonymous/login?tenant={TENANT}&client_id=storefront"
+    r = client.get(base + "&client_id=storefront")
+    assert (r.status_code, r.json["message"]) == (400, "'client_id' is repeated.")
+    check(schemas, "EmporixError", r.json)
+    r = client.get(f"/customerlogin/auth/anonymous/login?tenant={TENANT}&client_id=")
+    assert (r.status_code, r.json["message"]) == (400, "Missing 'client_id' parameter.")
+    r = client.get(f"/customerlogin/auth/anonymous/login?tenant={TENANT}&client_id={'c' * 129}")
+    assert (r.status_code, r.json["message"]) == (400, "'client_id' is too long.")
+
+
+def test_iam_assignment_body_is_checked_by_its_published_model(emporix, schemas, app):
+    alice = logged_in(emporix)["access_token"]
+    admin = group_id(app, "acme", "ADMIN")
+    for body, message in (
+        ({"userId": "u" * 65}, "'userId' is too long."),
+        ({"userId": BOB, "userType": "EMPLOYEE"}, "Only userType CUSTOMER is supported."),
+        ({"userId": 7}, "'userId' is required and must be a string."),
+    ):
+        r = emporix.iam("POST", f"/groups/{admin}/users", alice, json=body)
+        assert (r.status_code, r.json["message"]) == (400, message)
+        check(schemas, "EmporixIamError", r.json)

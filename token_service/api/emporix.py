@@ -23,12 +23,15 @@ an access token; only this layer reads them, to authorize a login.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import time
 from http import HTTPStatus
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from werkzeug.exceptions import BadRequest
 
@@ -39,13 +42,17 @@ from ..extensions import db
 from ..keys import NoSigningKey
 from ..models import Customer, Session, new_id
 from ..oauth2.introspect import TemporarilyUnavailable
-from ..oauth2.request import DEFAULT_MAX_LENGTH, MAX_PARAM_LENGTH, TokenRequest
+from ..oauth2.request import TokenRequest
 from ..revocation import revoke_session
 from ..security import hash_token, new_token
 from ..store import StoreUnavailable
 from ..throttle import TooManyAttempts
+from . import emporix_models as schema
 from .admin.errors import ApiError
+from .admin.query import Param
+from .emporix_models import MAX_ID_LENGTH, TENANT_SCHEMA, dump
 from .front import run_once_more_on_lost_connection
+from .schemas import Endpoint, Reply, params_of
 from .self_service import customer_actor
 
 bp = Blueprint("emporix", __name__)
@@ -54,7 +61,6 @@ log = logging.getLogger(__name__)
 ANONYMOUS_TYP = "anon+jwt"
 ANONYMOUS_REFRESH_TTL = 86400
 ANONYMOUS_CUSTOMER = "00000000"  # Emporix's customer number for a visitor
-MAX_ID_LENGTH = 64
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -92,15 +98,19 @@ def _is_iam() -> bool:
 
 def error_body(status: int, message: str, kind: str, *, iam: bool) -> dict:
     """The error shape of Emporix's IAM service or of its customer-management service."""
-    if iam:
-        body = {"code": status, "status": HTTPStatus(status).phrase, "message": message}
-        body["details"] = [message]
-    else:
-        body = {"status": status, "type": kind, "message": message}
+    fault = {}
     if status == 401:
         # Emporix's gateway answers a 401 with this object.
-        body["fault"] = {"faultstring": message, "detail": {"errorcode": f"emporix.{kind}"}}
-    return body
+        detail = schema.EmporixFaultDetail(errorcode=f"emporix.{kind}")
+        fault["fault"] = schema.EmporixFault(faultstring=message, detail=detail)
+    if iam:
+        phrase = HTTPStatus(status).phrase
+        return dump(
+            schema.EmporixIamError(
+                code=status, status=phrase, message=message, details=[message], **fault
+            )
+        )
+    return dump(schema.EmporixError(status=status, type=kind, message=message, **fault))
 
 
 def _error_response(error: EmporixError):
@@ -178,12 +188,80 @@ def bad_request(error: BadRequest):
     return _error_response(EmporixError(400, "The request body is not valid JSON."))
 
 
-def _json(body, status: int = 200):
-    response = jsonify(body)
+def _json(body: BaseModel | list[BaseModel], status: int = 200):
+    """An answer built through its model (and a list of them, as a list)."""
+    response = jsonify([dump(item) for item in body] if isinstance(body, list) else dump(body))
     response.status_code = status
     response.headers.update(NO_STORE)
     return response
 
+
+# -- how a route is declared ------------------------------------------------------------------
+
+#: Every route of the layer, as /openapi.json describes it (api/openapi.py renders them).
+ENDPOINTS: list[Endpoint] = []
+TAG = "Emporix-compatible"
+BEARER = ({"bearerToken": []},)
+ANONYMOUS = ({"emporixAnonymousToken": []},)
+ERRORS = {
+    400: "A parameter or the body is missing or malformed.",
+    401: "No token, or an invalid, expired or revoked one; for a login, wrong credentials.",
+    403: "The token may not do this (scope, another company, escalation).",
+    404: "Another tenant, or no such resource in the token's legal entity.",
+    409: "The last admin of the legal entity stays.",
+    429: "Too many failed logins: wait `Retry-After` seconds.",
+    503: "The database or the store is unavailable: retry.",
+}
+_PATH_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
+
+
+def route(
+    method: str,
+    rule: str,
+    *,
+    summary: str,
+    ok: dict[int, Reply],
+    errors: tuple[int, ...],
+    security: tuple[dict, ...] = BEARER,
+    query: type[schema.Request] | None = None,
+    body: type[schema.Request] | None = None,
+):
+    """Register a view and its description: the query and body models it reads, its answers
+    (`ok`), and its refusals in the error shape of its path (404 and 503 always)."""
+    iam = rule.startswith("/iam/")
+
+    def decorator(view):
+        names = re.findall(r"<(\w+)>", rule)
+        replies = dict(ok)
+        for status in {*errors, 404, 503}:
+            headers = {"Retry-After": "Seconds."} if status in (429, 503) else {}
+            model = schema.EmporixIamError if iam else schema.EmporixError
+            replies[status] = Reply(ERRORS[status], model, headers=headers)
+        ENDPOINTS.append(
+            Endpoint(
+                method,
+                re.sub(r"<(\w+)>", r"{\1}", rule),
+                f"emporix_{'iam_' if iam else ''}{view.__name__}",
+                TAG,
+                summary,
+                replies,
+                inspect.getdoc(view) or "",
+                security,
+                tuple(Param(n, TENANT_SCHEMA if n == "tenant" else _PATH_ID) for n in names),
+                params_of(query) if query is not None else (),
+                body=body,
+            )
+        )
+        return bp.route(rule, methods=[method])(view)
+
+    return decorator
+
+
+def _ok(model, status: int = 200) -> dict[int, Reply]:
+    return {status: Reply("Success.", model)}
+
+
+NO_CONTENT = {204: Reply("Done.")}
 
 # -- what every request carries ---------------------------------------------------------------
 
@@ -193,26 +271,49 @@ def _check_tenant(tenant: str | None) -> None:
         raise EmporixError(404, "The tenant does not exist.", kind="resource_not_found")
 
 
-def _query(name: str, *, required: bool = True) -> str | None:
-    """A query parameter, bounded as the token endpoint bounds its own; blank means omitted."""
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise EmporixError(400, f"'{name}' is repeated.")
-    value = values[0] if values else ""
-    _bounded(name, value)
-    if value == "":
-        if required:
-            raise EmporixError(400, f"Missing '{name}' parameter.")
-        return None
-    return value
+_QUERY_MESSAGES = {
+    "missing": "Missing '{}' parameter.",
+    "string_too_long": "'{}' is too long.",
+    "nul": "'{}' contains a NUL character.",
+}
+_BODY_MESSAGES = {
+    "string_too_long": "'{}' is too long.",
+    "nul": "'{}' contains a NUL character.",
+    "literal_error": "Only {} CUSTOMER is supported.",
+}
 
 
-def _bounded(name: str, value: str, limit_name: str | None = None) -> None:
-    limit = MAX_PARAM_LENGTH.get(limit_name or name, DEFAULT_MAX_LENGTH)
-    if len(value) > limit:
-        raise EmporixError(400, f"'{name}' is too long.")
-    if "\x00" in value:
-        raise EmporixError(400, f"'{name}' contains a NUL character.")
+def _invalid(exc: ValidationError, messages: dict[str, str], default: str) -> EmporixError:
+    """The first problem of `exc`, in the words the layer has always used."""
+    error = exc.errors(include_url=False)[0]
+    if not error["loc"]:
+        return EmporixError(400, "The request body must be a JSON object.")
+    name = str(error["loc"][0])
+    return EmporixError(400, messages.get(error["type"], default).format(name))
+
+
+def _query(model: type[schema.Request]) -> schema.Request:
+    """The query parameters `model` declares, bounded as the token endpoint bounds its own;
+    a parameter twice is refused, a blank one is omitted."""
+    values = {}
+    for name in model.model_fields:
+        given = request.args.getlist(name)
+        if len(given) > 1:
+            raise EmporixError(400, f"'{name}' is repeated.")
+        if given and given[0] != "":
+            values[name] = given[0]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _invalid(exc, _QUERY_MESSAGES, "'{}' is invalid.") from None
+
+
+def _body(model: type[schema.Request]) -> schema.Request:
+    """The JSON body, validated with `model`."""
+    try:
+        return model.model_validate(request.get_json(silent=True))
+    except ValidationError as exc:
+        raise _invalid(exc, _BODY_MESSAGES, "'{}' is required and must be a string.") from None
 
 
 def _bearer() -> str:
@@ -264,17 +365,18 @@ def _grant(params: dict[str, str | None]) -> dict:
     return run_once_more_on_lost_connection(work, _token_request(params))
 
 
-def _customer_token(answer: dict) -> dict:
-    """A token-endpoint answer in Emporix's shape (RefreshCustomerToken)."""
+def _customer_token(answer: dict, model=schema.EmporixRefreshCustomerToken, **extra):
+    """A token-endpoint answer in Emporix's shape (RefreshCustomerToken, or `model`)."""
     claims = current_app.extensions["keyring"].decode(answer["access_token"]) or {}
-    return {
-        "access_token": answer["access_token"],
-        "expires_in": answer["expires_in"],
-        "refresh_token": answer["refresh_token"],
-        "refresh_token_expires_in": answer["refresh_token_expires_in"],
-        "token_type": answer["token_type"],
-        "session_id": claims.get("sid"),
-    }
+    return model(
+        access_token=answer["access_token"],
+        expires_in=answer["expires_in"],
+        refresh_token=answer["refresh_token"],
+        refresh_token_expires_in=answer["refresh_token_expires_in"],
+        token_type=answer["token_type"],
+        session_id=claims.get("sid"),
+        **extra,
+    )
 
 
 def _with_tenant(scope: str) -> str:
@@ -289,7 +391,9 @@ def _anonymous_key(refresh_token: str) -> str:
     return f"emporix:anonymous:{hash_token(refresh_token)}"
 
 
-def _anonymous_answer(session_id: str, refresh_token: str, refresh_expires_in: int) -> dict:
+def _anonymous_answer(
+    session_id: str, refresh_token: str, refresh_expires_in: int
+) -> schema.EmporixAnonymousToken:
     settings = _settings()
     now = int(time.time())
     claims = {
@@ -304,15 +408,15 @@ def _anonymous_answer(session_id: str, refresh_token: str, refresh_expires_in: i
         "token_use": "anonymous",
     }
     token = current_app.extensions["keyring"].current.encode_jwt(claims, typ=ANONYMOUS_TYP)
-    return {
-        "token_type": "Bearer",
-        "access_token": token,
-        "expires_in": settings.anonymous_token_ttl,
-        "refresh_token": refresh_token,
-        "refresh_token_expires_in": refresh_expires_in,
-        "sessionId": session_id,
-        "scope": claims["scope"],
-    }
+    return schema.EmporixAnonymousToken(
+        token_type="Bearer",
+        access_token=token,
+        expires_in=settings.anonymous_token_ttl,
+        refresh_token=refresh_token,
+        refresh_token_expires_in=refresh_expires_in,
+        sessionId=session_id,
+        scope=claims["scope"],
+    )
 
 
 def anonymous_claims(token: str) -> dict | None:
@@ -338,9 +442,7 @@ def _require_anonymous() -> dict:
     return claims
 
 
-def _storefront_client() -> None:
-    client_id = _query("client_id")
-    _bounded("client_id", client_id)
+def _storefront_client(client_id: str) -> None:
     if client_id != _settings().emporix_client_id or load_client(client_id) is None:
         raise _unauthorized("Unknown client_id.")
 
@@ -354,11 +456,21 @@ def _store_call(work, *args):
         ) from None
 
 
-@bp.get("/customerlogin/auth/anonymous/login")
+@route(
+    "GET",
+    "/customerlogin/auth/anonymous/login",
+    summary="Emporix: an anonymous token",
+    ok=_ok(schema.EmporixAnonymousToken),
+    errors=(400, 401),
+    security=(),
+    query=schema.AnonymousLoginQuery,
+)
 def anonymous_login():
-    """A visitor's anonymous token: a new anonymous session, its access and refresh tokens."""
-    _check_tenant(_query("tenant"))
-    _storefront_client()
+    """A new anonymous session for the storefront client: a short-lived anonymous access
+    token and its refresh token."""
+    query = _query(schema.AnonymousLoginQuery)
+    _check_tenant(query.tenant)
+    _storefront_client(query.client_id)
     session_id, refresh_token = new_id("anon"), new_token()
     store = current_app.extensions["token_store"]
     _store_call(
@@ -367,12 +479,21 @@ def anonymous_login():
     return _json(_anonymous_answer(session_id, refresh_token, ANONYMOUS_REFRESH_TTL))
 
 
-@bp.get("/customerlogin/auth/anonymous/refresh")
+@route(
+    "GET",
+    "/customerlogin/auth/anonymous/refresh",
+    summary="Emporix: refresh an anonymous token",
+    ok=_ok(schema.EmporixAnonymousToken),
+    errors=(400, 401),
+    security=(),
+    query=schema.AnonymousRefreshQuery,
+)
 def anonymous_refresh():
-    """A new anonymous access token for the same anonymous session (its refresh token stays)."""
-    _check_tenant(_query("tenant"))
-    _storefront_client()
-    refresh_token = _query("refresh_token")
+    """A new anonymous access token for the same session; the refresh token stays."""
+    query = _query(schema.AnonymousRefreshQuery)
+    _check_tenant(query.tenant)
+    _storefront_client(query.client_id)
+    refresh_token = query.refresh_token
     store = current_app.extensions["token_store"]
     key = _anonymous_key(refresh_token)
     session_id = _store_call(store.get, key)
@@ -385,34 +506,36 @@ def anonymous_refresh():
 # -- customer login, refresh, logout, validation ----------------------------------------------
 
 
-def _login_body() -> tuple[str, str]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise EmporixError(400, "The request body must be a JSON object.")
-    values = []
-    for name, limit in (("email", "username"), ("password", "password")):
-        value = body.get(name)
-        if not isinstance(value, str) or value == "":
-            raise EmporixError(400, f"'{name}' is required and must be a string.")
-        _bounded(name, value, limit)
-        values.append(value)
-    return values[0], values[1]
-
-
-@bp.post("/customer/<tenant>/login")
+@route(
+    "POST",
+    "/customer/<tenant>/login",
+    summary="Emporix: log a customer in",
+    ok=_ok(schema.EmporixCustomerToken),
+    errors=(400, 401, 429),
+    security=ANONYMOUS,
+    body=schema.EmporixPasswordAuthentication,
+)
 def login(tenant: str):
-    """The password grant for the storefront client, answered as Emporix's CustomerToken."""
+    """The password grant of `/oauth/token` for the storefront client
+    (`TOKEN_SERVICE_EMPORIX_CLIENT_ID`): the same throttling and the same answer for every
+    failure. Authorized with an anonymous token."""
     _check_tenant(tenant)
     _require_anonymous()
-    email, password = _login_body()
-    answer = _grant({"grant_type": "password", "username": email, "password": password})
-    token = _customer_token(answer)
+    credentials = _body(schema.EmporixPasswordAuthentication)
+    answer = _grant(
+        {"grant_type": "password", "username": credentials.email, "password": credentials.password}
+    )
     # No separate SaaS token here: the access token carries the customer (`sub`).
-    token["saas_token"] = answer["access_token"]
-    # Emporix's schema types it as a string (its example shows a boolean): the schema is the
-    # contract. Passwords are the customer's own here (set at activation), never an employee's.
-    token["initialPassword"] = "false"
-    return _json(token)
+    # initialPassword: Emporix's schema types it as a string (its example shows a boolean): the
+    # schema is the contract. Passwords are the customer's own here (set at activation).
+    return _json(
+        _customer_token(
+            answer,
+            schema.EmporixCustomerToken,
+            saas_token=answer["access_token"],
+            initialPassword="false",
+        )
+    )
 
 
 def _refresh_authorized() -> None:
@@ -423,30 +546,47 @@ def _refresh_authorized() -> None:
         raise _unauthorized("An anonymous or customer access token is required.")
 
 
-@bp.get("/customer/<tenant>/refreshauthtoken")
+@route(
+    "GET",
+    "/customer/<tenant>/refreshauthtoken",
+    summary="Emporix: refresh a customer token, optionally switching company",
+    ok=_ok(schema.EmporixRefreshCustomerToken),
+    errors=(400, 401),
+    security=(*ANONYMOUS, *BEARER),
+    query=schema.RefreshAuthTokenQuery,
+)
 def refresh_auth_token(tenant: str):
-    """The refresh grant with optional company switch, exactly as /oauth/token runs it."""
+    """The refresh grant of `/oauth/token` with `legal_entity_id`: rotation, grace replay,
+    reuse detection, recomputed scopes; a refused switch leaves the presented refresh token
+    valid. Authorized with an anonymous token or one of the customer's access tokens (expired
+    ones too)."""
     _check_tenant(tenant)
     _refresh_authorized()
-    refresh_token = _query("refreshToken")
-    _bounded("refreshToken", refresh_token, "refresh_token")
-    entity = _query("legalEntityId", required=False)
-    if entity is not None:
-        _bounded("legalEntityId", entity, "legal_entity_id")
+    query = _query(schema.RefreshAuthTokenQuery)
     answer = _grant(
-        {"grant_type": "refresh_token", "refresh_token": refresh_token, "legal_entity_id": entity}
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": query.refreshToken,
+            "legal_entity_id": query.legalEntityId,
+        }
     )
     return _json(_customer_token(answer))
 
 
-@bp.get("/customer/<tenant>/logout")
+@route(
+    "GET",
+    "/customer/<tenant>/logout",
+    summary="Emporix: log a customer out",
+    ok=NO_CONTENT,
+    errors=(400, 401, 403),
+    query=schema.LogoutQuery,
+)
 def logout(tenant: str):
-    """Revoke the session of `accessToken` (its access tokens are deny-listed at once)."""
+    """Revokes the session of `accessToken`; its access tokens are deny-listed at once.
+    Authorized with an access token of the same customer."""
     _check_tenant(tenant)
     caller = _live_customer_claims(_bearer())
-    presented = _query("accessToken")
-    _bounded("accessToken", presented, "token")
-    claims = _live_customer_claims(presented)
+    claims = _live_customer_claims(_query(schema.LogoutQuery).accessToken)
     if claims["sub"] != caller["sub"]:
         raise EmporixError(403, "The access token belongs to another customer.")
     session = db.session.get(Session, claims["sid"])
@@ -455,40 +595,53 @@ def logout(tenant: str):
     return "", 204, NO_STORE
 
 
-@bp.get("/customer/<tenant>/validateauthtoken")
+@route(
+    "GET",
+    "/customer/<tenant>/validateauthtoken",
+    summary="Emporix: validate a customer access token",
+    ok=_ok(schema.EmporixValidateTokenResponse),
+    errors=(401,),
+)
 def validate_auth_token(tenant: str):
-    """The live customer access token's details (ValidateTokenResponse), else 401."""
+    """Introspection's live check of the bearer token (deny-list included)."""
     _check_tenant(tenant)
     claims = _live_customer_claims(_bearer())
     customer = db.session.get(Customer, claims["sub"])
     db.session.rollback()
-    answer = {
-        "token_type": "Bearer",
-        "expires_in": max(0, claims["exp"] - int(time.time())),
-        "scope": _with_tenant(claims["scope"]),
-        "sessionId": claims["sid"],
-        "email": customer.email if customer else None,
-    }
-    if claims.get("legal_entity_id"):
-        answer["legalEntityId"] = claims["legal_entity_id"]
+    entity = {"legalEntityId": claims["legal_entity_id"]} if claims.get("legal_entity_id") else {}
+    answer = schema.EmporixValidateTokenResponse(
+        token_type="Bearer",
+        expires_in=max(0, claims["exp"] - int(time.time())),
+        scope=_with_tenant(claims["scope"]),
+        sessionId=claims["sid"],
+        email=customer.email if customer else None,
+        **entity,
+    )
     return _json(answer)
 
 
-@bp.get("/customer/<tenant>/me")
+@route(
+    "GET",
+    "/customer/<tenant>/me",
+    summary="Emporix: the customer's profile",
+    ok=_ok(schema.EmporixCustomer),
+    errors=(401,),
+    security=(*BEARER, *ANONYMOUS),
+)
 def me(tenant: str):
-    """The customer's profile fields that this service holds; a visitor's with an anonymous
-    token."""
+    """Id, email and legal entities: the profile fields this service holds (a visitor's, with
+    an anonymous token)."""
     _check_tenant(tenant)
     token = _bearer()
     if anonymous_claims(token) is not None:
         return _json(
-            {
-                "id": ANONYMOUS_CUSTOMER,
-                "customerNumber": ANONYMOUS_CUSTOMER,
-                "firstName": "Anonymous",
-                "lastName": "Anonymous",
-                "accounts": [],
-            }
+            schema.EmporixCustomer(
+                id=ANONYMOUS_CUSTOMER,
+                customerNumber=ANONYMOUS_CUSTOMER,
+                firstName="Anonymous",
+                lastName="Anonymous",
+                accounts=[],
+            )
         )
     claims = _live_customer_claims(token)
     customer = db.session.get(Customer, claims["sub"])
@@ -496,15 +649,16 @@ def me(tenant: str):
     db.session.rollback()
     if customer is None:
         raise _unauthorized("The access token is invalid, expired or revoked.")
+    legal_entities = [schema.EmporixLegalEntity(id=e["id"], name=e["name"]) for e in entities]
     return _json(
-        {
-            "id": customer.id,
-            "customerNumber": customer.id,
-            "contactEmail": customer.email,
-            "accounts": [{"id": customer.email}],
-            "businessModel": "B2B" if entities else "B2C",
-            "b2b": {"legalEntities": [{"id": e["id"], "name": e["name"]} for e in entities]},
-        }
+        schema.EmporixCustomer(
+            id=customer.id,
+            customerNumber=customer.id,
+            contactEmail=customer.email,
+            accounts=[schema.EmporixAccount(id=customer.email)],
+            businessModel="B2B" if entities else "B2C",
+            b2b=schema.EmporixB2b(legalEntities=legal_entities),
+        )
     )
 
 
@@ -517,50 +671,62 @@ def _path_id(value: str, what: str) -> str:
     return value
 
 
-def _group_document(group) -> dict:
+def _group_document(group) -> schema.EmporixGroup:
     """Emporix's group document; `accessControls` are not modelled (scopes are ours)."""
-    return {
-        "id": group.id,
-        "name": {"en": group.name},
-        "code": group.code,
-        "userType": "CUSTOMER",
-        "b2b": {"legalEntityId": group.legal_entity_id},
-        "metadata": {
-            "version": group.version,
-            "createdAt": group.created_at.isoformat().replace("+00:00", "Z"),
-            "modifiedAt": group.updated_at.isoformat().replace("+00:00", "Z"),
-        },
-    }
+    return schema.EmporixGroup(
+        id=group.id,
+        name={"en": group.name},
+        code=group.code,
+        userType="CUSTOMER",
+        b2b=schema.EmporixGroupB2b(legalEntityId=group.legal_entity_id),
+        metadata=schema.EmporixGroupMetadata(
+            version=group.version,
+            createdAt=group.created_at.isoformat().replace("+00:00", "Z"),
+            modifiedAt=group.updated_at.isoformat().replace("+00:00", "Z"),
+        ),
+    )
 
 
 def _assignment_id(group_id: str, customer_id: str) -> str:
     return f"{group_id}:{customer_id}"
 
 
-@bp.get("/iam/<tenant>/groups")
+@route(
+    "GET",
+    "/iam/<tenant>/groups",
+    summary="Emporix IAM: the groups of the token's legal entity",
+    ok=_ok(list[schema.EmporixGroup]),
+    errors=(401, 403),
+)
 def list_groups(tenant: str):
-    """The groups of the token's legal entity (company.groups)."""
+    """company.groups: the entity's own groups (`customer.customer_read_own`)."""
     _check_tenant(tenant)
     items = [_group_document(group) for group, _ in company.groups(customer_actor())]
     db.session.rollback()
     return _json(items)
 
 
-@bp.get("/iam/<tenant>/groups/<group_id>/users")
+@route(
+    "GET",
+    "/iam/<tenant>/groups/<group_id>/users",
+    summary="Emporix IAM: the members of a group",
+    ok=_ok(list[schema.EmporixAssignment]),
+    errors=(401, 403),
+)
 def list_group_users(tenant: str, group_id: str):
-    """The members of one of the entity's groups (company.groups and company.members)."""
+    """Members of one of the entity's groups (`customer.customer_read_own`)."""
     _check_tenant(tenant)
     group_id = _path_id(group_id, "group")
     actor = customer_actor()
     if group_id not in {group.id for group, _ in company.groups(actor)}:
         raise EmporixError(404, "group not found")
     items = [
-        {
-            "id": _assignment_id(group_id, member["id"]),
-            "groupId": group_id,
-            "userId": member["id"],
-            "userType": "CUSTOMER",
-        }
+        schema.EmporixAssignment(
+            id=_assignment_id(group_id, member["id"]),
+            groupId=group_id,
+            userId=member["id"],
+            userType="CUSTOMER",
+        )
         for member in company.members(actor)
         if group_id in member["groups"]
     ]
@@ -568,30 +734,38 @@ def list_group_users(tenant: str, group_id: str):
     return _json(items)
 
 
-@bp.post("/iam/<tenant>/groups/<group_id>/users")
+@route(
+    "POST",
+    "/iam/<tenant>/groups/<group_id>/users",
+    summary="Emporix IAM: add a member to a group",
+    ok=_ok(schema.EmporixAssignmentId, 201),
+    errors=(400, 401, 403, 409),
+    body=schema.EmporixAssignmentCreate,
+)
 def add_group_user(tenant: str, group_id: str):
-    """company.add_to_group: same company only, never beyond the caller's own scopes."""
+    """company.add_to_group (`iam.assignment_create_own`): a member of the entity, into a
+    group whose scopes the caller holds all of. Adding again answers the same."""
     _check_tenant(tenant)
     group_id = _path_id(group_id, "group")
     actor = customer_actor()
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise EmporixError(400, "The request body must be a JSON object.")
-    user_id, user_type = body.get("userId"), body.get("userType", "CUSTOMER")
-    if not isinstance(user_id, str) or user_id == "":
-        raise EmporixError(400, "'userId' is required and must be a string.")
-    if user_type != "CUSTOMER":
-        raise EmporixError(400, "Only userType CUSTOMER is supported.")
+    user_id = _body(schema.EmporixAssignmentCreate).userId
     company.add_to_group(actor, group_id, _path_id(user_id, "user"))
     db.session.commit()
-    return _json({"id": _assignment_id(group_id, user_id)}, 201)
+    return _json(schema.EmporixAssignmentId(id=_assignment_id(group_id, user_id)), 201)
 
 
-@bp.delete("/iam/<tenant>/groups/<group_id>/users/<customer_id>")
+@route(
+    "DELETE",
+    "/iam/<tenant>/groups/<group_id>/users/<customer_id>",
+    summary="Emporix IAM: remove a member from a group",
+    ok=NO_CONTENT,
+    errors=(401, 403, 409),
+)
 def remove_group_user(tenant: str, group_id: str, customer_id: str):
-    """company.remove_from_group: same company only, never the last ADMIN (409). Emporix
-    answers this operation with 204, 401 or 403 only: a group, user or membership that is not
-    in the token's company is a 403 here, whichever it is (nothing about a neighbour leaks)."""
+    """company.remove_from_group (`iam.assignment_delete_own`): the member's access tokens
+    for the entity stop at once; the last ADMIN stays (409). A group, user or membership
+    outside the token's legal entity is a 403, as Emporix documents only 204, 401 and 403 here
+    (404: another tenant); nothing about a neighbour leaks."""
     _check_tenant(tenant)
     actor = customer_actor()
     try:

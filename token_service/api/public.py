@@ -9,6 +9,8 @@ from sqlalchemy import text
 
 from ..extensions import db
 from ..keys import NoSigningKey
+from ..models import Scope
+from .schemas import Health, Readiness, ServerMetadata
 
 log = logging.getLogger(__name__)
 
@@ -21,29 +23,29 @@ def _metadata() -> dict:
     settings = current_app.config["SETTINGS"]
     alg = current_app.extensions["keyring"].current.alg
     auth_methods = ["client_secret_basic", "client_secret_post", "none"]
-    return {
-        "issuer": issuer,
-        "authorization_endpoint": f"{issuer}/oauth/authorize",
-        "token_endpoint": f"{issuer}/oauth/token",
-        "userinfo_endpoint": f"{issuer}/oauth/userinfo",
-        "end_session_endpoint": f"{issuer}/oauth/logout",
-        "jwks_uri": f"{issuer}/jwks.json",
-        "introspection_endpoint": f"{issuer}/oauth/introspect",
-        "revocation_endpoint": f"{issuer}/oauth/revoke",
-        "grant_types_supported": [
+    return ServerMetadata(
+        issuer=issuer,
+        authorization_endpoint=f"{issuer}/oauth/authorize",
+        token_endpoint=f"{issuer}/oauth/token",
+        userinfo_endpoint=f"{issuer}/oauth/userinfo",
+        end_session_endpoint=f"{issuer}/oauth/logout",
+        jwks_uri=f"{issuer}/jwks.json",
+        introspection_endpoint=f"{issuer}/oauth/introspect",
+        revocation_endpoint=f"{issuer}/oauth/revoke",
+        grant_types_supported=[
             "authorization_code",
             "refresh_token",
             "client_credentials",
             "password",
         ],
-        "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
-        "code_challenge_methods_supported": ["S256"],
-        "authorization_response_iss_parameter_supported": True,
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [alg],
-        "prompt_values_supported": ["none", "login", "consent", "select_account"],
-        "claims_supported": [
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        code_challenge_methods_supported=["S256"],
+        authorization_response_iss_parameter_supported=True,
+        subject_types_supported=["public"],
+        id_token_signing_alg_values_supported=[alg],
+        prompt_values_supported=["none", "login", "consent", "select_account"],
+        claims_supported=[
             "iss",
             "sub",
             "aud",
@@ -59,21 +61,15 @@ def _metadata() -> dict:
             "email_verified",
             "name",
         ],
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": auth_methods[:2],
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "scopes_supported": sorted(_catalogue()),
-        "access_token_signing_alg_values_supported": [alg],
-        "service_documentation": f"{issuer}/openapi.json",
-        "legal_entity_switching_supported": True,
-        "refresh_token_rotation_grace_seconds": settings.refresh_grace_seconds,
-    }
-
-
-def _catalogue() -> list[str]:
-    from ..models import Scope
-
-    return list(db.session.scalars(db.select(Scope.name)))
+        token_endpoint_auth_methods_supported=auth_methods,
+        introspection_endpoint_auth_methods_supported=auth_methods[:2],
+        revocation_endpoint_auth_methods_supported=auth_methods,
+        scopes_supported=sorted(db.session.scalars(db.select(Scope.name))),
+        access_token_signing_alg_values_supported=[alg],
+        service_documentation=f"{issuer}/openapi.json",
+        legal_entity_switching_supported=True,
+        refresh_token_rotation_grace_seconds=settings.refresh_grace_seconds,
+    ).model_dump()
 
 
 @bp.get("/.well-known/oauth-authorization-server")
@@ -109,7 +105,7 @@ def _signing_key_check() -> str:
 @bp.get("/healthz")
 def healthz():
     """The process is up (liveness)."""
-    return {"status": "ok"}
+    return Health(status="ok").model_dump()
 
 
 @bp.get("/readyz")
@@ -126,4 +122,5 @@ def readyz():
     checks["store"] = "ok" if current_app.extensions["token_store"].ping() else "unavailable"
     checks["signing_key"] = _signing_key_check()
     ready = all(v == "ok" for v in checks.values())
-    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+    answer = Readiness(status="ok" if ready else "unavailable", checks=checks)
+    return jsonify(answer.model_dump()), 200 if ready else 503
