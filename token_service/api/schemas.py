@@ -494,8 +494,12 @@ def page(
 
 ACTIVATION_REPLIES = {
     200: Reply("The form, or the customer is activated.", _HTML, "text/html", PAGE_HEADERS),
-    400: Reply(
-        "The link or the form is not valid: the page again.", _HTML, "text/html", PAGE_HEADERS
+    400: Reply("The form is not valid: the page again.", _HTML, "text/html", PAGE_HEADERS),
+    404: Reply(
+        "The link is unknown, used, expired or replaced: a page that says so.",
+        _HTML,
+        "text/html",
+        PAGE_HEADERS,
     ),
 }
 _USERINFO = {
