@@ -30,29 +30,29 @@ from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Supe
 _HELD = "session_store_connection"
 
 
-def _connection():
-    """The app context's pooled connection in autocommit: one per request, as the ORM session
-    has one, checked out at its first statement and given back when the context ends."""
-    pooled = g.get(_HELD)
-    if pooled is None:
+def _held():
+    """The app context's pooled connection in autocommit and its cursor: one per request, as
+    the ORM session has one, checked out at its first statement, given back when it ends."""
+    held = g.get(_HELD)
+    if held is None:
         try:
             pooled = db.engine.raw_connection()
         except psycopg.Error as exc:
             raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
         pooled.driver_connection.autocommit = True
-        setattr(g, _HELD, pooled)
-    return pooled
+        held = pooled, pooled.driver_connection.cursor()
+        setattr(g, _HELD, held)
+    return held
 
 
 def _one(sql: str, params) -> tuple | None:
     """One prepared statement's first row. A driver error comes out as SQLAlchemy's, so that
     the front's handling of lost connections (one retry, else 503) applies unchanged."""
-    pooled = _connection()
+    pooled, cursor = _held()
     raw = pooled.driver_connection
     try:
-        with raw.cursor() as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return cursor.fetchone()
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone()
     except psycopg.Error as exc:
         lost = raw.broken or raw.closed
         if lost:
@@ -70,11 +70,15 @@ def _audit_params(event: dict) -> dict:
 
 
 class PostgresSessions(SessionStore):
+    holds_connection = True
+
     def release(self, _error=None) -> None:
-        pooled = g.pop(_HELD, None)
-        if pooled is not None:
+        held = g.pop(_HELD, None)
+        if held is not None:
+            pooled, cursor = held
             raw = pooled.driver_connection
             if not (raw.broken or raw.closed):
+                cursor.close()
                 raw.autocommit = False
             pooled.close()
 
@@ -100,7 +104,7 @@ class PostgresSessions(SessionStore):
     def rotate(self, rotation: Rotation) -> bool:
         event = session_event(rotation) if rotation.switched else None
         params = rotation._asdict() | {"switched": event is not None}
-        params |= _audit_params(event or _NO_EVENT)
+        params |= _NO_AUDIT if event is None else _audit_params(event)
         current, consumed = _one(_ROTATE, params)
         if not current:
             raise Superseded
@@ -113,7 +117,7 @@ class PostgresSessions(SessionStore):
         return SessionState(*row) if row else None
 
 
-_NO_EVENT = dict.fromkeys(AUDIT_COLUMNS) | {"details": None}
+_NO_AUDIT = {f"audit_{name}": None for name in AUDIT_COLUMNS}
 
 _ENTITLEMENTS = f"ARRAY(SELECT ARRAY[kind, a, b]::text[] FROM ({rows_sql('c.id')}) r)"  # noqa: S608
 _LOGIN = {

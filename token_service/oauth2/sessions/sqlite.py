@@ -7,8 +7,8 @@ operation commits before it returns: a rotation's statements (consume, insert, m
 commit together or not at all, and of concurrent rotations of one token the first consumes it
 and the others find it consumed. The entitlements-version check (package docstring) holds too.
 
-Reads run on a pooled connection of their own, in a read transaction (one snapshot, no lock:
-WAL readers never wait for the writer), so a refresh holds the write lock only while it writes.
+Reads run on a pooled connection of their own, outside any transaction (WAL readers never wait
+for the writer), so a refresh holds the write lock only while it writes.
 Times are stored the way SQLAlchemy stores them, so the ORM reads these rows unchanged.
 """
 
@@ -37,23 +37,20 @@ def _transaction():
 
 
 @contextmanager
-def _snapshot():
-    """A pooled sqlite3 connection in a read transaction: its reads see one committed state."""
+def _reading():
+    """A pooled sqlite3 connection for reads, each statement on the last committed state (no
+    transaction: a change committing between a row and its entitlements moves the version
+    read with the row, so the write that follows refuses, and the grant reads again)."""
     pooled = db.engine.raw_connection()
     try:
-        conn = pooled.driver_connection
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.execute("COMMIT")
+        yield pooled.driver_connection
     finally:
         pooled.close()
 
 
 class SqliteSessions(SessionStore):
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
-        with _snapshot() as conn:
+        with _reading() as conn:
             row = conn.execute(_LOGIN[by], (key,)).fetchone()
             return None if row is None else (LoginRow(*row), _entitlements(conn, row[0]))
 
@@ -74,7 +71,7 @@ class SqliteSessions(SessionStore):
         audit.emit(event)
 
     def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
-        with _snapshot() as conn:
+        with _reading() as conn:
             row = conn.execute(_LOAD_REFRESH, (token_hash,)).fetchone()
             if row is None:
                 return None
@@ -120,7 +117,7 @@ class SqliteSessions(SessionStore):
         return True
 
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
-        with _snapshot() as conn:
+        with _reading() as conn:
             row = conn.execute(_SESSION_STATE, (legal_entity_id, legal_entity_id, sid)).fetchone()
         if row is None:
             return None
