@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import os
 import re
@@ -45,7 +44,6 @@ import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlencode
 
 import run as bench  # bench/run.py: fresh backends, the served worker, wrk
 from joserfc import jwt
@@ -207,6 +205,8 @@ def _child_env(backend, tree: Path) -> dict:
 def child(loads: list[str], n: int) -> None:
     """Under callgrind, in the tree's interpreter: the app as deployed, `n` calls per load.
     os.sched_yield() marks where each load's count starts and ends."""
+    from profile_hot_path import call  # bench/, on this child's PYTHONPATH
+
     from token_service import create_app, logs
 
     app = create_app()
@@ -252,29 +252,6 @@ def child(loads: list[str], n: int) -> None:
         for _ in range(n):
             work[load]()
         os.sched_yield()
-
-
-def call(app, path: str, form: dict, auth: str | None = None) -> dict:
-    """One POST through the whole WSGI app, as gunicorn's gthread worker would make it."""
-    body = urlencode(form).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "CONTENT_TYPE": "application/x-www-form-urlencoded",
-        "CONTENT_LENGTH": str(len(body)),
-    }
-    if auth:
-        environ["HTTP_AUTHORIZATION"] = auth
-    status = []
-    out = b"".join(app(environ, lambda s, h, *a: status.append(s)))
-    if not status[0].startswith("200"):
-        raise RuntimeError(f"{path}: {status[0]}")
-    return json.loads(out)
 
 
 def parse_callgrind(path: Path) -> tuple[int, Counter]:
