@@ -374,3 +374,28 @@ def test_client_credentials_scope_beyond_ceiling(app, client):
 def test_public_client_cannot_use_client_credentials(storefront):
     r = storefront.token(grant_type="client_credentials")
     assert r.json["error"] == "unauthorized_client"
+
+
+def test_a_login_with_an_older_hash_upgrades_it_and_succeeds(app, storefront):
+    """Argon2id parameters raised since the password was set: the login rehashes it (a write
+    of its own, committed before the session's, which holds the customer's row) and succeeds."""
+    from argon2 import PasswordHasher
+
+    from token_service.demo import DEMO_PASSWORD
+    from token_service.security import PASSWORD_HASHER
+
+    weaker = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(DEMO_PASSWORD)
+    with app.app_context():
+        alice = db.session.scalars(
+            select(Customer).where(Customer.email == "alice@acme.test")
+        ).one()
+        alice.password_hash = weaker
+        db.session.commit()
+    r = storefront.login()
+    assert r.status_code == 200, r.json
+    with app.app_context():
+        stored = db.session.scalar(
+            select(Customer.password_hash).where(Customer.email == "alice@acme.test")
+        )
+    assert stored != weaker and not PASSWORD_HASHER.check_needs_rehash(stored)
+    assert storefront.login().status_code == 200

@@ -67,8 +67,8 @@ def run_once_more_on_lost_connection(work, *args):
 
 
 def _ended(work, *args):
-    """Run `work`, then end what transaction it left open: the session store commits what it
-    writes, so what is left is a read (on SQLite, its write lock)."""
+    """Run `work`, then end what ORM transaction it left open: the session store commits what
+    it writes, so what is left is a read (a client's row, on a cache miss)."""
     try:
         return work(*args)
     finally:

@@ -6,9 +6,10 @@ is) and reach storage through it only. There is one implementation per backend:
 - `postgres.PostgresSessions`: psycopg prepared statements on a pooled connection in
   autocommit. A write is one statement, so it is atomic on its own and spends no BEGIN/COMMIT
   round trips; of concurrent rotations of one token exactly one consumes it (the row lock).
-- `sqlite.SqliteSessions`: the same steps on the request's connection (SQLite has one writer:
+- `sqlite.SqliteSessions`: the same writes on the request's connection (SQLite has one writer:
   a second connection would wait for the first), in a transaction that holds the write lock
-  from its BEGIN (database.py) and that the operation commits before it returns.
+  from its BEGIN (database.py) and that the operation commits before it returns; reads on a
+  pooled connection of their own, outside any transaction (WAL readers never wait).
 
 Both writes that issue tokens (a new session, a rotation) happen only if the customer's
 `entitlements_version` is still the one read with the entitlements: a permission change bumps
