@@ -324,15 +324,19 @@ def invite(actor: Actor, email: str) -> InvitationResult:
     _authorize(actor, MANAGE_OWN)
     email = _normalized_email(email)
     _count_invitation(actor)
-    # An identical invitation that races this one for the unique email or (E, email) and
-    # commits first is there on the next attempt, which answers as its repeat would.
+    # An identical invitation that races this one and commits first is there on the next
+    # attempt, which answers as its repeat would. The race shows either as the unique email or
+    # (E, email) refusing our insert, or, under READ COMMITTED, as the directory's own
+    # "exists" / "already assigned" check (409) seeing the winner's rows after our lookup
+    # did not: _invite only creates what its lookup found missing, so a 409 there is a race.
     attempt = 1
     while True:
         try:
             with db.session.begin_nested():
                 return _invite(actor, email)
-        except IntegrityError:
-            if attempt == RACE_ATTEMPTS:
+        except (IntegrityError, DirectoryError) as exc:
+            lost_race = isinstance(exc, IntegrityError) or exc.status == 409
+            if not lost_race or attempt == RACE_ATTEMPTS:
                 raise
             attempt += 1
 
