@@ -6,10 +6,11 @@ is) and reach storage through it only. There is one implementation per backend:
 - `postgres.PostgresSessions`: psycopg prepared statements on a pooled connection in
   autocommit. A write is one statement, so it is atomic on its own and spends no BEGIN/COMMIT
   round trips; of concurrent rotations of one token exactly one consumes it (the row lock).
-- `sqlite.SqliteSessions`: the same writes on the request's connection (SQLite has one writer:
-  a second connection would wait for the first), in a transaction that holds the write lock
-  from its BEGIN (database.py) and that the operation commits before it returns; reads on a
-  pooled connection of their own, outside any transaction (WAL readers never wait).
+- `sqlite.SqliteSessions`: the same writes on sqlite3, on a pooled connection the app context
+  holds, in a transaction that takes the write lock at its BEGIN IMMEDIATE and that the
+  operation commits before it returns (on the ORM session's connection instead when that one
+  is in a transaction, and so holds SQLite's one write lock, already); reads outside any
+  transaction (WAL readers never wait).
 
 Both writes that issue tokens (a new session, a rotation) happen only if the customer's
 `entitlements_version` is still the one read with the entitlements: a permission change bumps

@@ -1,22 +1,33 @@
 """The session store on SQLite, the embedded default: plain SQL on sqlite3 connections.
 
-Writes run on the request's own connection: SQLite has one writer, and a second connection of
-the same request would wait for the first's lock. Their transaction takes the write lock at its
-BEGIN (BEGIN IMMEDIATE, database.py), so concurrent refreshes queue instead of failing, and the
-operation commits before it returns: a rotation's statements (consume, insert, move, audit)
+Every operation runs on one pooled sqlite3 connection that the app context holds (checked out at
+its first statement, given back when the context ends), without SQLAlchemy's session, whose
+begin, commit and pool return cost a refresh more than its statements do. A write takes
+SQLite's write lock at its BEGIN (BEGIN IMMEDIATE), so concurrent refreshes queue instead of
+failing, and commits before it returns: a rotation's statements (consume, insert, move, audit)
 commit together or not at all, and of concurrent rotations of one token the first consumes it
 and the others find it consumed. The entitlements-version check (package docstring) holds too.
 
-Reads run on a pooled connection of their own, outside any transaction (WAL readers never wait
-for the writer), so a refresh holds the write lock only while it writes.
-Times are stored the way SQLAlchemy stores them, so the ORM reads these rows unchanged.
+One exception: when the request's ORM session is inside a transaction already (a client's row
+read on a cache miss), that transaction holds the write lock from its first statement
+(database.py), and a second connection of the same request would wait for it until the busy
+timeout; the write then runs on the ORM's connection, committed with it.
+
+Reads run outside any transaction (WAL readers never wait for the writer), so a refresh holds
+the write lock only while it writes. A driver error comes out as SQLAlchemy's, which the front
+answers with a 503. Times are stored the way SQLAlchemy stores them, so the ORM reads these
+rows unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
+
+from flask import g
+from sqlalchemy.exc import DBAPIError
 
 from ... import audit
 from ...entitlements import Entitlements, from_rows, rows_sql
@@ -24,31 +35,69 @@ from ...extensions import db
 from .base import AUDIT_COLUMNS, SessionStore, session_event
 from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Superseded
 
+_HELD = "sqlite_session_store_connection"
+
+
+@contextmanager
+def _driver_errors():
+    """sqlite3's errors as SQLAlchemy's, as the ORM would raise them (the front's 503)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
+
+
+def _held() -> sqlite3.Connection:
+    """The app context's pooled connection (autocommit: no transaction unless one is begun)."""
+    pooled = g.get(_HELD)
+    if pooled is None:
+        with _driver_errors():
+            pooled = db.engine.raw_connection()
+        setattr(g, _HELD, pooled)
+    return pooled.driver_connection
+
 
 @contextmanager
 def _transaction():
-    """The request's sqlite3 connection, in a write transaction committed on the way out."""
-    try:
-        yield db.session.connection().connection.driver_connection
-    except BaseException:
-        db.session.rollback()
-        raise
-    db.session.commit()
+    """A write transaction, committed on the way out, rolled back on any error."""
+    if db.session.registry.has() and db.session.registry().in_transaction():
+        with _driver_errors():
+            try:
+                yield db.session.connection().connection.driver_connection
+            except BaseException:
+                db.session.rollback()
+                raise
+            db.session.commit()
+        return
+    conn = _held()
+    with _driver_errors():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 @contextmanager
 def _reading():
-    """A pooled sqlite3 connection for reads, each statement on the last committed state (no
+    """The held connection for reads, each statement on the last committed state (no
     transaction: a change committing between a row and its entitlements moves the version
     read with the row, so the write that follows refuses, and the grant reads again)."""
-    pooled = db.engine.raw_connection()
-    try:
-        yield pooled.driver_connection
-    finally:
-        pooled.close()
+    conn = _held()
+    with _driver_errors():
+        yield conn
 
 
 class SqliteSessions(SessionStore):
+    holds_connection = True
+
+    def release(self, _error=None) -> None:
+        pooled = g.pop(_HELD, None)
+        if pooled is not None:
+            pooled.close()  # the pool rolls back whatever was left open
+
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
         with _reading() as conn:
             row = conn.execute(_LOGIN[by], (key,)).fetchone()
