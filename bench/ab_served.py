@@ -5,13 +5,13 @@ trees, interleaved.
         [--rounds 3] [--loads introspection,client_credentials]
         [--tree-a PATH] [--tree-b PATH] "A OPTIONS" "B OPTIONS"
 
-e.g. `"--http-parser python" "--http-parser fast"`, or `--tree-a /tmp/before "" ""` for a change
-(each side's gunicorn imports the service from its tree; default this checkout). Two servers as `make bench` runs them
-(bench/run.py: one gthread worker × 4, pinned to core 0; wrk on core 1), the same database, the
-options of each given to gunicorn through GUNICORN_CMD_ARGS. Each load runs on A and B in turn,
-A B B A, and prints for each side the rps and the worker's CPU microseconds per request, then
-the ratio of the medians (B / A: 0.9 would be 10 % less CPU). CPU per request, not rps, is what
-a shared machine leaves comparable.
+e.g. `"--http-parser python" "--http-parser fast"`, or `--tree-a /tmp/before "" ""` for a
+change (each side's gunicorn imports the service from its tree; default this checkout). Two
+servers as `make bench` runs them (bench/run.py: one gthread worker × 4, pinned to core 0; wrk
+on core 1), the same database, the options of each given to gunicorn through GUNICORN_CMD_ARGS.
+Each load runs on A and B in turn, A B B A, and prints for each side the rps, the p99 and the
+worker's CPU microseconds per request, then the ratios of the medians (B / A: a CPU ratio of 0.9
+would be 10 % less CPU). CPU per request, not rps, is what a shared machine leaves comparable.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def main() -> None:
                 record |= {"trees": [str(args.tree_a), str(args.tree_b)]}
                 rps_a, rps_b = (statistics.median(rps[side]) for side in ("a", "b"))
                 record |= {"rps_ratio_b_over_a": round(rps_b / max(rps_a, 1), 3)}
-                record |= {"p99_ms": p99, "rps": rps, "worker_cpu_us": cpu, "cpu_ratio_b_over_a": round(b / a, 3)}
+                record |= {"p99_ms": p99, "rps": rps, "worker_cpu_us": cpu}
+                record["cpu_ratio_b_over_a"] = round(b / a, 3)
                 print(json.dumps(record), flush=True)
         finally:
             for server in servers.values():
