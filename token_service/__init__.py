@@ -60,8 +60,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["login_throttle"] = throttle
     sessions = for_database(settings.database_url)
     app.extensions["sessions"] = sessions
-    if sessions.holds_connection:  # given back when the app context ends
-        app.teardown_appcontext(sessions.release)
     app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, sessions, throttle)
     app.extensions["introspection"] = Introspection(settings, keyring, sessions)
 

@@ -16,13 +16,13 @@ def configure_engine(url: str, threads: int = 4) -> dict:
     """Engine options: SQLite gets a busy timeout. PostgreSQL connections are not pinged before
     use (a round trip per request): a dead one fails its request, which the view retries once
     on a fresh connection (see api/front.py), and the pool replaces them all. The pool holds
-    two connections per thread of the worker, since a request may hold its hot path's and its
-    ORM session's at once (a refresh that finds reuse), plus a few for bursts."""
+    one connection per thread of the worker for the ORM session, plus a few for bursts; each
+    thread's hot-path connection is its own, outside the pool (oauth2/sessions/connections.py)."""
     if url.startswith("sqlite"):
         # A file database gets SQLAlchemy's QueuePool, one connection per thread at a time
         # (check_same_thread off): each request's transaction on its own connection.
         return {"connect_args": {"timeout": 10, "isolation_level": None}}
-    return {"pool_size": max(5, 2 * threads), "max_overflow": 5, "pool_recycle": 1800}
+    return {"pool_size": max(5, threads), "max_overflow": 5, "pool_recycle": 1800}
 
 
 @event.listens_for(Engine, "connect")

@@ -3,14 +3,15 @@
 The grants, introspection and the login check hold a `SessionStore` (injected, as the key ring
 is) and reach storage through it only. There is one implementation per backend:
 
-- `postgres.PostgresSessions`: psycopg prepared statements on a pooled connection in
-  autocommit. A write is one statement, so it is atomic on its own and spends no BEGIN/COMMIT
-  round trips; of concurrent rotations of one token exactly one consumes it (the row lock).
-- `sqlite.SqliteSessions`: the same writes on sqlite3, on a pooled connection the app context
-  holds, in a transaction that takes the write lock at its BEGIN IMMEDIATE and that the
-  operation commits before it returns (on the ORM session's connection instead when that one
-  is in a transaction, and so holds SQLite's one write lock, already); reads outside any
-  transaction (WAL readers never wait).
+- `postgres.PostgresSessions`: psycopg prepared statements on the thread's own connection
+  (connections.py) in autocommit. A write is one statement, so it is atomic on its own and
+  spends no BEGIN/COMMIT round trips; of concurrent rotations of one token exactly one consumes
+  it (the row lock).
+- `sqlite.SqliteSessions`: the same writes on sqlite3, on the thread's own connection, in a
+  transaction that takes the write lock at its BEGIN IMMEDIATE and that the operation commits
+  before it returns (on the ORM session's connection instead when that one is in a
+  transaction, and so holds SQLite's one write lock, already); reads outside any transaction
+  (WAL readers never wait).
 
 Both writes that issue tokens (a new session, a rotation) happen only if the customer's
 `entitlements_version` is still the one read with the entitlements: a permission change bumps

@@ -83,12 +83,6 @@ class SessionStore(ABC):
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
         """What introspection must know of a session, in one round trip."""
 
-    #: Whether the store keeps a connection for the app context (then `release` gives it back).
-    holds_connection = False
-
-    def release(self, _error=None) -> None:  # noqa: B027 - most backends hold nothing
-        """Give back what the app context held (its end calls this: see create_app)."""
-
     # -- clients and customers -------------------------------------------------------------
 
     def load_client(self, client_id: str) -> ClientInfo | None:

@@ -18,49 +18,24 @@ from __future__ import annotations
 import json
 
 import psycopg
-from flask import g
 from sqlalchemy.exc import DBAPIError
 
 from ... import audit
 from ...entitlements import Entitlements, from_rows, rows_sql
-from ...extensions import db
 from .base import AUDIT_COLUMNS, SessionStore, session_event
+from .connections import Held, ThreadConnections
 from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Superseded
 
-_HELD = "session_store_connection"
+
+def _prepared(conn) -> Held:
+    conn.autocommit = True  # each statement commits on its own (the module docstring)
+    return Held(conn, conn.cursor())
 
 
-def _held():
-    """The app context's pooled connection in autocommit and its cursor: one per request, as
-    the ORM session has one, checked out at its first statement, given back when it ends."""
-    held = g.get(_HELD)
-    if held is None:
-        try:
-            pooled = db.engine.raw_connection()
-        except psycopg.Error as exc:
-            raise DBAPIError.instance(None, None, exc, psycopg.Error) from exc
-        pooled.driver_connection.autocommit = True
-        held = pooled, pooled.driver_connection.cursor()
-        setattr(g, _HELD, held)
-    return held
-
-
-def _one(sql: str, params) -> tuple | None:
-    """One prepared statement's first row. A driver error comes out as SQLAlchemy's, so that
-    the front's handling of lost connections (one retry, else 503) applies unchanged."""
-    pooled, cursor = _held()
-    raw = pooled.driver_connection
-    try:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone()
-    except psycopg.Error as exc:
-        lost = raw.broken or raw.closed
-        if lost:
-            g.pop(_HELD)
-            pooled.invalidate()
-        raise DBAPIError.instance(
-            None, None, exc, psycopg.Error, connection_invalidated=lost
-        ) from exc
+def _errors(exc: psycopg.Error, lost: bool) -> DBAPIError:
+    """A driver error as SQLAlchemy's, so that the front's handling of lost connections (one
+    retry, else 503) applies unchanged."""
+    return DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=lost)
 
 
 def _audit_params(event: dict) -> dict:
@@ -70,20 +45,26 @@ def _audit_params(event: dict) -> dict:
 
 
 class PostgresSessions(SessionStore):
-    holds_connection = True
+    def __init__(self) -> None:
+        self._connections = ThreadConnections(_prepared)
 
-    def release(self, _error=None) -> None:
-        held = g.pop(_HELD, None)
-        if held is not None:
-            pooled, cursor = held
-            raw = pooled.driver_connection
-            if not (raw.broken or raw.closed):
-                cursor.close()
-                raw.autocommit = False
-            pooled.close()
+    def _one(self, sql: str, params) -> tuple | None:
+        """One prepared statement's first row, on this thread's connection."""
+        try:
+            held = self._connections.get()
+        except psycopg.Error as exc:
+            raise _errors(exc, False) from exc
+        try:
+            held.cursor.execute(sql, params, prepare=True)
+            return held.cursor.fetchone()
+        except psycopg.Error as exc:
+            lost = held.conn.broken or held.conn.closed
+            if lost:
+                self._connections.drop(held)
+            raise _errors(exc, lost) from exc
 
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
-        row = _one(_LOGIN[by], (key,))
+        row = self._one(_LOGIN[by], (key,))
         return None if row is None else (LoginRow(*row[:-1]), from_rows(row[-1]))
 
     def start_session(
@@ -93,19 +74,19 @@ class PostgresSessions(SessionStore):
         params = session._asdict() | _audit_params(event)
         params |= {"token_hash": token_hash, "now": session.created_at}
         params["entitlements_version"] = entitlements_version
-        if _one(_START_SESSION, params)[0] != 1:
+        if self._one(_START_SESSION, params)[0] != 1:
             raise Superseded
         audit.emit(event)
 
     def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
-        row = _one(_LOAD_REFRESH, (token_hash,))
+        row = self._one(_LOAD_REFRESH, (token_hash,))
         return None if row is None else (RefreshRow(*row[:-1]), from_rows(row[-1]))
 
     def rotate(self, rotation: Rotation) -> bool:
         event = session_event(rotation) if rotation.switched else None
         params = rotation._asdict() | {"switched": event is not None}
         params |= _NO_AUDIT if event is None else _audit_params(event)
-        current, consumed = _one(_ROTATE, params)
+        current, consumed = self._one(_ROTATE, params)
         if not current:
             raise Superseded
         if consumed and event is not None:
@@ -113,7 +94,7 @@ class PostgresSessions(SessionStore):
         return consumed == 1
 
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
-        row = _one(_SESSION_STATE, (legal_entity_id, legal_entity_id, sid))
+        row = self._one(_SESSION_STATE, (legal_entity_id, legal_entity_id, sid))
         return SessionState(*row) if row else None
 
 

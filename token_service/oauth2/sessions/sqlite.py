@@ -1,8 +1,8 @@
 """The session store on SQLite, the embedded default: plain SQL on sqlite3 connections.
 
-Every operation runs on one pooled sqlite3 connection that the app context holds (checked out at
-its first statement, given back when the context ends), without SQLAlchemy's session, whose
-begin, commit and pool return cost a refresh more than its statements do. A write takes
+Every operation runs on the thread's own sqlite3 connection (connections.py), without
+SQLAlchemy's session, whose begin, commit and pool return cost a refresh more than its
+statements do. A write takes
 SQLite's write lock at its BEGIN (BEGIN IMMEDIATE), so concurrent refreshes queue instead of
 failing, and commits before it returns: a rotation's statements (consume, insert, move, audit)
 commit together or not at all, and of concurrent rotations of one token the first consumes it
@@ -26,16 +26,14 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from flask import g
 from sqlalchemy.exc import DBAPIError
 
 from ... import audit
 from ...entitlements import Entitlements, from_rows, rows_sql
 from ...extensions import db
 from .base import AUDIT_COLUMNS, SessionStore, session_event
+from .connections import Held, ThreadConnections
 from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Superseded
-
-_HELD = "sqlite_session_store_connection"
 
 
 @contextmanager
@@ -47,59 +45,42 @@ def _driver_errors():
         raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
 
 
-def _held() -> sqlite3.Connection:
-    """The app context's pooled connection (autocommit: no transaction unless one is begun)."""
-    pooled = g.get(_HELD)
-    if pooled is None:
-        with _driver_errors():
-            pooled = db.engine.raw_connection()
-        setattr(g, _HELD, pooled)
-    return pooled.driver_connection
-
-
-@contextmanager
-def _transaction():
-    """A write transaction, committed on the way out, rolled back on any error."""
-    if db.session.registry.has() and db.session.registry().in_transaction():
-        with _driver_errors():
-            try:
-                yield db.session.connection().connection.driver_connection
-            except BaseException:
-                db.session.rollback()
-                raise
-            db.session.commit()
-        return
-    conn = _held()
-    with _driver_errors():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.rollback()
-            raise
-        conn.commit()
-
-
-@contextmanager
-def _reading():
-    """The held connection for reads, each statement on the last committed state (no
-    transaction: a change committing between a row and its entitlements moves the version
-    read with the row, so the write that follows refuses, and the grant reads again)."""
-    conn = _held()
-    with _driver_errors():
-        yield conn
-
-
 class SqliteSessions(SessionStore):
-    holds_connection = True
+    def __init__(self) -> None:
+        self._connections = ThreadConnections(Held)  # autocommit: database.configure_engine
 
-    def release(self, _error=None) -> None:
-        pooled = g.pop(_HELD, None)
-        if pooled is not None:
-            pooled.close()  # the pool rolls back whatever was left open
+    @contextmanager
+    def _transaction(self):
+        """A write transaction, committed on the way out, rolled back on any error."""
+        if db.session.registry.has() and db.session.registry().in_transaction():
+            with _driver_errors():
+                try:
+                    yield db.session.connection().connection.driver_connection
+                except BaseException:
+                    db.session.rollback()
+                    raise
+                db.session.commit()
+            return
+        with _driver_errors():
+            conn = self._connections.get().conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextmanager
+    def _reading(self):
+        """This thread's connection for reads, each statement on the last committed state (no
+        transaction: a change committing between a row and its entitlements moves the version
+        read with the row, so the write that follows refuses, and the grant reads again)."""
+        with _driver_errors():
+            yield self._connections.get().conn
 
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
-        with _reading() as conn:
+        with self._reading() as conn:
             row = conn.execute(_LOGIN[by], (key,)).fetchone()
             return None if row is None else (LoginRow(*row), _entitlements(conn, row[0]))
 
@@ -108,7 +89,7 @@ class SqliteSessions(SessionStore):
     ) -> None:
         event = session_event(session)
         s = session._replace(**{k: _to_sqlite(v) for k, v in session._asdict().items()})
-        with _transaction() as conn:
+        with self._transaction() as conn:
             inserted = conn.execute(
                 _INSERT_SESSION,
                 (*s[:7], s.created_at, *s[7:], s.customer_id, entitlements_version),
@@ -120,7 +101,7 @@ class SqliteSessions(SessionStore):
         audit.emit(event)
 
     def load_refresh(self, token_hash: str) -> tuple[RefreshRow, Entitlements] | None:
-        with _reading() as conn:
+        with self._reading() as conn:
             row = conn.execute(_LOAD_REFRESH, (token_hash,)).fetchone()
             if row is None:
                 return None
@@ -130,7 +111,7 @@ class SqliteSessions(SessionStore):
     def rotate(self, rotation: Rotation) -> bool:
         now = _to_sqlite(rotation.now)
         event = session_event(rotation) if rotation.switched else None
-        with _transaction() as conn:
+        with self._transaction() as conn:
             consumed = conn.execute(
                 _CONSUME,
                 (
@@ -166,7 +147,7 @@ class SqliteSessions(SessionStore):
         return True
 
     def session_state(self, sid: str, legal_entity_id: str | None) -> SessionState | None:
-        with _reading() as conn:
+        with self._reading() as conn:
             row = conn.execute(_SESSION_STATE, (legal_entity_id, legal_entity_id, sid)).fetchone()
         if row is None:
             return None
