@@ -247,3 +247,47 @@ def test_an_audit_event_on_its_own_is_committed(app):
     with app.app_context():
         count = db.session.scalar(select(func.count()).where(AuditEvent.action == "login.failed"))
     assert count == 1
+
+
+def _is_closed(conn) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except Exception:  # psycopg's OperationalError, sqlite3's ProgrammingError
+        return True
+    return False
+
+
+def test_each_thread_has_one_connection_of_its_own_closed_when_the_thread_ends(app):
+    """connections.py: one connection per thread, the same on every call, outside the pool,
+    and closed as its thread ends (nothing holds it but the thread)."""
+    sessions = _store(app)
+    opened = []
+
+    def work() -> None:
+        with app.app_context():
+            sessions.session_state("sid_nobody", None)
+            held = sessions._connections.get()
+            sessions.load_refresh(hash_token("nothing"))
+            assert sessions._connections.get() is held
+            opened.append(held.conn)
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert len({id(conn) for conn in opened}) == 3
+    assert all(_is_closed(conn) for conn in opened)
+    with app.app_context():
+        assert db.engine.pool.checkedout() == 0
+
+
+def test_disposing_the_engine_closes_the_threads_connections_and_the_next_call_reopens(app):
+    sessions = _store(app)
+    with app.app_context():
+        held = sessions._connections.get()
+        assert not _is_closed(held.conn)
+        db.engine.dispose()
+        assert held.closed and _is_closed(held.conn)
+        assert sessions.session_state("sid_nobody", None) is None  # on a new connection
+        assert sessions._connections.get() is not held
