@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from token_service.extensions import db
 from token_service.models import AuditEvent, RefreshToken, Session, utcnow
@@ -291,3 +292,33 @@ def test_disposing_the_engine_closes_the_threads_connections_and_the_next_call_r
         assert held.closed and _is_closed(held.conn)
         assert sessions.session_state("sid_nobody", None) is None  # on a new connection
         assert sessions._connections.get() is not held
+
+
+def test_a_write_the_database_refuses_is_sqlalchemys_error_and_writes_nothing(app):
+    """A lock held too long elsewhere (SQLite's one writer; the customer's row on PostgreSQL):
+    the driver's error comes out as SQLAlchemy's DBAPIError, which the front answers with 503,
+    and the token stays as it was."""
+    _, first, customer = _start(app)
+    with app.app_context():
+        found = _store(app).load_refresh(first)[0]
+        own = _store(app)._connections.get().conn
+        other = db.engine.raw_connection()
+        try:
+            if app.backend == "postgres":
+                own.execute("SET lock_timeout = '50ms'")
+                other.cursor().execute(
+                    "SELECT 1 FROM customers WHERE id = %s FOR UPDATE", (customer.id,)
+                )
+            else:
+                own.execute("PRAGMA busy_timeout = 50")
+                other.driver_connection.execute("BEGIN IMMEDIATE")
+            with pytest.raises(DBAPIError):
+                _store(app).rotate(_rotation(found, hash_token("refused"), "globex"))
+        finally:
+            other.rollback()
+            other.close()
+            own.execute(
+                "RESET lock_timeout" if app.backend == "postgres" else "PRAGMA busy_timeout = 10000"
+            )
+        after = _store(app).load_refresh(first)[0]
+    assert after.consumed_at is None and after.legal_entity_id == "acme"
