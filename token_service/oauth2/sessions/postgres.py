@@ -32,7 +32,7 @@ def _prepared(conn) -> Held:
     return Held(conn, conn.cursor())
 
 
-def _errors(exc: psycopg.Error, lost: bool) -> DBAPIError:
+def _sqlalchemy_error(exc: psycopg.Error, lost: bool) -> DBAPIError:
     """A driver error as SQLAlchemy's, so that the front's handling of lost connections (one
     retry, else 503) applies unchanged."""
     return DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=lost)
@@ -53,7 +53,7 @@ class PostgresSessions(SessionStore):
         try:
             held = self._connections.get()
         except psycopg.Error as exc:
-            raise _errors(exc, False) from exc
+            raise _sqlalchemy_error(exc, False) from exc
         try:
             held.cursor.execute(sql, params, prepare=True)
             return held.cursor.fetchone()
@@ -61,7 +61,7 @@ class PostgresSessions(SessionStore):
             lost = held.conn.broken or held.conn.closed
             if lost:
                 self._connections.drop(held)
-            raise _errors(exc, lost) from exc
+            raise _sqlalchemy_error(exc, lost) from exc
 
     def _login(self, by: str, key: str) -> tuple[LoginRow, Entitlements] | None:
         row = self._one(_LOGIN[by], (key,))
