@@ -2,11 +2,11 @@
 
 Every operation runs on the thread's own sqlite3 connection (connections.py), without
 SQLAlchemy's session, whose begin, commit and pool return cost a refresh more than its
-statements do. A write takes
-SQLite's write lock at its BEGIN (BEGIN IMMEDIATE), so concurrent refreshes queue instead of
-failing, and commits before it returns: a rotation's statements (consume, insert, move, audit)
-commit together or not at all, and of concurrent rotations of one token the first consumes it
-and the others find it consumed. The entitlements-version check (package docstring) holds too.
+statements do. A write takes SQLite's write lock at its BEGIN (BEGIN IMMEDIATE), so concurrent
+refreshes queue instead of failing, and commits before it returns: a rotation's statements
+(consume, insert, move, audit) commit together or not at all, and of concurrent rotations of
+one token the first consumes it and the others find it consumed. The entitlements-version
+check (package docstring) holds too.
 
 One exception: when the request's ORM session is inside a transaction already (a client's row
 read on a cache miss), that transaction holds the write lock from its first statement
