@@ -9,8 +9,8 @@ RUN pip install --no-cache-dir . \
     && mkdir -p /app/keys /app/instance \
     && chown tokensvc /app/keys /app/instance
 USER tokensvc
-# Sizing (docs/operations.md): WEB_CONCURRENCY workers, one per vCPU, each with
-# TOKEN_SERVICE_THREADS threads (gthread, keep-alive).
+# Sizing (docs/operations.md): WEB_CONCURRENCY workers, one per vCPU, each running
+# TOKEN_SERVICE_THREADS requests at once (granian, keep-alive).
 ENV PORT=8000 \
     HOST=0.0.0.0 \
     TOKEN_SERVICE_KEYS_DIR=/app/keys \
@@ -19,7 +19,7 @@ ENV PORT=8000 \
     TOKEN_SERVICE_METRICS_DIR=/tmp/token-service-metrics
 EXPOSE 8000
 # Migrations and the first key are the one-shot `token-service init` (compose's init service),
-# run once before any server; servers only serve (`token-service serve`: gunicorn with the
-# settings of token_service/gunicorn_conf.py, which prepare the metrics directory, drop dead
-# workers' series, and serve /metrics on TOKEN_SERVICE_METRICS_PORT if set).
+# run once before any server; servers only serve (`token-service serve`: granian, started by
+# token_service/serve.py, which prepares the metrics directory and serves /metrics on
+# TOKEN_SERVICE_METRICS_PORT if set).
 CMD ["token-service", "serve"]

@@ -1,4 +1,4 @@
-"""gunicorn entry point: `gunicorn wsgi:app`."""
+"""WSGI entry point: `granian --interface wsgi wsgi:app` (`token-service serve` is what deploys)."""
 
 from token_service import create_app
 

@@ -1,17 +1,17 @@
-"""The served worker's CPU time per request under two sets of gunicorn options, or two source
-trees, interleaved.
+"""The served worker's CPU time per request under two servers, or two source trees, interleaved.
 
     .venv/bin/python bench/ab_served.py [--backend sqlite|postgresql] [--seconds 5]
         [--rounds 3] [--loads introspection,client_credentials]
-        [--tree-a PATH] [--tree-b PATH] "A OPTIONS" "B OPTIONS"
+        [--tree-a PATH] [--tree-b PATH] [A_SERVER] [B_SERVER]
 
-e.g. `"--http-parser python" "--http-parser fast"`, or `--tree-a /tmp/before "" ""` for a
-change (each side's gunicorn imports the service from its tree; default this checkout). Two
-servers as `make bench` runs them (bench/run.py: one gthread worker × 4, pinned to core 0; wrk
-on core 1), the same database, the options of each given to gunicorn through GUNICORN_CMD_ARGS.
-Each load runs on A and B in turn, A B B A, and prints for each side the rps, the p99 and the
-worker's CPU microseconds per request, then the ratios of the medians (B / A: a CPU ratio of 0.9
-would be 10 % less CPU). CPU per request, not rps, is what a shared machine leaves comparable.
+A server is `granian` (as `token-service serve` runs it, the default), `gthread` or `sync`
+(gunicorn's worker models): e.g. `gthread granian`, or `--tree-a /tmp/before` for a change (each
+side imports the service from its tree; default this checkout). Two servers as `make bench`
+runs them (bench/run.py: one worker, four requests at once, pinned to core 0; wrk on core 1),
+the same database. Each load runs on A and B in turn, A B B A, and prints for each side the rps,
+the p99 and the worker's CPU microseconds per request, then the ratios of the medians (B / A: a
+CPU ratio of 0.9 would be 10 % less CPU). CPU per request, not rps, is what a shared machine
+leaves comparable.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import run as bench
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("a")
-    parser.add_argument("b")
+    parser.add_argument("a", nargs="?", default="granian", choices=["granian", "gthread", "sync"])
+    parser.add_argument("b", nargs="?", default="granian", choices=["granian", "gthread", "sync"])
     parser.add_argument("--backend", default="sqlite", choices=["postgresql", "sqlite"])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -43,14 +43,14 @@ def main() -> None:
         backend = bench.prepare(args.backend, work, database)
         servers = {}
         sides = (("a", args.a, args.tree_a), ("b", args.b, args.tree_b))
-        for side, options, tree in sides:
-            tree = tree.resolve()
-            env = backend.env | {"GUNICORN_CMD_ARGS": options, "PYTHONPATH": str(tree)}
-            log = work / f"{side}.log"
-            servers[side] = bench.Server("wsgi:app", bench.free_port(), env, tree, log)
         try:
-            for server in servers.values():
-                server.start()
+            for side, model, tree in sides:
+                tree = tree.resolve()
+                env = backend.env | {"PYTHONPATH": str(tree)}
+                log = work / f"{side}.log"
+                bench.SERVER[0] = model
+                servers[side] = bench.Server("wsgi:app", bench.free_port(), env, tree, log)
+                servers[side].start()
             for load in args.loads.split(","):
                 cpu = {side: [] for side in servers}
                 rps = {side: [] for side in servers}

@@ -7,8 +7,8 @@ that a noisy machine cannot move.
     .venv/bin/python bench/profile_threaded.py --callgrind [--n 200] [--tree PATH ...]
 
 Default (py-spy): for each backend, a fresh database with the demo data and the service as
-`make bench` serves it (bench/run.py: one gunicorn worker, gthread × 4 with keep-alive, pinned
-to core 0; wrk on core 1, 16 connections). Per load: the worker's CPU time per request without
+`make bench` serves it (bench/run.py: one granian worker, four slots, keep-alive, pinned to
+core 0; wrk on core 1, 16 connections). Per load: the worker's CPU time per request without
 a profiler, then py-spy (`--native`: C frames too, so the RSA signature, the drivers and the
 waits for the GIL show) for `--seconds`. A sample whose innermost frames wait (for the GIL, a
 lock, the poller, the database's answer) is left out; every other one goes to one layer: the
@@ -23,7 +23,7 @@ JSON request line to /dev/null, metrics in multi-process mode) `--n` times in on
 warm-up, and prints the instructions per request and their split by shared object (the
 interpreter, cryptography's OpenSSL, sqlite, the drivers...). Collection is split at calls to
 `os.sched_yield()` (`--dump-before`), so start-up and warm-up are not counted. No HTTP server:
-gunicorn's share is the py-spy run's. What other processes do does not change the counts, but
+the server's share is the py-spy run's. What other processes do does not change the counts, but
 valgrind's own speed does a little: the service's caches that expire after a second or a few
 (sessions' state, clients, the deny-list copy's PING) expire after fewer or more requests, so a
 whole request's count moves by 1–2 % between runs (introspection's by up to 15 %). `--loads
@@ -83,7 +83,10 @@ LAYERS = [
 # Else the innermost frame of one of these packages: the layers that wrap every request.
 WRAPPERS = [
     ("WSGI layers: front, Observed, body buffer, Flask app context", r"token_service/|flask/"),
-    ("gunicorn gthread: HTTP parsing, socket, poller, thread pool", r"gunicorn/|concurrent/"),
+    (
+        "the server: granian's Rust (HTTP, the thread pool), or gunicorn's Python",
+        r"granian|gunicorn/|concurrent/|tokio|hyper",
+    ),
 ]
 
 
@@ -188,7 +191,8 @@ def _child_command(loads: list[str], n: int) -> list[str]:
 
 
 def _child_env(backend, tree: Path) -> dict:
-    """The service's environment, as gunicorn_conf sets it (metrics in multi-process mode)."""
+    """The service's environment, as token_service.serve sets it (metrics in multi-process
+    mode)."""
     metrics = backend.work / "metrics"
     metrics.mkdir(exist_ok=True)
     return backend.env | {

@@ -1,8 +1,8 @@
 """`make bench`: the service's loads against node-oidc-provider and against floors, in one run.
 
 For each backend (PostgreSQL + Redis, then the embedded default: SQLite + its store file):
-a fresh database with the demo data, then two gunicorn servers with one gthread worker each
-(four threads, keep-alive: as `token-service serve` runs them), pinned to core 0 (the service,
+a fresh database with the demo data, then two servers with one worker each (granian, four
+requests at once, keep-alive: as `token-service serve` runs them), pinned to core 0 (the service,
 and the floors: a bare POST endpoint and one that parses the form and signs one RS256 JWT with
 the service's key), and wrk pinned to core 1, 16 connections, closed loop. Loads: password
 login, refresh without switch, refresh switching between two entities on every request,
@@ -31,7 +31,8 @@ docs/performance.md explains the figures.
     .venv/bin/python bench/run.py [--backends postgresql,sqlite] [--duration 10] [--warmup 2]
         [--rounds 3] [--no-peer] [--peer-pool-threads 1]
         [--loads refresh_switch,...] [--no-growth] [--no-memory] [--rebuild-growth]
-        [--service-workers 1] [--service-threads 4] [--pg-setting synchronous_commit=off]
+        [--service-workers 1] [--service-threads 4] [--server granian|gthread|sync]
+        [--pg-setting synchronous_commit=off]
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ def psql(sql: str, dbname: str = "test") -> str:
 
 @dataclass
 class Server:
-    """One gunicorn master with one sync worker, pinned to the service core."""
+    """One server pinned to the service core: the service as `token-service serve` runs it
+    (granian, `token_service.serve`), or a floor app under the same server without the
+    service's slots; `--server gthread|sync` runs gunicorn's worker models instead."""
 
     app: str
     port: int
@@ -119,14 +122,34 @@ class Server:
     is_service: bool = True
     proc: subprocess.Popen | None = None
 
-    def start(self) -> Server:
+    def command(self) -> tuple[list[str], dict]:
         workers = str(SERVICE_WORKERS[0] if self.is_service else 1)
-        cmd = ["taskset", "-c", SERVICE_CORE, str(BIN / "gunicorn"), "-w", workers]
-        if SERVICE_THREADS[0]:  # the floors too: the cost no server of this model avoids
-            cmd += ["-k", WORKER_CLASS, "--threads", str(SERVICE_THREADS[0]), "--keep-alive", "5"]
-        cmd += ["-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), self.app]
+        threads = str(SERVICE_THREADS[0] or 1)
+        if SERVER[0] == "granian" and self.app == "wsgi:app":  # the service, as deployed
+            env = {"HOST": "127.0.0.1", "PORT": str(self.port), "WEB_CONCURRENCY": workers}
+            return [sys.executable, "-m", "token_service.serve"], env | {
+                "TOKEN_SERVICE_THREADS": threads
+            }
+        if SERVER[0] == "granian":  # a floor: the same server, as many threads as slots
+            cmd = [str(BIN / "granian"), "--interface", "wsgi", "--http", "1", "--no-ws"]
+            cmd += ["--workers", workers, "--blocking-threads", threads, "--runtime-threads", "1"]
+            cmd += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+            return [*cmd, "--working-dir", str(self.chdir), self.app], {}
+        cmd = [str(BIN / "gunicorn"), "-w", workers]
+        if SERVER[0] == "gthread":
+            cmd += ["-k", WORKER_CLASS, "--threads", threads, "--keep-alive", "5"]
+        return [*cmd, "-b", f"127.0.0.1:{self.port}", "--chdir", str(self.chdir), self.app], {}
+
+    def start(self) -> Server:
+        cmd, env = self.command()
         with self.logfile.open("w") as out:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                ["taskset", "-c", SERVICE_CORE, *cmd],
+                env=self.env | env,
+                cwd=self.chdir,
+                stdout=out,
+                stderr=out,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
@@ -329,8 +352,9 @@ def argon2_rate(seconds: float) -> dict:
 
 PG_SETTINGS: list[str] = []
 SERVICE_WORKERS = [1]  # the floors always run one
-WORKER_CLASS = "token_service.worker.ThreadWorker"  # gthread, as `token-service serve` runs
-SERVICE_THREADS = [4]  # 0: sync workers; else gthread with this many threads (as served)
+SERVER = ["granian"]  # as `token-service serve`; "gthread" or "sync": gunicorn's, to compare
+WORKER_CLASS = "gthread"
+SERVICE_THREADS = [4]  # the service's slots (granian) or gthread's threads
 
 
 def service_env(work: Path, database: str | None) -> dict:
@@ -627,8 +651,15 @@ def main() -> int:
         "--service-threads",
         type=int,
         default=4,
-        help="threads per gthread worker, of the service and the floors, as `token-service "
-        "serve` runs them; 0: sync workers (the model before issue 18)",
+        help="requests run at once per worker (the service's slots; gthread's threads), of the "
+        "service and the floors, as `token-service serve` runs them",
+    )
+    parser.add_argument(
+        "--server",
+        default="granian",
+        choices=["granian", "gthread", "sync"],
+        help="granian as `token-service serve` runs it, or gunicorn's gthread or sync workers "
+        "(the models before, to compare)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the loads, alternating")
     parser.add_argument("--no-peer", action="store_true", help="skip node-oidc-provider")
@@ -652,6 +683,7 @@ def main() -> int:
     PG_SETTINGS.extend(args.pg_setting)
     SERVICE_WORKERS[0] = args.service_workers
     SERVICE_THREADS[0] = args.service_threads
+    SERVER[0] = args.server
     records = []
     aliases = {"pg": "postgresql", "postgres": "postgresql", "embedded": "sqlite"}
     with tempfile.TemporaryDirectory(prefix="bench-peer-") as work:

@@ -1,24 +1,16 @@
-"""Request bodies are read whole before the app runs, each read bounded (api/body.py): a stalled
-body gets 408 and never reaches a view; a complete one reaches it from memory."""
+"""Request bodies are read whole before the app runs, outside the worker's slots (api/body.py,
+token_service/slots.py): a complete body reaches the app from memory; one cut short never
+reaches it; a request runs only in a free slot, and a body that is still arriving holds none."""
 
 from __future__ import annotations
 
 import io
 import json
-import socket
+import threading
 
-import pytest
-
+from token_service import slots
 from token_service.api.body import BufferedBody
-
-
-@pytest.fixture
-def connection():
-    """The server's end of a client connection (as gunicorn hands it over) and the client's."""
-    server, client = socket.socketpair()
-    yield server, client
-    server.close()
-    client.close()
+from token_service.slots import Slots
 
 
 def _call(middleware, environ) -> tuple[str, bytes]:
@@ -32,53 +24,101 @@ def _echo(environ, start_response):
     return [environ["wsgi.input"].read()]
 
 
-def test_a_whole_body_reaches_the_app_from_memory(connection):
-    server, client = connection
-    client.sendall(b"grant_type=client_credentials")
-    environ = {
-        "gunicorn.socket": server,
-        "wsgi.input": server.makefile("rb"),
-        "CONTENT_LENGTH": "29",
-    }
-    status, body = _call(BufferedBody(_echo, 1024, timeout=30), environ)
+class _Stream:
+    """A client's body as the server hands it over: reads that may block until bytes arrive."""
+
+    def __init__(self, data: bytes, until: threading.Event | None = None) -> None:
+        self.data, self.until, self.reads = data, until, 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.reads += 1
+        if self.until is not None:
+            self.until.wait(10)
+        return self.data[:size]
+
+
+def test_a_whole_body_reaches_the_app_from_memory():
+    environ = {"wsgi.input": _Stream(b"grant_type=client_credentials"), "CONTENT_LENGTH": "29"}
+    status, body = _call(BufferedBody(_echo, 1024, Slots(1)), environ)
     assert (status, body) == ("200 OK", b"grant_type=client_credentials")
     assert isinstance(environ["wsgi.input"], io.BytesIO)
-    assert server.gettimeout() is None  # as it was: blocking
 
 
-def test_a_stalled_body_gets_408_and_never_reaches_the_app(connection):
-    server, client = connection
-    client.sendall(b"grant_type=")  # 11 of the 100 bytes announced, then nothing
-    environ = {"gunicorn.socket": server, "wsgi.input": server.makefile("rb")}
-    environ["CONTENT_LENGTH"] = "100"
+def test_a_body_cut_short_gets_400_and_never_reaches_the_app():
+    environ = {"wsgi.input": _Stream(b"grant_type="), "CONTENT_LENGTH": "100"}  # the client left
 
     def app(environ, start_response):
         raise AssertionError("the app must not run")
 
-    status, body = _call(BufferedBody(app, 1024, timeout=0.2), environ)
-    assert status == "408 Request Timeout"
+    status, body = _call(BufferedBody(app, 1024, Slots(1)), environ)
+    assert status == "400 Bad Request"
     assert json.loads(body)["error"] == "invalid_request"
 
 
-def test_a_chunked_body_is_read_to_its_end(connection):
-    server, client = connection
-    client.sendall(b"token=abc")
-    client.shutdown(socket.SHUT_WR)  # the server's reader ends the stream (input_terminated)
-    environ = {
-        "gunicorn.socket": server,
-        "wsgi.input": server.makefile("rb"),
-        "wsgi.input_terminated": True,
-    }
-    assert _call(BufferedBody(_echo, 1024, timeout=30), environ) == ("200 OK", b"token=abc")
+def test_a_chunked_body_is_read_to_its_end():
+    environ = {"wsgi.input": _Stream(b"token=abc"), "HTTP_TRANSFER_ENCODING": "chunked"}
+    assert _call(BufferedBody(_echo, 1024, Slots(1)), environ) == ("200 OK", b"token=abc")
 
 
-def test_without_a_socket_or_over_the_limit_the_body_is_left_to_the_app():
-    original = io.BytesIO(b"x" * 10)
-    environ = {"wsgi.input": original, "CONTENT_LENGTH": "10"}
-    assert _call(BufferedBody(_echo, 1024, timeout=30), environ)[1] == b"x" * 10
-    assert environ["wsgi.input"] is original
-    server, client = socket.socketpair()
-    with server, client:
-        environ = {"gunicorn.socket": server, "wsgi.input": original, "CONTENT_LENGTH": "2048"}
-        BufferedBody(lambda e, s: [], 1024, timeout=30)(environ, None)
-        assert environ["wsgi.input"] is original  # refused by its length, never read
+def test_no_body_or_over_the_limit_the_body_is_left_to_the_app():
+    stream = _Stream(b"x" * 2048)
+    BufferedBody(lambda e, s: [], 1024, Slots(1))({"wsgi.input": stream}, None)  # a GET
+    environ = {"wsgi.input": stream, "CONTENT_LENGTH": "2048"}
+    BufferedBody(lambda e, s: [], 1024, Slots(1))(environ, None)
+    assert environ["wsgi.input"] is stream and stream.reads == 0  # refused by its length
+
+
+def test_a_body_still_arriving_holds_no_slot_and_the_slots_bound_the_app():
+    """One slot: a client whose body has not arrived waits outside it while another request
+    runs; two requests with their bodies never run the app at once."""
+    running, most, lock = [0], [0], threading.Lock()
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        entered.set()
+        threading.Event().wait(0.05)
+        with lock:
+            running[0] -= 1
+        start_response("200 OK", [])
+        return [environ["wsgi.input"].read()]
+
+    middleware = BufferedBody(app, 1024, Slots(1))
+    arrived = threading.Event()
+    slow = {"wsgi.input": _Stream(b"late", until=arrived), "CONTENT_LENGTH": "4"}
+    answers = {}
+    stalled = threading.Thread(target=lambda: answers.update(slow=_call(middleware, slow)))
+    stalled.start()
+    quick = [{"wsgi.input": _Stream(b"now"), "CONTENT_LENGTH": "3"} for _ in range(3)]
+    threads = [threading.Thread(target=_call, args=(middleware, e)) for e in quick]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert entered.is_set() and not arrived.is_set()  # served while the slow body waits
+    arrived.set()
+    stalled.join(10)
+    assert answers["slow"] == ("200 OK", b"late")
+    assert most[0] == 1
+
+
+def test_a_slot_keeps_its_namespace_across_threads_and_a_thread_outside_has_its_own():
+    gate = Slots(1)
+    seen = []
+
+    def in_slot():
+        gate.enter()
+        try:
+            seen.append(slots.local())
+        finally:
+            gate.leave()
+
+    for _ in range(2):
+        thread = threading.Thread(target=in_slot)
+        thread.start()
+        thread.join()
+    assert seen[0] is seen[1]  # two threads, one after the other, the same slot
+    assert slots.local() is not seen[0]  # this thread holds no slot: its own
+    assert slots.local() is slots.local()

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 from flask.cli import ScriptInfo
 
-from token_service import create_app
+from token_service import create_app, serve
 from token_service.cli import init_command, serve_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,10 +96,11 @@ def test_metrics_on_their_own_port_not_published(services):
     port = server["environment"]["TOKEN_SERVICE_METRICS_PORT"]
     assert port in server["expose"]
     assert not any(p.endswith(f":{port}") for p in server["ports"])
-    # The image serves with `token-service serve`, whose gunicorn settings module makes the
-    # arbiter serve the metrics port for every worker.
+    # The image serves with `token-service serve`, which runs token_service.serve: its main
+    # process serves the metrics port for every worker (tests/e2e/test_metrics_workers.py).
     assert _dockerfile_cmd() == 'CMD ["token-service", "serve"]'
-    assert "python:token_service.gunicorn_conf" in inspect.getsource(serve_command.callback)
+    assert '"token_service.serve"' in inspect.getsource(serve_command.callback)
+    assert "on_startup(lambda: _serve_metrics_port(host))" in inspect.getsource(serve.main)
 
 
 def _dockerfile_cmd() -> str:

@@ -87,10 +87,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api import observe
     from .api.body import BufferedBody
     from .api.front import OAuthFront
+    from .slots import Slots
 
     app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
     app.wsgi_app = BufferedBody(
-        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], settings.read_timeout
+        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], Slots(settings.threads)
     )
     observe.install(app)  # outermost: every request's id, log line and metrics
     if settings.trusted_proxies:

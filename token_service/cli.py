@@ -211,50 +211,25 @@ def init_command(ctx: click.Context, demo: bool) -> None:
         ctx.invoke(demo_command, print_secrets=True)
 
 
-#: Threads per worker: enough to overlap a request's database and Redis waits with another's
-#: CPU; more only queue on the GIL (bench/worker_model.py, docs/performance.md).
-THREADS_PER_WORKER = 4
-
-
 @click.command("serve")
 @click.option("--workers", type=int, default=None, help="Default: $WEB_CONCURRENCY, else 1.")
 @click.option(
-    "--threads", type=int, default=None, help="Per worker. Default: $TOKEN_SERVICE_THREADS, else 4."
+    "--threads",
+    type=int,
+    default=None,
+    help="Requests run at once per worker. Default: $TOKEN_SERVICE_THREADS, else 4.",
 )
 def serve_command(workers: int | None, threads: int | None) -> None:
-    """Serve under gunicorn at $HOST:$PORT (default 127.0.0.1:8000): gthread workers with
-    keep-alive, each `threads` threads (docs/operations.md says how to size them)."""
-    port = os.environ.get("PORT", "8000")
-    host = os.environ.get("HOST", "127.0.0.1")
-    if workers is None:
-        workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
-    if threads is None:
-        threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
-    os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app sizes its database pool to it
-    # The settings module prepares the metrics directory and drops gunicorn's access log (the
-    # service logs every request itself, the path without its query: a query can carry a code
-    # or an id_token_hint, and no code or token is ever logged).
-    args = [
-        "gunicorn",
-        "--config",
-        "python:token_service.gunicorn_conf",
-        "--bind",
-        f"{host}:{port}",
-        "--workers",
-        str(workers),
-        # gthread with bounded socket reads and writes (token_service/worker.py). Threads share
-        # a worker's caches, key ring, deny-list copy and pools; a stalled client holds one
-        # thread for TOKEN_SERVICE_READ_TIMEOUT at most, and the worker's heartbeat goes on.
-        "--worker-class",
-        "token_service.worker.ThreadWorker",
-        "--threads",
-        str(threads),
-        # Idle kept-alive connections wait in the worker's poller, not in a thread.
-        "--keep-alive",
-        os.environ.get("TOKEN_SERVICE_KEEP_ALIVE", "5"),
-        "token_service:create_app()",
-    ]
-    os.execvp(sys.executable, [sys.executable, "-m", *args])  # noqa: S606 - no shell wanted
+    """Serve under granian at $HOST:$PORT (default 127.0.0.1:8000): worker processes with
+    keep-alive, each running `threads` requests at once (token_service/serve.py;
+    docs/operations.md says how to size them)."""
+    if workers is not None:
+        os.environ["WEB_CONCURRENCY"] = str(workers)
+    if threads is not None:
+        os.environ["TOKEN_SERVICE_THREADS"] = str(threads)
+    # A process of its own: the metrics directory must be chosen before prometheus_client is
+    # first imported, which this command's process has done already.
+    os.execv(sys.executable, [sys.executable, "-m", "token_service.serve"])  # noqa: S606
 
 
 @click.group("notifications")

@@ -120,15 +120,14 @@ class Settings:
     activation_url: str = ""
     smtp_url: str | None = None
     mail_from: str = "token-service@localhost"
-    # Seconds a client may go without sending a byte (of its request head or body) or without
-    # taking one of its response: a stalled client holds one worker thread this long at most
-    # per read or write (token_service/worker.py, api/body.py).
+    # Seconds a client may take to send a request's head, or keep an idle connection open,
+    # before the server closes it (token_service/serve.py).
     read_timeout: int = 10
-    # Threads per worker (`token-service serve` reads the same variable): the database pool
-    # is sized to them.
+    # Requests that run the app at once per worker, its slots (token_service/slots.py;
+    # `token-service serve` reads the same variable): the database pool is sized to them.
     threads: int = 4
     # Prometheus metrics (see docs/operations.md): served at /metrics on the service's port,
-    # behind `metrics_token` if set, or only on `metrics_port` (by gunicorn's arbiter) if set.
+    # behind `metrics_token` if set, or only on `metrics_port` (by the server's main process).
     metrics_enabled: bool = True
     metrics_token: str | None = None
     metrics_port: int | None = None

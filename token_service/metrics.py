@@ -1,10 +1,11 @@
 """Prometheus metrics: what the service counts, and the text a scrape of /metrics gets.
 
-Under gunicorn each worker is a process of its own. With PROMETHEUS_MULTIPROC_DIR set (the
-gunicorn settings, `token_service.gunicorn_conf`, set it), prometheus_client keeps every
-worker's values in memory-mapped files there, and a scrape adds them up: /metrics answers for
-the whole server whichever worker serves it. Without it (one process: tests, `flask run`) the
-values live in this process. docs/operations.md lists every metric, with example alerts.
+Under the server each worker is a process of its own. With PROMETHEUS_MULTIPROC_DIR set
+(`token_service.serve` sets it), prometheus_client keeps every worker's values in memory-mapped
+files there, and a scrape adds them up: /metrics answers for the whole server whichever worker
+serves it. A worker that is gone takes its live gauges with it (`drop_dead_workers`). Without it
+(one process: tests, `flask run`) the values live in this process. docs/operations.md lists
+every metric, with example alerts.
 
 The domain counters are incremented where each event happens (grants, revocation, throttling,
 the store), each with one call to a function below, so that those modules stay about their
@@ -204,9 +205,32 @@ def scrape_registry(keyring) -> CollectorRegistry:
         registry.register(_ProcessMetrics())
     else:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(_LiveWorkers(None))
     registry.register(SigningKeyCollector(keyring))
     return registry
+
+
+def drop_dead_workers(path: str) -> None:
+    """Forget the live gauges (one series per pid) of workers that are no longer running,
+    whether they exited or crashed: their counters stay summed in, as they should."""
+    for name in os.listdir(path):
+        if not name.startswith("gauge_live"):
+            continue
+        pid = int(name.rsplit("_", 1)[1].split(".")[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+class _LiveWorkers(multiprocess.MultiProcessCollector):
+    """Every worker's files, the dead workers' live gauges dropped first."""
+
+    def collect(self):
+        drop_dead_workers(self._path)
+        return super().collect()
 
 
 class _ProcessMetrics:

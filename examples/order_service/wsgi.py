@@ -1,7 +1,7 @@
-"""gunicorn entry point of the reference order service:
+"""WSGI entry point of the reference order service:
 
     ORDER_SERVICE_ISSUER=http://127.0.0.1:8000 REDIS_URL=redis://127.0.0.1:6379/0 \
-        gunicorn -b 127.0.0.1:8001 --chdir examples/order_service wsgi:app
+        granian --interface wsgi --port 8001 --working-dir examples/order_service wsgi:app
 """
 
 import sys

@@ -1,1 +1,2 @@
-"""End-to-end tests: the service under gunicorn, driven by third-party OAuth/JOSE clients."""
+"""End-to-end tests: the service under `token-service serve`, driven by third-party OAuth/JOSE
+clients."""

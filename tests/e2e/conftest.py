@@ -1,10 +1,11 @@
-"""The service as it is deployed: the `token-service` commands of the README, then gunicorn, on
-both backends. "embedded": SQLite file, no REDIS_URL, one worker. "postgres": a throwaway
-PostgreSQL database + Redis, several workers (a real multi-process service)."""
+"""The service as it is deployed: the `token-service` commands of the README, then `token-service
+serve` (granian), on both backends. "embedded": SQLite file, no REDIS_URL, one worker. "postgres": a
+throwaway PostgreSQL database + Redis, several workers (a real multi-process service)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -22,7 +23,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent  # the venv's bin: token-service, gunicorn
+BIN = Path(sys.executable).parent  # the venv's bin: token-service, granian
 PG_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -42,21 +43,23 @@ class Server:
     database_url: str
     workers: int
     secrets: dict[str, str]
-    access_log: Path
+    log: Path  # the server's output: granian's lines and the service's JSON request lines
     process: subprocess.Popen = field(repr=False)
     redis_prefix: str = "ts:"  # of its deny-list keys, for a resource server's online check
     race_pids: list[int] = field(default_factory=list)  # workers that answered racing requests
 
     def served_by(self, tag: str, count: int) -> list[int]:
-        """Pids of the gunicorn workers that answered the requests sent with the header
-        `X-E2E-Tag: tag`; waits up to 5 s for `count` of them (a worker logs after answering)."""
+        """Pids of the workers that answered the requests sent with an `X-Request-Id` that
+        starts with `tag`; waits up to 5 s for `count` of them (a worker logs after answering)."""
         deadline = time.monotonic() + 5
         while True:
             pids = []
-            for line in self.access_log.read_text().splitlines():
-                pid, line_tag, _ = line.split(" ", 2)
-                if line_tag == tag:
-                    pids.append(int(pid.strip("<>")))
+            for line in self.log.read_text(errors="replace").splitlines():
+                if not line.startswith("{"):
+                    continue  # granian's own lines
+                record = json.loads(line)  # the request line, not other events of the request
+                if record["event"] == "request" and record["request_id"].startswith(tag):
+                    pids.append(record["pid"])
             if len(pids) >= count or time.monotonic() > deadline:
                 return pids
             time.sleep(0.05)
@@ -94,7 +97,7 @@ def _tail(path: Path, lines: int = 60) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to gunicorn's whole process group (arbiter and workers), SIGKILL if it lingers."""
+    """SIGTERM to the server's whole process group (main and workers), SIGKILL if it lingers."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -110,7 +113,7 @@ def _wait_ready(process: subprocess.Popen, issuer: str, log: Path) -> None:
     last = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"gunicorn exited {process.returncode} at start-up:\n{_tail(log)}")
+            pytest.fail(f"the server exited {process.returncode} at start-up:\n{_tail(log)}")
         try:
             response = requests.get(f"{issuer}/readyz", timeout=2)
             if response.status_code == 200:
@@ -140,7 +143,7 @@ def e2e_pg_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_server(backend: str, home: Path, database_url: str) -> Iterator[Server]:
-    """migrate, keys generate, demo (secrets captured), then gunicorn until /readyz answers."""
+    """migrate, keys generate, demo (secrets captured), then serve until /readyz answers."""
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
     env = {
@@ -166,28 +169,11 @@ def running_server(backend: str, home: Path, database_url: str) -> Iterator[Serv
     assert {"order-service", "admin-cli"} <= secrets.keys(), secrets
 
     workers = WORKERS[backend]
-    log = home / "gunicorn.log"
-    access_log = home / "access.log"
+    log = home / "server.log"
+    env.update(PORT=str(port), WEB_CONCURRENCY=str(workers), TOKEN_SERVICE_LOG_FORMAT="json")
     with open(log, "wb") as log_file:
         process = subprocess.Popen(
-            [
-                str(BIN / "gunicorn"),
-                "-w",
-                str(workers),
-                "-k",  # the worker model of `token-service serve`
-                "token_service.worker.ThreadWorker",
-                "--threads",
-                "4",
-                "-b",
-                f"127.0.0.1:{port}",
-                "--graceful-timeout",
-                "5",
-                "--access-logfile",
-                str(access_log),
-                "--access-logformat",
-                "%(p)s %({x-e2e-tag}i)s %(r)s %(s)s",
-                "wsgi:app",
-            ],
+            [str(BIN / "token-service"), "serve"],
             cwd=REPO,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -203,7 +189,7 @@ def running_server(backend: str, home: Path, database_url: str) -> Iterator[Serv
             database_url,
             workers,
             secrets,
-            access_log,
+            log,
             process,
             env.get("TOKEN_SERVICE_REDIS_PREFIX", "ts:"),
         )
@@ -213,7 +199,7 @@ def running_server(backend: str, home: Path, database_url: str) -> Iterator[Serv
 
 @pytest.fixture(scope="module", params=["embedded", "postgres"])
 def server(request, tmp_path_factory) -> Iterator[Server]:
-    """The service under gunicorn on each backend."""
+    """The service under `token-service serve` on each backend."""
     backend = request.param
     home = tmp_path_factory.mktemp(f"e2e-{backend}")
     if backend == "postgres":

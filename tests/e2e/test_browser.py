@@ -1,8 +1,8 @@
 """The front door in a real browser: Debian's chromium driven by Playwright, against the service
-under gunicorn (embedded backend, as `make run` serves it). The client side is libraries this
-project did not write: authlib's OAuth2 client makes the PKCE request and exchanges the code,
-PyJWT verifies the id_token against the JWKS. One server and one browser for the module; each
-test has its own browser context (its own cookies).
+under `token-service serve` (embedded backend, as `make run` serves it). The client side is
+libraries this project did not write: authlib's OAuth2 client makes the PKCE request and exchanges
+the code, PyJWT verifies the id_token against the JWKS. One server and one browser for the module;
+each test has its own browser context (its own cookies).
 
 Also writes docs/login.png and docs/picker.png, the README's screenshots."""
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
@@ -237,7 +236,7 @@ def test_sign_in_picker_code_exchange_and_id_token(web, metadata, page):
     assert live == {"active": False}
 
     # Nothing secret in the service's own log.
-    log = (Path(web.access_log).parent / "gunicorn.log").read_text()
+    log = web.log.read_text()
     for secret in (DEMO_PASSWORD, answer["code"], tokens["refresh_token"], verifier):
         assert secret not in log
 

@@ -1,5 +1,5 @@
-"""Metrics under gunicorn as deployed (`token-service serve`, PostgreSQL + Redis, two workers,
-/metrics on its own port from the arbiter): every worker's requests count, whichever process
+"""Metrics as deployed (`token-service serve`, PostgreSQL + Redis, two workers, /metrics on its
+own port from the server's main process): every worker's requests count, whichever process
 answers the scrape, and a worker's restart loses none of them (issue 14)."""
 
 from __future__ import annotations
@@ -116,13 +116,13 @@ def test_every_workers_requests_are_counted_by_one_scrape(served):
     assert len(pids) == 2, pids
     assert len(lines) == sent
 
-    # One scrape (the arbiter's) sums both workers: neither worker answered them all.
+    # One scrape (the main process's) sums both workers: neither worker answered them all.
     counted = samples(metrics_url)
     assert counted[ISSUED] == sent
     assert counted[ANSWERED] == sent
     assert max(sum(line["pid"] == pid for line in lines) for pid in pids) < sent
 
-    # A worker that dies takes none of its counts with it (gunicorn starts another).
+    # A worker that dies takes none of its counts with it (granian starts another).
     os.kill(next(iter(pids)), signal.SIGTERM)
     deadline = time.monotonic() + 20
     while requests.get(f"{issuer}/healthz", timeout=5).status_code != 200:

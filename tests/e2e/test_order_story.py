@@ -1,5 +1,5 @@
 """The seed's shared-orders story over real HTTP: the token service and the reference order
-service under gunicorn, on PostgreSQL + Redis (DESIGN section 5)."""
+service under `token-service serve`, on PostgreSQL + Redis (DESIGN section 5)."""
 
 from __future__ import annotations
 
@@ -26,15 +26,16 @@ def orders_url(server):
     )
     process = subprocess.Popen(
         [
-            str(BIN / "gunicorn"),
-            "-w",
+            str(BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "--workers",
             "2",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(REPO / "examples" / "order_service"),
+            "--port",
+            str(port),
             "wsgi:app",
         ],
+        cwd=REPO / "examples" / "order_service",
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

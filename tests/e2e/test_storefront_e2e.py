@@ -1,8 +1,8 @@
 """The acceptance check, end to end: the README's commands, then the storefront flow against the
-service under gunicorn, driven through the discovery document by OAuth and JOSE libraries this
-project did not write, in two languages (Python: Authlib + PyJWT; Node: oauth4webapi + jose).
-Log in as alice, switch between her companies, compare the scopes with the demo data, verify
-the tokens offline; then a refresh race across gunicorn worker processes."""
+service under `token-service serve`, driven through the discovery document by OAuth and JOSE
+libraries this project did not write, in two languages (Python: Authlib + PyJWT; Node: oauth4webapi
++ jose). Log in as alice, switch between her companies, compare the scopes with the demo data,
+verify the tokens offline; then a refresh race across worker processes."""
 
 from __future__ import annotations
 
@@ -335,8 +335,8 @@ def _login(server) -> dict:
 
 
 def _race(server, params: list[dict], tag: str) -> list[requests.Response]:
-    """POST every form at once from its own thread, each on its own connection; the tag goes
-    to the access log, which says which worker process answered."""
+    """POST every form at once from its own thread, each on its own connection; the tag, in
+    each request's id, goes to the service's log line, which says which worker answered."""
     barrier = threading.Barrier(len(params))
     results: list[requests.Response | BaseException | None] = [None] * len(params)
 
@@ -347,7 +347,7 @@ def _race(server, params: list[dict], tag: str) -> list[requests.Response]:
                 results[i] = session.post(
                     f"{server.issuer}/oauth/token",
                     data=params[i],
-                    headers={"X-E2E-Tag": tag},
+                    headers={"X-Request-Id": f"{tag}-{i:04d}"},
                     timeout=30,
                 )
         except BaseException as exc:
@@ -391,8 +391,8 @@ def _successor_refreshes(server, successor: str) -> None:
 def test_concurrent_refreshes_across_workers(server, entities):
     """Of concurrent refreshes with one token, exactly one rotates it; the same request again
     (a retry, a second tab) gets the same successor; the session survives. With one worker
-    (embedded) gunicorn serialises the racers; with PostgreSQL + Redis it is a real race between
-    worker processes sharing only the database and the store."""
+    (embedded) SQLite's write lock serialises the racers; with PostgreSQL + Redis it is a real
+    race between worker processes sharing only the database and the store."""
     login = _login(server)
     sid = jwt.decode(login["access_token"], options={"verify_signature": False})["sid"]
     token = login["refresh_token"]
@@ -433,7 +433,7 @@ def test_concurrent_refreshes_across_workers(server, entities):
 
 def test_concurrent_refreshes_reached_several_workers(server):
     """The races above were between processes: on the multi-worker backend, more than one
-    gunicorn worker answered racing requests (from the access log: its pid per request)."""
+    worker answered racing requests (from the request log: its pid per request)."""
     if server.workers == 1:
         return  # the embedded default runs one worker: nothing to show
     assert server.race_pids, "run with test_concurrent_refreshes_across_workers"

@@ -1,71 +1,65 @@
-"""Request bodies read whole, under a read timeout, before any view runs (issue 15, defect 6).
+"""Request bodies read whole before the app runs, outside the worker's slots (issue 15, defect 6).
 
-A client that announces a body and then stalls would otherwise hold the thread that reads it
-for as long as it likes: gunicorn bounds the wait for a request's head, not for its body. Here
-every read from the client's socket may wait `timeout` seconds at most; a body that stalls for
-longer gets 408 and the connection is closed. The app then reads the body from memory, so that
-no view ever waits on the network. Bounded by `max_bytes`: a longer body is not read here, and
-the app refuses it by its length as before. Outside gunicorn (tests, other servers) there is
-no socket to bound and requests pass untouched: a deployment puts a buffering proxy in front
-anyway (docs/operations.md).
+A client that announces a body and then sends it slowly, or never, keeps the thread that reads
+it waiting: the server bounds the wait for a request's head (`TOKEN_SERVICE_READ_TIMEOUT`,
+token_service/serve.py), not for its body. So the body is read here, before the request takes
+one of the slots that run the app (token_service/slots.py): a stalled client holds one of the
+server's waiting threads, which cost no CPU and are many, never a slot, and the other requests
+go on being served. The app then reads the body from memory, so that no view ever waits on the
+network. Bounded by `max_bytes`: a longer body is not read here, and the app refuses it by its
+length as before. A deployment still puts a buffering proxy in front (docs/operations.md),
+which also bounds the time a body may take.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
-import socket
+
+from ..slots import Slots
 
 log = logging.getLogger(__name__)
 
-_TIMED_OUT = json.dumps(
-    {"error": "invalid_request", "error_description": "The request body arrived too slowly."}
+_CUT_SHORT = json.dumps(
+    {"error": "invalid_request", "error_description": "The request body ended early."}
 ).encode()
 
 
 class BufferedBody:
-    """WSGI middleware: the request body read into memory, each socket read bounded."""
+    """WSGI middleware: the request body read into memory, then the app run in a slot."""
 
-    def __init__(self, inner, max_bytes: int, timeout: float) -> None:
+    def __init__(self, inner, max_bytes: int, slots: Slots) -> None:
         self.inner = inner
         self.max_bytes = max_bytes
-        self.timeout = timeout
+        self.slots = slots
 
     def __call__(self, environ, start_response):
-        sock = environ.get("gunicorn.socket")
         try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
+            length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            length = -1  # the app answers a malformed length
-        chunked = length < 0 and environ.get("wsgi.input_terminated")
-        if sock is None or not (0 < length <= self.max_bytes or chunked):
-            return self.inner(environ, start_response)
-        previous = sock.gettimeout()  # gunicorn's: blocking, or our worker's bound
+            length = 0  # the app answers a malformed length
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if 0 < length <= self.max_bytes or (chunked and length == 0):
+            body = environ["wsgi.input"].read(length or self.max_bytes + 1)
+            environ["wsgi.input"] = io.BytesIO(body)
+            if len(body) < length:  # the client hung up mid-body
+                return self._cut_short(environ, start_response)
+        self.slots.enter()
         try:
-            sock.settimeout(self.timeout)
-            body = environ["wsgi.input"].read(length if length > 0 else self.max_bytes + 1)
-        except (TimeoutError, OSError):
-            return self._timed_out(sock, environ, start_response)
+            return self.inner(environ, start_response)
         finally:
-            sock.settimeout(previous)
-        environ["wsgi.input"] = io.BytesIO(body)
-        if length > 0 and len(body) < length:
-            return self._timed_out(sock, environ, start_response)  # the client hung up
-        return self.inner(environ, start_response)
+            self.slots.leave()
 
     @staticmethod
-    def _timed_out(sock, environ, start_response):
-        log.warning("request body too slow: 408 to %s", environ.get("REMOTE_ADDR"))
-        with contextlib.suppress(OSError):  # whatever else arrives is not read: the end
-            sock.shutdown(socket.SHUT_RD)
+    def _cut_short(environ, start_response):
+        log.warning("request body ended early: 400 to %s", environ.get("REMOTE_ADDR"))
         start_response(
-            "408 Request Timeout",
+            "400 Bad Request",
             [
                 ("Content-Type", "application/json"),
                 ("Cache-Control", "no-store"),
-                ("Content-Length", str(len(_TIMED_OUT))),
+                ("Content-Length", str(len(_CUT_SHORT))),
             ],
         )
-        return [_TIMED_OUT]
+        return [_CUT_SHORT]

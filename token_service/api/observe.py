@@ -40,7 +40,7 @@ class Observed:
         self.inner = inner
         self.keyring = keyring
         self.count = settings.metrics_enabled
-        # Served here unless disabled or served on a port of its own (by gunicorn's arbiter).
+        # Served here unless disabled or served on a port of its own (by the server's main process).
         self.serve_metrics = settings.metrics_enabled and settings.metrics_port is None
         self.metrics_token = (settings.metrics_token or "").encode() or None
         # grant_type is a metric label: only the grants the token endpoint knows.

@@ -1,12 +1,14 @@
-"""One database connection per thread for the session stores' own statements.
+"""One database connection per request slot for the session stores' own statements.
 
-A worker's threads serve one request at a time each, so a connection of the thread's own is a
-connection of the request's own, without the pool's checkout, reset and return on every
-request (with the teardown that gave it back, a tenth of a refresh's Python on PostgreSQL).
-Each connection is taken from the engine once, so that the engine's connect events run (SQLite's
-pragmas), and detached from its pool: the ORM session's pool stays whole for the ORM. It is
-closed when its thread ends, when the engine is disposed (`engine_disposed`), or when a
-statement finds it broken; the next statement of that thread opens another. After a fork
+A worker runs each request in one of its slots (token_service/slots.py), one request at a time
+per slot, so a connection of the slot's own is a connection of the request's own, without the
+pool's checkout, reset and return on every request (with the teardown that gave it back, a
+tenth of a refresh's Python on PostgreSQL). Outside a slot (commands, tests that call a store
+from threads of their own) the connection is the thread's own. Each connection is taken from the
+engine once, so that the engine's connect events run (SQLite's pragmas), and detached from its
+pool: the ORM session's pool stays whole for the ORM. It is closed when the thread that owns it
+ends, when the engine is disposed (`engine_disposed`), or when a statement finds it broken; the
+next statement of that slot or thread opens another. After a fork
 the child opens its own: a connection is never used, nor closed, by a process that did not
 open it (closing would end the parent's session on the server).
 """
@@ -21,11 +23,12 @@ from collections.abc import Callable
 
 from sqlalchemy import event
 
+from ... import slots
 from ...extensions import db
 
 
 class Held:
-    """A thread's connection and, where the backend wants one, its cursor."""
+    """A slot's or a thread's connection and, where the backend wants one, its cursor."""
 
     __slots__ = ("__weakref__", "closed", "conn", "cursor", "pid")
 
@@ -38,31 +41,33 @@ class Held:
             with contextlib.suppress(Exception):  # a broken one has nothing left to close
                 self.conn.close()
 
-    def __del__(self) -> None:  # the thread that held it has ended
+    def __del__(self) -> None:  # the thread that owned it has ended
         self.close()
 
 
 class ThreadConnections:
-    """`get()`: this thread's connection, opened (and prepared) on first use."""
+    """`get()`: this slot's (or thread's) connection, opened (and prepared) on first use."""
 
     def __init__(self, prepare: Callable[[object], Held]) -> None:
         self._prepare = prepare
-        self._local = threading.local()
+        self._key = f"connection_{id(self)}"  # one attribute of the slot per store
         self._opened: weakref.WeakSet[Held] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._engines: weakref.WeakSet = weakref.WeakSet()
 
     def get(self) -> Held:
-        held = getattr(self._local, "held", None)
+        local = slots.local()
+        held = getattr(local, self._key, None)
         if held is None or held.closed or held.pid != os.getpid():
             held = self._open()
-            self._local.held = held
+            setattr(local, self._key, held)
         return held
 
     def drop(self, held: Held) -> None:
-        """A connection found broken: closed, and forgotten by its thread."""
-        if getattr(self._local, "held", None) is held:
-            del self._local.held
+        """A connection found broken: closed, and forgotten by its slot or thread."""
+        local = slots.local()
+        if getattr(local, self._key, None) is held:
+            delattr(local, self._key)
         held.close()
 
     def _open(self) -> Held:

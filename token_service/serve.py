@@ -1,0 +1,106 @@
+"""The server of `token-service serve` and of the Docker image: granian, a WSGI server in Rust.
+
+`python -m token_service.serve` (what `token-service serve` runs) serves `create_app()` at
+$HOST:$PORT with WEB_CONCURRENCY worker processes. In each, granian reads and writes HTTP/1.1
+in Rust (keep-alive; a request's head must arrive within TOKEN_SERVICE_READ_TIMEOUT seconds,
+and an idle connection is closed after as long) and runs the app in a pool of Python threads:
+TOKEN_SERVICE_THREADS of them run the app at once (token_service/slots.py), and up to
+WAITING_THREADS more wait on slow clients' bodies (api/body.py). Why granian and not gunicorn's
+gthread: docs/performance.md, "Worker model".
+
+Metrics in multi-process mode: every worker writes its values to files in
+PROMETHEUS_MULTIPROC_DIR, and a scrape sums them (token_service.metrics). The directory is
+chosen here (TOKEN_SERVICE_METRICS_DIR, else a new temporary one) and emptied of a previous run's
+files before prometheus_client is first imported, in this process and so in every worker it
+forks. A dead worker's live gauges are dropped by the scrape itself (metrics.drop_dead_workers),
+whether it exited or crashed. With TOKEN_SERVICE_METRICS_PORT set, this main process serves
+/metrics on that port, apart from the service's port.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+#: Requests that run the app at once per worker: more only queue on the GIL and, on SQLite, on
+#: its one write lock (bench/worker_model.py, docs/performance.md).
+THREADS_PER_WORKER = 4
+#: Threads per worker that may wait on clients' bodies on top of the slots: a slow client holds
+#: one of these, never a slot. They are created when needed and end after 30 s idle.
+WAITING_THREADS = 60
+
+
+def _metrics_dir() -> str:
+    """TOKEN_SERVICE_METRICS_DIR (or PROMETHEUS_MULTIPROC_DIR) or a new temporary directory,
+    emptied, and set as PROMETHEUS_MULTIPROC_DIR for this process and its workers only: the
+    `token-service` commands run beside the server must not write into it."""
+    path = (
+        os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        or os.environ.get("TOKEN_SERVICE_METRICS_DIR")
+        or tempfile.mkdtemp(prefix="token-service-metrics-")
+    )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for stale in Path(path).glob("*.db"):  # counters of a previous run would be summed in
+        stale.unlink()
+    return path
+
+
+def _serve_metrics_port(host: str) -> None:
+    """Serve /metrics on TOKEN_SERVICE_METRICS_PORT from this process, if set."""
+    from token_service.config import Settings
+
+    settings = Settings.from_env()
+    if not settings.metrics_enabled or settings.metrics_port is None:
+        return
+    # Imported here: a main process that serves no metrics loads none of the service.
+    from prometheus_client import multiprocess, start_http_server
+
+    from token_service.keys import KeyRing
+    from token_service.metrics import scrape_registry
+
+    multiprocess.mark_process_dead(os.getpid())  # the import made this process a "live" series
+    keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
+    start_http_server(settings.metrics_port, host, registry=scrape_registry(keyring))
+
+
+def main() -> None:
+    _metrics_dir()
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
+    threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
+    os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app's slots and database pool
+    read_timeout = float(os.environ.get("TOKEN_SERVICE_READ_TIMEOUT") or 10)
+    server = Granian(
+        "token_service:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        workers=workers,
+        # Python threads: the slots and the waiting ones. granian warns at start that this is
+        # many for the cores; the slots keep the app's own concurrency at `threads`.
+        blocking_threads=threads + WAITING_THREADS,
+        backpressure=threads + WAITING_THREADS,  # further requests wait in Rust, threadless
+        runtime_threads=1,
+        http1_settings=HTTP1Settings(header_read_timeout=int(read_timeout * 1000)),
+        respawn_failed_workers=True,
+        workers_kill_timeout=30,
+        # The service writes one line per request itself, the path without its query: a query
+        # can carry a code or an id_token_hint, and no code or token is ever logged.
+        log_access=False,
+    )
+    server.on_startup(lambda: _serve_metrics_port(host))
+    server.serve()
+
+
+if __name__ == "__main__":
+    main()
