@@ -2,7 +2,7 @@
 service's shape with the service's key and returns a random token.
 
 Plain WSGI, no framework: a floor is the least any server must do for the request under the
-same gunicorn setup. The service answers its OAuth endpoints without Flask's request machinery
+same server setup. The service answers its OAuth endpoints without Flask's request machinery
 (token_service/api/front.py), so a Flask floor would no longer be a floor.
 """
 

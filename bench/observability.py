@@ -4,16 +4,16 @@
     DATABASE_URL=... REDIS_URL=... TOKEN_SERVICE_KEYS_DIR=... \\
         .venv/bin/python bench/observability.py [rounds] [requests per round]
 
-`--served`: two gunicorn servers, one sync worker each, pinned to the same core as in
-`make bench` (SQLite, demo data, a fresh key): the app as deployed (`token_service.gunicorn_conf`:
-metrics in multi-process mode, JSON request lines to a file) and the same app without `Observed`
-(`bare()` below). wrk (bench/post.lua, 16 connections) runs introspection and client_credentials
-against each in turn, A B B A, and prints for each the rps and the worker's CPU time per
-request, and the ratio of the medians of the latter (observed / bare: 1.05 would be a 5 %
-cost). A third server, bare with gunicorn's access log on (as the image and `token-service
-serve` ran before this layer replaced it), gives `cpu_ratio_to_access_log`. CPU time per
-request, not rps, is what to compare on a shared machine: other processes on the service's
-core lower the rps of every side by whatever they take, run by run.
+`--served`: granian servers, one worker of four threads each, pinned to the same core as in
+`make bench` (SQLite, demo data, a fresh key): the app as deployed (metrics in multi-process
+mode, JSON request lines to a file) and the same app without `Observed` (`bare()` below). wrk
+(bench/post.lua, 16 connections) runs introspection and client_credentials against each in turn,
+A B B A, and prints for each the rps and the worker's CPU time per request, and the ratio of the
+medians of the latter (observed / bare: 1.05 would be a 5 % cost). A third server, bare with the
+server's access log on (as the image and `token-service serve` ran before this layer replaced
+it, then under gunicorn), gives `cpu_ratio_to_access_log`. CPU time per request, not rps, is
+what to compare on a shared machine: other processes on the service's core lower the rps of
+every side by whatever they take, run by run.
 
 Without `--served`, in-process:
 
@@ -21,7 +21,7 @@ Calls the WSGI app directly (no HTTP, no load generator) for introspection, clie
 and refresh with a switch, alternating rounds between the app as deployed (`Observed` around the
 front: request id, JSON log line, metrics) and the front alone, so that both sides share the
 machine's drift. The log lines go to a file, as they go to a pipe or file when deployed; the
-metrics are in multi-process mode when PROMETHEUS_MULTIPROC_DIR is set, as under gunicorn.
+metrics are in multi-process mode when PROMETHEUS_MULTIPROC_DIR is set, as when served.
 Prints, per load, the median CPU time per request of each side and their ratio
 (observed / bare: 1.05 would be a 5 % cost), and the microseconds the observation costs.
 """
@@ -50,8 +50,8 @@ from token_service.extensions import db
 
 
 def bare():
-    """The app without `Observed`: no request id, request line or request metrics (gunicorn
-    'observability:bare()')."""
+    """The app without `Observed`: no request id, request line or request metrics (granian
+    --factory observability:bare)."""
     app = create_app()
     app.wsgi_app = app.extensions["oauth_front"]
     return app
@@ -61,7 +61,8 @@ def served(seconds: float, rounds: int) -> None:
     """The A B B A comparison of the deployed app and `bare()` under wrk."""
     work = Path(tempfile.mkdtemp(prefix="bench-observability-"))
     env = harness.service_env(work, None)
-    env["TOKEN_SERVICE_METRICS_DIR"] = str(work / "metrics")
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "metrics")  # as token_service.serve sets it
+    (work / "metrics").mkdir()
     env["TOKEN_SERVICE_LOG_FORMAT"] = "json"
     harness.run([str(harness.BIN / "token-service"), "init"], env)
     out = harness.run([str(harness.BIN / "token-service"), "demo"], env)
@@ -69,14 +70,18 @@ def served(seconds: float, rounds: int) -> None:
     servers = {}
     for name, target, port in (
         ("observed", "wsgi:app", 8711),
-        ("bare", "observability:bare()", 8712),
-        ("bare_access_log", "observability:bare()", 8713),
+        ("bare", "observability:bare", 8712),
+        ("bare_access_log", "observability:bare", 8713),
     ):
-        cmd = ["taskset", "-c", harness.SERVICE_CORE, str(harness.BIN / "gunicorn"), "-w", "1"]
-        cmd += ["-c", "python:token_service.gunicorn_conf", "-b", f"127.0.0.1:{port}"]
-        cmd += ["--chdir", str(harness.ROOT if name == "observed" else harness.HERE), target]
+        cmd = ["taskset", "-c", harness.SERVICE_CORE, str(harness.BIN / "granian")]
+        cmd += ["--interface", "wsgi", "--http", "1", "--no-ws", "--workers", "1"]
+        cmd += ["--blocking-threads", "4", "--runtime-threads", "1", "--port", str(port)]
+        cmd += ["--working-dir", str(harness.ROOT if name == "observed" else harness.HERE)]
+        if name != "observed":
+            cmd += ["--factory"]
         if name == "bare_access_log":  # as the image and `serve` ran before: a line per request
-            cmd += ["--access-logfile", str(work / "access.log")]
+            cmd += ["--access-log"]
+        cmd += [target]
         log = (work / f"{name}.log").open("w")
         servers[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=log), port)
     try:
@@ -126,7 +131,7 @@ def served(seconds: float, rounds: int) -> None:
 
 
 def _worker_cpu(master: int) -> float:
-    """CPU seconds used so far by the workers of gunicorn `master`."""
+    """CPU seconds used so far by the workers of the server `master`."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     total = 0
     for pid in children:

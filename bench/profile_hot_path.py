@@ -6,7 +6,7 @@
 Runs n requests (default 3000) under cProfile and prints the 25 functions with the most own
 time, the service's and the framework's functions by cumulative time, the wall time per
 request and the share of it spent waiting (wall - CPU). bench/profile_worker.py profiles the
-real gunicorn worker under load instead.
+real served worker under load instead.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Profile the gunicorn worker under one of make bench's loads, with py-spy (sampling, from
+"""Profile the served worker under one of make bench's loads, with py-spy (sampling, from
 outside the process: the worker runs unmodified, as in the benchmark).
 
     .venv/bin/python bench/profile_worker.py [refresh_switch] [--backend postgresql|sqlite]

@@ -8,7 +8,6 @@ import io
 import json
 import threading
 
-from token_service import slots
 from token_service.api.body import BufferedBody
 from token_service.slots import Slots
 
@@ -102,23 +101,3 @@ def test_a_body_still_arriving_holds_no_slot_and_the_slots_bound_the_app():
     stalled.join(10)
     assert answers["slow"] == ("200 OK", b"late")
     assert most[0] == 1
-
-
-def test_a_slot_keeps_its_namespace_across_threads_and_a_thread_outside_has_its_own():
-    gate = Slots(1)
-    seen = []
-
-    def in_slot():
-        gate.enter()
-        try:
-            seen.append(slots.local())
-        finally:
-            gate.leave()
-
-    for _ in range(2):
-        thread = threading.Thread(target=in_slot)
-        thread.start()
-        thread.join()
-    assert seen[0] is seen[1]  # two threads, one after the other, the same slot
-    assert slots.local() is not seen[0]  # this thread holds no slot: its own
-    assert slots.local() is slots.local()

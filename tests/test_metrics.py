@@ -1,5 +1,5 @@
 """Prometheus metrics: the values move where each event happens, /metrics can be disabled, put
-behind a token or moved to its own port (issue 14). Across gunicorn workers: tests/e2e."""
+behind a token or moved to its own port (issue 14). Across worker processes: tests/e2e."""
 
 from __future__ import annotations
 
@@ -219,3 +219,34 @@ def test_metrics_settings(app):
     ):
         with pytest.raises(ConfigError):
             Settings.from_env(bad)
+
+
+def test_a_dead_workers_live_gauges_are_dropped_at_scrape_and_a_live_ones_stay(tmp_path):
+    """Two "workers" set a live gauge in a multi-process directory; one exits (no hook runs:
+    as after a crash). The next scrape shows the live one's series only."""
+    import subprocess
+    import sys
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    code = (
+        "import os, sys; from prometheus_client import Gauge\n"
+        "Gauge('worker_up', 'h', multiprocess_mode='liveall').set(1)\n"
+        "print(os.getpid(), flush=True); sys.stdin.readline()\n"
+    )
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": ""}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    pids = [int(w.stdout.readline()) for w in workers]
+    workers[0].communicate(b"\n", timeout=30)  # the first one exits
+    registry = CollectorRegistry()
+    registry.register(metrics._LiveWorkers(None, str(tmp_path)))
+    text = generate_latest(registry).decode()
+    workers[1].communicate(b"\n", timeout=30)
+    assert f'worker_up{{pid="{pids[1]}"}} 1.0' in text
+    assert f'pid="{pids[0]}"' not in text
+    assert not list(tmp_path.glob(f"gauge_liveall_{pids[0]}.db"))

@@ -20,6 +20,7 @@ whether it exited or crashed. With TOKEN_SERVICE_METRICS_PORT set, this main pro
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def _serve_metrics_port(host: str) -> None:
 
 
 def main() -> None:
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        # glibc gives every thread that allocates an arena of its own, and keeps what is freed
+        # in it: with a pool of threads a worker grew to 340 MB, against 141 MB with one arena
+        # (docs/performance.md, "Memory"). glibc reads this when a process starts: start again.
+        os.environ["MALLOC_ARENA_MAX"] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "token_service.serve"])  # noqa: S606
     _metrics_dir()
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces
@@ -88,8 +95,7 @@ def main() -> None:
         workers=workers,
         # Python threads: the slots and the waiting ones. granian warns at start that this is
         # many for the cores; the slots keep the app's own concurrency at `threads`.
-        blocking_threads=threads + WAITING_THREADS,
-        backpressure=threads + WAITING_THREADS,  # further requests wait in Rust, threadless
+        blocking_threads=threads + WAITING_THREADS,  # further requests queue in Rust, threadless
         runtime_threads=1,
         http1_settings=HTTP1Settings(header_read_timeout=int(read_timeout * 1000)),
         respawn_failed_workers=True,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from . import metrics
+from . import metrics, slots
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +167,14 @@ class SqliteStore(_Unpublished):
     costs no fsync (an entry written just before a power cut may be lost, never one from
     before the last checkpoint; a crash of the process loses nothing).
 
-    One connection per thread (a thread-local). Reads take no lock (WAL: readers never wait).
-    Writes of one process take a lock of their own first: SQLite's busy handler would make a
-    thread that finds the file locked sleep for milliseconds, a lock wakes it as soon as the
-    writer is done; between processes SQLite's locking orders them. Expiry times are
-    wall-clock, since they must mean the same to another process and after a restart.
+    One connection per request slot, or per thread outside a slot (token_service/slots.py: a
+    slot's connection serves one request at a time, whichever thread holds it; a pool thread's
+    own would leave a connection and its page cache behind every thread). Reads take no lock
+    (WAL: readers never wait). Writes of one process take a lock of their own first: SQLite's
+    busy handler would make a thread that finds the file locked sleep for milliseconds, a lock
+    wakes it as soon as the writer is done; between processes SQLite's locking orders them.
+    Expiry times are wall-clock, since they must mean the same to another process and after a
+    restart.
     """
 
     #: Seconds between sweeps of expired entries (a read never returns one anyway).
@@ -180,19 +183,22 @@ class SqliteStore(_Unpublished):
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._key = f"store_{id(self)}"  # this store's attribute of a slot
         self._writing = threading.Lock()
         self._swept_at = 0.0
         self.published: list[tuple[str, str]] = []
         self._call(lambda db: db.executescript(_SQLITE_STORE_SCHEMA))
 
     def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():  # a forked child opens its own
-            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        local = slots.local()
+        conn, pid = getattr(local, self._key, (None, None))
+        if conn is None or pid != os.getpid():  # a forked child opens its own
+            conn = sqlite3.connect(
+                self.path, timeout=10, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn, self._local.pid = conn, os.getpid()
+            setattr(local, self._key, (conn, os.getpid()))
         return conn
 
     def _call(self, work):
