@@ -25,6 +25,7 @@ from token_service.oauth2.sessions.postgres import PostgresSessions
 from token_service.oauth2.sessions.sqlite import SqliteSessions
 from token_service.revocation import fence_issuance
 from token_service.security import hash_token
+from token_service.slots import Slots
 
 THREADS = 8
 
@@ -281,6 +282,31 @@ def test_each_thread_has_one_connection_of_its_own_closed_when_the_thread_ends(a
     assert all(_is_closed(conn) for conn in opened)
     with app.app_context():
         assert db.engine.pool.checkedout() == 0
+
+
+def test_a_slots_connection_serves_each_thread_that_holds_the_slot(app):
+    """Served, a request runs in one of the worker's slots (token_service/slots.py), on
+    whichever of the server's threads: the slot's connection outlives the thread, so a worker
+    holds one per slot however many threads come and go."""
+    sessions = _store(app)
+    gate = Slots(1)
+    used = []
+
+    def request() -> None:
+        gate.enter()
+        try:
+            with app.app_context():
+                sessions.session_state("sid_nobody", None)
+                used.append(sessions._connections.get().conn)
+        finally:
+            gate.leave()
+
+    for _ in range(3):  # one thread after another, each gone before the next
+        worker = threading.Thread(target=request)
+        worker.start()
+        worker.join(timeout=30)
+    assert len(used) == 3 and len({id(conn) for conn in used}) == 1
+    assert not _is_closed(used[0])  # the threads ended; the slot's connection stays open
 
 
 def test_disposing_the_engine_closes_the_threads_connections_and_the_next_call_reopens(app):

@@ -3,14 +3,16 @@
 A worker runs each request in one of its slots (token_service/slots.py), one request at a time
 per slot, so a connection of the slot's own is a connection of the request's own, without the
 pool's checkout, reset and return on every request (with the teardown that gave it back, a
-tenth of a refresh's Python on PostgreSQL). Outside a slot (commands, tests that call a store
-from threads of their own) the connection is the thread's own. Each connection is taken from the
-engine once, so that the engine's connect events run (SQLite's pragmas), and detached from its
-pool: the ORM session's pool stays whole for the ORM. It is closed when the thread that owns it
-ends, when the engine is disposed (`engine_disposed`), or when a statement finds it broken; the
-next statement of that slot or thread opens another. After a fork
-the child opens its own: a connection is never used, nor closed, by a process that did not
-open it (closing would end the parent's session on the server).
+tenth of a refresh's Python on PostgreSQL). It serves whichever thread holds the slot (the
+server's threads come and go). Outside a slot (commands, tests that call a store from threads
+of their own) the connection is the thread's own, and closed when that thread ends.
+
+Each connection is taken from the engine once, so that the engine's connect events run
+(SQLite's pragmas), and detached from its pool: the ORM session's pool stays whole for the ORM.
+It is closed when the engine is disposed (`engine_disposed`) or when a statement finds it
+broken; the next statement of that slot or thread opens another. After a fork the child opens
+its own: a connection is never used, nor closed, by a process that did not open it (closing
+would end the parent's session on the server).
 """
 
 from __future__ import annotations
