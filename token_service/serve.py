@@ -19,6 +19,7 @@ whether it exited or crashed. With TOKEN_SERVICE_METRICS_PORT set, this main pro
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -66,6 +67,11 @@ def _serve_metrics_port(host: str) -> None:
     start_http_server(settings.metrics_port, host, registry=scrape_registry(keyring))
 
 
+class _NotTheThreadCountWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Configuration allows spawning up to")
+
+
 def main() -> None:
     if "MALLOC_ARENA_MAX" not in os.environ:
         # glibc gives every thread that allocates an arena of its own, and keeps what is freed
@@ -93,9 +99,8 @@ def main() -> None:
         http=HTTPModes.http1,
         websockets=False,
         workers=workers,
-        # Python threads: the slots and the waiting ones. granian warns at start that this is
-        # many for the cores; the slots keep the app's own concurrency at `threads`.
-        blocking_threads=threads + WAITING_THREADS,  # further requests queue in Rust, threadless
+        # Python threads: the slots and the waiting ones; further requests queue in Rust.
+        blocking_threads=threads + WAITING_THREADS,
         runtime_threads=1,
         http1_settings=HTTP1Settings(header_read_timeout=int(read_timeout * 1000)),
         respawn_failed_workers=True,
@@ -104,6 +109,9 @@ def main() -> None:
         # can carry a code or an id_token_hint, and no code or token is ever logged.
         log_access=False,
     )
+    # granian warns at start that this many Python threads is a lot for the cores: true of
+    # threads that all run the app, not of these, which the slots bound to `threads`.
+    logging.getLogger("_granian").addFilter(_NotTheThreadCountWarning())
     server.on_startup(lambda: _serve_metrics_port(host))
     server.serve()
 
