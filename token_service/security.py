@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -16,6 +17,12 @@ PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
 # Verified when the email is unknown, so that both failures cost one argon2id verification.
 _DUMMY_HASH = PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
 
+# One argon2id computation at a time per process. A worker has a core's worth of CPU (the
+# sizing rule: one worker per vCPU), and hashes that run at once on it only take turns and
+# evict each other's 19 MiB from the cache: serialised, four logins at a time on one worker took
+# 0.80 x the CPU each and answered 1.24 x as many per second (docs/performance.md).
+_HASHING = threading.Lock()
+
 # Client secrets are 256-bit random strings, so a fast hash is enough; the key (domain
 # separation, not a secret) keeps these digests distinct from any other SHA-256 in the database.
 _CLIENT_SECRET_KEY = b"token-service/client-secret/v1"
@@ -23,17 +30,18 @@ _CLIENT_SECRET_KEY = b"token-service/client-secret/v1"
 
 def hash_password(password: str) -> str:
     """argon2id hash in PHC string format."""
-    return PASSWORD_HASHER.hash(password)
+    with _HASHING:
+        return PASSWORD_HASHER.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True if `password` matches; a missing hash still costs one verification."""
     try:
-        return PASSWORD_HASHER.verify(password_hash or _DUMMY_HASH, password) and bool(
-            password_hash
-        )
+        with _HASHING:
+            matches = PASSWORD_HASHER.verify(password_hash or _DUMMY_HASH, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    return matches and bool(password_hash)
 
 
 def new_token(nbytes: int = 32) -> str:
