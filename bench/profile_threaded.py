@@ -4,6 +4,7 @@ that a noisy machine cannot move.
 
     .venv/bin/python bench/profile_threaded.py [--backends postgresql,sqlite]
         [--loads refresh_switch,client_credentials,introspection] [--seconds 10] [--keep DIR]
+        [--server granian|gthread|sync]
     .venv/bin/python bench/profile_threaded.py --callgrind [--n 200] [--tree PATH ...]
 
 Default (py-spy): for each backend, a fresh database with the demo data and the service as
@@ -16,6 +17,10 @@ first of LAYERS, top to bottom, one of whose patterns matches one of its frames,
 innermost frame of a WRAPPERS package. Prints each layer's share of the CPU samples (JSON,
 then a list on stderr). Proportions, not rps: a neighbour that steals the core slows every
 layer alike. py-spy pausing the worker for each native stack slows it by half; the shares hold.
+Under granian (since December 2) py-spy 0.4 sees no Python frames in the threads that run the
+app, which Rust starts: nearly every sample lands in granian's own frames, so the split says
+nothing there; `--server gthread` profiles the service under gunicorn's gthread as before,
+and `--callgrind` counts the service's own work without any server.
 
 `--callgrind`: for each tree (a checkout of the service; default this one), each backend and
 each load, one process under `valgrind --tool=callgrind` calls the WSGI app (`Observed` and all:
@@ -326,8 +331,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--tree", type=Path, action="append", default=[])
     parser.add_argument("--keep", type=Path, help="keep each profile (py-spy raw, callgrind) here")
+    parser.add_argument("--server", default="granian", choices=["granian", "gthread", "sync"])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    bench.SERVER[0] = args.server
     loads = args.loads.split(",")
     if args.child:
         child(loads, args.n)
