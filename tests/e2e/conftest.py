@@ -46,7 +46,6 @@ class Server:
     log: Path  # the server's output: granian's lines and the service's JSON request lines
     process: subprocess.Popen = field(repr=False)
     redis_prefix: str = "ts:"  # of its deny-list keys, for a resource server's online check
-    race_pids: list[int] = field(default_factory=list)  # workers that answered racing requests
 
     def served_by(self, tag: str, count: int) -> list[int]:
         """Pids of the workers that answered the requests sent with an `X-Request-Id` that

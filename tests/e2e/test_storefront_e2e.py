@@ -334,6 +334,11 @@ def _login(server) -> dict:
     return response.json()
 
 
+#: Pids of the workers that answered racing requests, per backend: kept here, not on the
+#: module's server, which xdist may tear down and start again between two of its tests.
+RACE_PIDS: dict[str, list[int]] = {}
+
+
 def _race(server, params: list[dict], tag: str) -> list[requests.Response]:
     """POST every form at once from its own thread, each on its own connection; the tag, in
     each request's id, goes to the service's log line, which says which worker answered."""
@@ -428,7 +433,7 @@ def test_concurrent_refreshes_across_workers(server, entities):
 
     served_by = server.served_by(tag, count=RACERS)
     assert len(served_by) == RACERS, served_by
-    server.race_pids.extend(served_by)
+    RACE_PIDS.setdefault(server.backend, []).extend(served_by)
 
 
 def test_concurrent_refreshes_reached_several_workers(server):
@@ -436,8 +441,9 @@ def test_concurrent_refreshes_reached_several_workers(server):
     worker answered racing requests (from the request log: its pid per request)."""
     if server.workers == 1:
         return  # the embedded default runs one worker: nothing to show
-    assert server.race_pids, "run with test_concurrent_refreshes_across_workers"
-    assert len(set(server.race_pids)) > 1, f"one worker answered every racer: {server.race_pids}"
+    pids = RACE_PIDS.get(server.backend)
+    assert pids, "run with test_concurrent_refreshes_across_workers"
+    assert len(set(pids)) > 1, f"one worker answered every racer: {pids}"
 
 
 def test_code_flow_openid_client_node(server):
