@@ -209,6 +209,7 @@ def server(request, tmp_path_factory) -> Iterator[Server]:
         yield running
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which turns the marks into each test's group
 def pytest_collection_modifyitems(items) -> None:
     """One xdist group per e2e module: its module-scoped servers start on one worker, once."""
     here = Path(__file__).parent
