@@ -25,9 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: Requests that run the app at once per worker: more only queue on the GIL and, on SQLite, on
-#: its one write lock (bench/worker_model.py, docs/performance.md).
-THREADS_PER_WORKER = 4
 #: Threads per worker that may wait on clients' bodies on top of the slots: a slow client holds
 #: one of these, never a slot. They are created when needed and end after 30 s idle.
 WAITING_THREADS = 60
@@ -84,25 +81,30 @@ def main() -> None:
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
 
+    from token_service.config import ConfigError, Settings
+
+    try:  # the app's own reading of its settings: a bad one stops the server here, said once
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"token-service serve: {exc}")
+    raw = os.environ.get("WEB_CONCURRENCY") or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        sys.exit(f"token-service serve: WEB_CONCURRENCY must be an integer >= 1, got {raw!r}")
     host = os.environ.get("HOST", "127.0.0.1")
-    port = int(os.environ.get("PORT", "8000"))
-    workers = int(os.environ.get("WEB_CONCURRENCY") or 1)
-    threads = int(os.environ.get("TOKEN_SERVICE_THREADS") or THREADS_PER_WORKER)
-    os.environ["TOKEN_SERVICE_THREADS"] = str(threads)  # the app's slots and database pool
-    read_timeout = float(os.environ.get("TOKEN_SERVICE_READ_TIMEOUT") or 10)
     server = Granian(
         "token_service:create_app",
         factory=True,
         address=host,
-        port=port,
+        port=int(os.environ.get("PORT", "8000")),  # checked by Settings
         interface=Interfaces.WSGI,
         http=HTTPModes.http1,
         websockets=False,
-        workers=workers,
+        workers=int(raw),
         # Python threads: the slots and the waiting ones; further requests queue in Rust.
-        blocking_threads=threads + WAITING_THREADS,
+        blocking_threads=settings.threads + WAITING_THREADS,
         runtime_threads=1,
-        http1_settings=HTTP1Settings(header_read_timeout=int(read_timeout * 1000)),
+        # In milliseconds, at most granian's 60 s.
+        http1_settings=HTTP1Settings(header_read_timeout=min(settings.read_timeout, 60) * 1000),
         respawn_failed_workers=True,
         workers_kill_timeout=30,
         # The service writes one line per request itself, the path without its query: a query

@@ -1,0 +1,38 @@
+"""`token-service serve` (token_service/serve.py) reads the service's settings before it starts
+any worker: a bad one stops it at once with one clear line, not a crash loop of workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("TOKEN_SERVICE_THREADS", "abc", "TOKEN_SERVICE_THREADS must be an integer, got 'abc'"),
+        ("PORT", "x", "PORT must be an integer, got 'x'"),
+        ("WEB_CONCURRENCY", "two", "WEB_CONCURRENCY must be an integer >= 1, got 'two'"),
+    ],
+)
+def test_a_bad_setting_stops_the_server_before_it_starts(tmp_path, name, value, says):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_SERVICE_")}
+    env |= {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "TOKEN_SERVICE_KEYS_DIR": str(tmp_path / "keys"),
+        "PORT": "8000",  # never bound: the server stops before
+        name: value,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "token_service.serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"token-service serve: {says}"
