@@ -8,6 +8,8 @@ import io
 import json
 import threading
 
+import pytest
+
 from token_service.api.body import BufferedBody
 from token_service.slots import Slots
 
@@ -101,3 +103,24 @@ def test_a_body_still_arriving_holds_no_slot_and_the_slots_bound_the_app():
     stalled.join(10)
     assert answers["slow"] == ("200 OK", b"late")
     assert most[0] == 1
+
+
+def test_an_app_that_raises_frees_its_slot():
+    """One slot: a request whose app raises gives its slot back, and the next one runs (were it
+    kept, the next request would wait for ever: the thread below would not end)."""
+
+    def failing(environ, start_response):
+        raise RuntimeError("the view failed")
+
+    gate = Slots(1)
+    environ = {"wsgi.input": _Stream(b"x"), "CONTENT_LENGTH": "1"}
+    with pytest.raises(RuntimeError):
+        BufferedBody(failing, 1024, gate)(environ, None)
+    answered = []
+    again = {"wsgi.input": _Stream(b"ok"), "CONTENT_LENGTH": "2"}
+    worker = threading.Thread(
+        daemon=True, target=lambda: answered.append(_call(BufferedBody(_echo, 1024, gate), again))
+    )
+    worker.start()
+    worker.join(10)
+    assert answered == [("200 OK", b"ok")]

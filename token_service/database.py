@@ -16,8 +16,9 @@ def configure_engine(url: str, threads: int = 4) -> dict:
     """Engine options: SQLite gets a busy timeout. PostgreSQL connections are not pinged before
     use (a round trip per request): a dead one fails its request, which the view retries once
     on a fresh connection (see api/front.py), and the pool replaces them all. The pool holds
-    one connection per thread of the worker for the ORM session, plus a few for bursts; each
-    thread's hot-path connection is its own, outside the pool (oauth2/sessions/connections.py)."""
+    one connection per slot of the worker (slots.py) for the ORM session, plus a few for
+    bursts; each slot's hot-path connection is its own, outside the pool
+    (oauth2/sessions/connections.py)."""
     if url.startswith("sqlite"):
         # A file database gets SQLAlchemy's QueuePool, one connection per thread at a time
         # (check_same_thread off): each request's transaction on its own connection.

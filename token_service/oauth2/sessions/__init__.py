@@ -3,11 +3,11 @@
 The grants, introspection and the login check hold a `SessionStore` (injected, as the key ring
 is) and reach storage through it only. There is one implementation per backend:
 
-- `postgres.PostgresSessions`: psycopg prepared statements on the thread's own connection
-  (connections.py) in autocommit. A write is one statement, so it is atomic on its own and
-  spends no BEGIN/COMMIT round trips; of concurrent rotations of one token exactly one consumes
-  it (the row lock).
-- `sqlite.SqliteSessions`: the same writes on sqlite3, on the thread's own connection, in a
+- `postgres.PostgresSessions`: psycopg prepared statements on the request slot's own
+  connection (connections.py) in autocommit. A write is one statement, so it is atomic on its
+  own and spends no BEGIN/COMMIT round trips; of concurrent rotations of one token exactly one
+  consumes it (the row lock).
+- `sqlite.SqliteSessions`: the same writes on sqlite3, on the slot's own connection, in a
   transaction that takes the write lock at its BEGIN IMMEDIATE and that the operation commits
   before it returns (on the ORM session's connection instead when that one is in a
   transaction, and so holds SQLite's one write lock, already); reads outside any transaction

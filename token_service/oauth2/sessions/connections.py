@@ -47,7 +47,7 @@ class Held:
         self.close()
 
 
-class ThreadConnections:
+class SlotConnections:
     """`get()`: this slot's (or thread's) connection, opened (and prepared) on first use."""
 
     def __init__(self, prepare: Callable[[object], Held]) -> None:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from ... import audit
 from ...entitlements import Entitlements, from_rows, rows_sql
 from .base import AUDIT_COLUMNS, SessionStore, session_event
-from .connections import Held, ThreadConnections
+from .connections import Held, SlotConnections
 from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Superseded
 
 
@@ -46,7 +46,7 @@ def _audit_params(event: dict) -> dict:
 
 class PostgresSessions(SessionStore):
     def __init__(self) -> None:
-        self._connections = ThreadConnections(_prepared)
+        self._connections = SlotConnections(_prepared)
 
     def _one(self, sql: str, params) -> tuple | None:
         """One prepared statement's first row, on this thread's connection."""

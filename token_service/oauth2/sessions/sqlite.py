@@ -1,6 +1,6 @@
 """The session store on SQLite, the embedded default: plain SQL on sqlite3 connections.
 
-Every operation runs on the thread's own sqlite3 connection (connections.py), without
+Every operation runs on the request slot's own sqlite3 connection (connections.py), without
 SQLAlchemy's session, whose begin, commit and pool return cost a refresh more than its
 statements do. A write takes SQLite's write lock at its BEGIN (BEGIN IMMEDIATE), so concurrent
 refreshes queue instead of failing, and commits before it returns: a rotation's statements
@@ -32,7 +32,7 @@ from ... import audit
 from ...entitlements import Entitlements, from_rows, rows_sql
 from ...extensions import db
 from .base import AUDIT_COLUMNS, SessionStore, session_event
-from .connections import Held, ThreadConnections
+from .connections import Held, SlotConnections
 from .rows import LoginRow, NewSession, RefreshRow, Rotation, SessionState, Superseded
 
 
@@ -47,7 +47,7 @@ def _driver_errors():
 
 class SqliteSessions(SessionStore):
     def __init__(self) -> None:
-        self._connections = ThreadConnections(Held)  # autocommit: database.configure_engine
+        self._connections = SlotConnections(Held)  # autocommit: database.configure_engine
 
     @contextmanager
     def _transaction(self):
