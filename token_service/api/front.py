@@ -11,10 +11,10 @@ key, `Cache-Control: no-store`.
 
 from __future__ import annotations
 
-import json
 import logging
 from http import HTTPStatus
 
+import orjson
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from sqlalchemy.exc import DBAPIError
 
@@ -100,7 +100,7 @@ class OAuthFront:
             status, body, headers = self.answer(route, environ, note)
         if status >= 400:
             note.error = body["error"]
-        payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        payload = b"" if body is None else orjson.dumps(body)
         headers.append(("Content-Length", str(len(payload))))
         start_response(_STATUS[status], headers)
         return [payload]

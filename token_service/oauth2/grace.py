@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -38,14 +39,14 @@ def fingerprint(client_id: str, legal_entity_id: str | None, scope: str | None) 
 
 def seal(token: str, params: str, response: dict) -> bytes:
     nonce = os.urandom(12)
-    plaintext = json.dumps({"params": params, "response": response}).encode()
+    plaintext = orjson.dumps({"params": params, "response": response})
     return nonce + AESGCM(_key(token)).encrypt(nonce, plaintext, b"grace")
 
 
 def open_sealed(token: str, blob: bytes) -> tuple[str, dict] | None:
     """(params, response), or None if the blob was not sealed under this token."""
     try:
-        data = json.loads(AESGCM(_key(token)).decrypt(blob[:12], blob[12:], b"grace"))
+        data = orjson.loads(AESGCM(_key(token)).decrypt(blob[:12], blob[12:], b"grace"))
     except (InvalidTag, ValueError):
         return None
     return data["params"], data["response"]

@@ -15,8 +15,7 @@ moved. One more primary-key lookup in a statement that runs anyway.
 
 from __future__ import annotations
 
-import json
-
+import orjson
 import psycopg
 from sqlalchemy.exc import DBAPIError
 
@@ -40,7 +39,7 @@ def _sqlalchemy_error(exc: psycopg.Error, lost: bool) -> DBAPIError:
 
 def _audit_params(event: dict) -> dict:
     params = {f"audit_{name}": event[name] for name in AUDIT_COLUMNS}
-    params["audit_details"] = json.dumps(event["details"])
+    params["audit_details"] = orjson.dumps(event["details"]).decode()
     return params
 
 
