@@ -165,7 +165,7 @@ def _insert_audit(conn, event: dict) -> None:
 
 def _to_sqlite(value):
     """SQLAlchemy's storage format for DateTime on SQLite, "%Y-%m-%d %H:%M:%S.%f" (the UTC
-    offset cut off): isoformat makes it in a fifth of strftime's time."""
+    offset cut off): isoformat makes it in a third of strftime's time."""
     return value.isoformat(" ", "microseconds")[:26] if isinstance(value, datetime) else value
 
 
