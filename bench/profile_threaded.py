@@ -6,6 +6,7 @@ that a noisy machine cannot move.
         [--loads refresh_switch,client_credentials,introspection] [--seconds 10] [--keep DIR]
         [--server granian|gthread|sync]
     .venv/bin/python bench/profile_threaded.py --callgrind [--n 200] [--tree PATH ...]
+    .venv/bin/python bench/profile_threaded.py --perf [--backends ...] [--loads ...] [--seconds 5]
 
 Default (py-spy): for each backend, a fresh database with the demo data and the service as
 `make bench` serves it (bench/run.py: one granian worker, four slots, keep-alive, pinned to
@@ -33,6 +34,15 @@ valgrind's own speed does a little: the service's caches that expire after a sec
 (sessions' state, clients, the deny-list copy's PING) expire after fewer or more requests, so a
 whole request's count moves by 1–2 % between runs (introspection's by up to 15 %). `--loads
 sign` counts one access token's signing alone, which moves by nothing: the A/B for keys.py.
+
+`--perf`: ours served as `make bench` serves it and node-oidc-provider (bench/peer.py), both on
+the service core, each under the same wrk load in turn (the peer's load that `make bench`
+compares). Per side: its CPU per request unprofiled, then `perf record -e cpu-clock` on all its
+threads and `perf stat -e context-switches` over the same seconds. The samples' shared objects
+(and, inside node's binary, OpenSSL's symbols) split the CPU per request into parts both sides
+share: the kernel, OpenSSL, the interpreter or V8, the server, the drivers. This is where the
+served time goes under granian, whose Python threads py-spy cannot read. Needs perf (Debian's
+linux-perf); its software events work where the hardware counters are not exposed.
 """
 
 from __future__ import annotations
@@ -50,6 +60,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import peer as peers  # bench/peer.py: node-oidc-provider
 import run as bench  # bench/run.py: fresh backends, the served worker, wrk
 from joserfc import jwt
 
@@ -322,12 +333,158 @@ def callgrind(
                     print(json.dumps(record), flush=True)
 
 
+# -- perf: served, ours and the peer's, by shared object ------------------------------------
+
+#: perf's shared objects -> the part they stand for (the first pattern that matches).
+PARTS = [
+    ("kernel: sockets, system calls, scheduling", r"^\[kernel"),
+    ("OpenSSL (cryptography's, node's): RSA, hashes, AES", r"_rust\.abi3|libcrypto|_openssl"),
+    ("the server: granian's Rust", r"_granian"),
+    ("database drivers: psycopg, libpq, sqlite", r"psycopg|libpq|sqlite"),
+    ("Python: the interpreter and the service's code", r"^python|^libpython"),
+    (
+        "node: V8, its JIT code, libuv, the rest of its binary",
+        r"^node$|perf-\d+\.map|^\[JIT\]|\[unknown\]",
+    ),
+    ("C library", r"libc\.so|libc-|ld-linux|libm\.so|libpthread"),
+    ("C extensions: orjson, argon2, hiredis...", r"\.so"),
+]
+
+
+#: node links OpenSSL into its own binary: its symbols tell the peer's OpenSSL apart.
+OPENSSL_SYMBOL = re.compile(r"\[\.\] (ossl_|bn_|BN_|rsaz_|sha\d|SHA\d|aes|AES|EVP_|RSA_|CRYPTO_)")
+
+
+def part_of(dso: str) -> str:
+    for name, pattern in PARTS:
+        if re.search(pattern, dso):
+            return name
+    return "other"
+
+
+def parts_of(by_dso: Counter, by_symbol: Counter) -> Counter:
+    """perf's shares by shared object and by "object [.] symbol" -> shares by PARTS."""
+    parts = Counter()
+    for dso, share in by_dso.items():
+        parts[part_of(dso)] += share
+    for symbol, share in by_symbol.items():
+        if symbol.startswith("node ") and OPENSSL_SYMBOL.search(symbol):
+            parts[part_of("node")] -= share
+            parts[part_of("libcrypto")] += share
+    return parts
+
+
+def perf_dsos(pid: int, seconds: float, out: Path) -> tuple[Counter, Counter]:
+    """perf's samples (cpu-clock, all threads of `pid`) over `seconds`, by shared object and by
+    symbol, as shares of all samples."""
+    subprocess.run(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-F", "1999", "-p", str(pid), "-o", str(out),
+         "--", "sleep", str(seconds)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    by = {}
+    for sort in ("dso", "dso,sym"):
+        text = subprocess.run(
+            ["perf", "report", "-i", str(out), "--sort", sort, "--stdio", "-q",
+             "--percent-limit", "0.05"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        shares = Counter()
+        for line in text.splitlines():
+            share, _, rest = line.strip().partition("%")
+            if rest:
+                shares[" ".join(rest.split())] += float(share) / 100
+        by[sort] = shares
+    return by["dso"], by["dso,sym"]
+
+
+def perf_side(side: str, server, load: bench.Load, seconds: float, work: Path) -> dict:
+    """One side under one load: unprofiled CPU per request, then perf under the same load."""
+    plain = bench.measure(server, load, seconds, 2)
+    cpu_us = plain["worker_cpu"] / max(plain["rps"], 1) * 1e6
+    if load.fresh:
+        load.fresh()
+    pid = server.worker if side == "ours" else server.proc.pid
+    box: dict = {}
+
+    def sample() -> None:
+        box["dso"], box["sym"] = perf_dsos(pid, seconds, work / "p.data")
+
+    def switches() -> None:  # every thread's, voluntary or not (a software event)
+        done = subprocess.run(
+            ["perf", "stat", "-x,", "-e", "context-switches", "-p", str(pid), "--", "sleep",
+             str(seconds)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        box["switches"] = int(done.stderr.strip().splitlines()[-1].split(",")[0])
+
+    samplers = [threading.Thread(target=sample), threading.Thread(target=switches)]
+    for sampler in samplers:
+        sampler.start()
+    served = bench.wrk(server.url + load.path, seconds + 1, load.script, load.env, load.threads)
+    for sampler in samplers:
+        sampler.join()
+    parts = parts_of(box["dso"], box["sym"])
+    return {
+        "side": side,
+        "rps": plain["rps"],
+        "cpu_us_per_request": round(cpu_us),
+        # wrk ran a second longer than perf: its rate, not its count
+        "context_switches_per_request": round(box["switches"] / (served["rps"] * seconds), 1),
+        "us_per_request_by_part": {k: round(v * cpu_us) for k, v in parts.most_common()},
+        "top_symbols": {k: round(v * 100, 1) for k, v in box["sym"].most_common(12)},
+    }
+
+
+def perf(backend_name: str, loads: list[str], seconds: float) -> None:
+    """Ours (as `make bench` serves it) and the peer, both on the service core, each under the
+    same wrk load in turn: CPU per request, split by what perf sees running."""
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
+        work = Path(tmp)
+        database = f"bench_perf_{os.getpid()}" if backend_name == "postgresql" else None
+        backend = bench.prepare(backend_name, work, database)
+        service = bench.Server(
+            "wsgi:app", bench.free_port(), backend.env, bench.ROOT, work / "service.log"
+        ).start()
+        other = peers.Peer(bench.free_port(), bench.SERVICE_CORE, work / "peer.log").start()
+        try:
+            for load in loads:
+                ours = perf_side("ours", service, bench.our_load(backend, service, load),
+                                 seconds, work)  # fmt: skip
+                spec = other.load(peers.COMPARED[load], work, bench.CONNECTIONS)
+                theirs = perf_side("peer", other, bench.Load(**spec), seconds, work)
+                for record in (ours, theirs):
+                    print(json.dumps({"backend": backend_name, "load": load} | record), flush=True)
+                names = sorted(
+                    set(ours["us_per_request_by_part"]) | set(theirs["us_per_request_by_part"])
+                )
+                print(
+                    f"# {backend_name} {load}: µs of CPU per request, ours / the peer's",
+                    file=sys.stderr,
+                )
+                for name in sorted(names, key=lambda n: -ours["us_per_request_by_part"].get(n, 0)):
+                    a = ours["us_per_request_by_part"].get(name, 0)
+                    b = theirs["us_per_request_by_part"].get(name, 0)
+                    print(f"  {a:6d} {b:6d}  {name}", file=sys.stderr)
+                print(f"  {ours['cpu_us_per_request']:6d} {theirs['cpu_us_per_request']:6d}  all",
+                      file=sys.stderr)  # fmt: skip
+                print(f"  {ours['context_switches_per_request']:6} "
+                      f"{theirs['context_switches_per_request']:6}  context switches per request",
+                      file=sys.stderr)  # fmt: skip
+        finally:
+            other.stop()
+            service.stop()
+            if database:
+                bench.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="postgresql,sqlite")
     parser.add_argument("--loads", default=",".join(LOADS))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--callgrind", action="store_true")
+    parser.add_argument("--perf", action="store_true", help="ours and the peer, by shared object")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--tree", type=Path, action="append", default=[])
     parser.add_argument("--keep", type=Path, help="keep each profile (py-spy raw, callgrind) here")
@@ -341,6 +498,9 @@ def main() -> None:
     elif args.callgrind:
         trees = [t.resolve() for t in args.tree] or [bench.ROOT]
         callgrind(trees, args.backends.split(","), loads, args.n, args.keep)
+    elif args.perf:
+        for backend_name in args.backends.split(","):
+            perf(backend_name, [load for load in loads if load in peers.COMPARED], args.seconds)
     else:
         for backend_name in args.backends.split(","):
             spy(backend_name, loads, args.seconds, args.keep)

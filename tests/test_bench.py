@@ -76,3 +76,46 @@ def test_summary_misses_on_the_peers_p99_where_the_target_asks_for_it():
     assert run.summarize("sqlite", "refresh_switch", rounds)["met"]
     rounds = [_round(1.0, 0.5), _round(1.1, 0.5), _round(1.15, 0.5)]
     assert not run.summarize("sqlite", "refresh_switch", rounds)["met"]
+
+
+def test_perf_parts_split_both_sides_alike():
+    # bench/profile_threaded.py --perf: perf's shared objects, as it names them on this machine,
+    # go to the parts that the two sides share; node's own OpenSSL is told apart by symbol.
+    from collections import Counter
+
+    import profile_threaded
+
+    by_dso = Counter(
+        {
+            "_rust.abi3.so": 0.30,
+            "libpython3.11.so.1.0": 0.35,
+            "[kernel.kallsyms]": 0.20,
+            "_granian.cpython-311-x86_64-linux-gnu.so": 0.04,
+            "_psycopg.cpython-311-x86_64-linux-gnu.so": 0.01,
+            "libpq-9b3e4a5c.so.5.16": 0.01,
+            "orjson.cpython-311-x86_64-linux-gnu.so": 0.01,
+            "libc.so.6": 0.02,
+            "node": 0.06,
+        }
+    )
+    by_symbol = Counter(
+        {
+            "node [.] ossl_rsaz_amm52x20_x2_256": 0.03,
+            "node [.] bn_mulx4x_mont": 0.01,
+            "node [.] Builtins_KeyedLoadIC_Megamorphic": 0.01,
+            "_rust.abi3.so [.] ossl_rsaz_amm52x20_x2_ifma256": 0.25,
+        }
+    )
+    parts = profile_threaded.parts_of(by_dso, by_symbol)
+    named = {name.split(":")[0]: round(share, 4) for name, share in parts.items()}
+    assert named == {
+        "OpenSSL (cryptography's, node's)": 0.34,
+        "Python": 0.35,
+        "kernel": 0.20,
+        "the server": 0.04,
+        "database drivers": 0.02,
+        "C extensions": 0.01,
+        "C library": 0.02,
+        "node": 0.02,
+    }
+    assert round(sum(parts.values()), 6) == 1.0
