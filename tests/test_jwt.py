@@ -122,3 +122,15 @@ def test_discovery_documents(client):
         assert "refresh_token" in meta["grant_types_supported"]
         assert "none" in meta["token_endpoint_auth_methods_supported"]
         assert "order.order_read_le" in meta["scopes_supported"]
+
+
+@pytest.mark.parametrize("alg", ["RS256", "EdDSA"])  # deterministic signatures: comparable
+def test_encode_jwt_is_joserfcs_jwt_encode_byte_for_byte(tmp_path, alg):
+    key = KeyRing(tmp_path, 3600).generate(alg)
+    claims = {"iss": "i", "sub": "s", "aud": ["a", "b"], "exp": 9999999999, "iat": 1}
+    claims["scope"] = "order.order_read_le quote.quote_read_own"
+    claims["name"] = "Zoë"  # non-ASCII in the payload
+    for typ in ("at+jwt", "JWT"):
+        header = {"typ": typ, "alg": alg, "kid": key.kid}
+        expected = jose_jwt.encode(header, claims, key.key, registry=key.registry)
+        assert key.encode_jwt(dict(claims), typ=typ) == expected
