@@ -58,6 +58,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import peer as peers  # bench/peer.py: node-oidc-provider
@@ -140,47 +141,56 @@ def summarize(raw: Path) -> dict[str, float]:
     return result | {"samples": total, "waiting": waiting}
 
 
-def spy(backend_name: str, loads: list[str], seconds: float, keep: Path | None) -> None:
-    """The served worker under each load: its CPU per request unprofiled, then py-spy."""
-    with tempfile.TemporaryDirectory(prefix="bench-threaded-") as tmp:
+@contextmanager
+def served(backend_name: str):
+    """(backend, service, work): a fresh database with the demo data and the service on it as
+    `make bench` serves it; the database is dropped at the end."""
+    with tempfile.TemporaryDirectory(prefix="bench-served-") as tmp:
         work = Path(tmp)
-        database = f"bench_threaded_{os.getpid()}" if backend_name == "postgresql" else None
+        database = f"bench_served_{os.getpid()}" if backend_name == "postgresql" else None
         backend = bench.prepare(backend_name, work, database)
-        service = bench.Server(
-            "wsgi:app", bench.free_port(), backend.env, bench.ROOT, work / "service.log"
-        )
-        service.start()
         try:
-            for load in loads:
-                bench.measure_ours(backend, service, load, 2, 0)  # warm up
-                plain = bench.measure_ours(backend, service, load, seconds, 0)
-                raw = work / f"{load}.txt"
-                cmd = [*_py_spy(raw), "-p", str(service.worker), "-d", str(int(seconds))]
-                sampler = threading.Thread(
-                    target=subprocess.run, args=(cmd,), kwargs={"capture_output": True}
-                )
-                work_load = bench.our_load(backend, service, load)
-                if work_load.fresh:  # new chains or token: their logins before the samples
-                    work_load.fresh()
-                sampler.start()
-                bench.wrk(
-                    service.url + work_load.path,
-                    seconds + 1,
-                    work_load.script,
-                    work_load.env,
-                    work_load.threads,
-                )
-                sampler.join()
-                record = {"backend": backend_name, "load": load, "served": True}
-                record["rps"] = plain["rps"]
-                record["worker_cpu_us_per_request"] = round(
-                    plain["worker_cpu"] / max(plain["rps"], 1) * 1e6
-                )
-                _report(record, raw, keep, f"served-{backend_name}-{load}")
+            service = bench.Server(
+                "wsgi:app", bench.free_port(), backend.env, bench.ROOT, work / "service.log"
+            ).start()
+            try:
+                yield backend, service, work
+            finally:
+                service.stop()
         finally:
-            service.stop()
             if database:
                 bench.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def spy(backend_name: str, loads: list[str], seconds: float, keep: Path | None) -> None:
+    """The served worker under each load: its CPU per request unprofiled, then py-spy."""
+    with served(backend_name) as (backend, service, work):
+        for load in loads:
+            bench.measure_ours(backend, service, load, 2, 0)  # warm up
+            plain = bench.measure_ours(backend, service, load, seconds, 0)
+            raw = work / f"{load}.txt"
+            cmd = [*_py_spy(raw), "-p", str(service.worker), "-d", str(int(seconds))]
+            sampler = threading.Thread(
+                target=subprocess.run, args=(cmd,), kwargs={"capture_output": True}
+            )
+            work_load = bench.our_load(backend, service, load)
+            if work_load.fresh:  # new chains or token: their logins before the samples
+                work_load.fresh()
+            sampler.start()
+            bench.wrk(
+                service.url + work_load.path,
+                seconds + 1,
+                work_load.script,
+                work_load.env,
+                work_load.threads,
+            )
+            sampler.join()
+            record = {"backend": backend_name, "load": load, "served": True}
+            record["rps"] = plain["rps"]
+            record["worker_cpu_us_per_request"] = round(
+                plain["worker_cpu"] / max(plain["rps"], 1) * 1e6
+            )
+            _report(record, raw, keep, f"served-{backend_name}-{load}")
 
 
 def _py_spy(raw: Path) -> list[str]:
@@ -439,13 +449,7 @@ def perf_side(side: str, server, load: bench.Load, seconds: float, work: Path) -
 def perf(backend_name: str, loads: list[str], seconds: float) -> None:
     """Ours (as `make bench` serves it) and the peer, both on the service core, each under the
     same wrk load in turn: CPU per request, split by what perf sees running."""
-    with tempfile.TemporaryDirectory(prefix="bench-perf-") as tmp:
-        work = Path(tmp)
-        database = f"bench_perf_{os.getpid()}" if backend_name == "postgresql" else None
-        backend = bench.prepare(backend_name, work, database)
-        service = bench.Server(
-            "wsgi:app", bench.free_port(), backend.env, bench.ROOT, work / "service.log"
-        ).start()
+    with served(backend_name) as (backend, service, work):
         other = peers.Peer(bench.free_port(), bench.SERVICE_CORE, work / "peer.log").start()
         try:
             for load in loads:
@@ -473,9 +477,6 @@ def perf(backend_name: str, loads: list[str], seconds: float) -> None:
                       file=sys.stderr)  # fmt: skip
         finally:
             other.stop()
-            service.stop()
-            if database:
-                bench.psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
 def main() -> None:
