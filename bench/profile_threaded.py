@@ -414,7 +414,7 @@ def perf_side(side: str, server, load: bench.Load, seconds: float, work: Path) -
     cpu_us = plain["worker_cpu"] / max(plain["rps"], 1) * 1e6
     if load.fresh:
         load.fresh()
-    pid = server.worker if side == "ours" else server.proc.pid
+    pid = server.worker if server.is_service else server.proc.pid  # the peer: one process
     box: dict = {}
 
     def sample() -> None:
@@ -459,9 +459,7 @@ def perf(backend_name: str, loads: list[str], seconds: float) -> None:
                 theirs = perf_side("peer", other, bench.Load(**spec), seconds, work)
                 for record in (ours, theirs):
                     print(json.dumps({"backend": backend_name, "load": load} | record), flush=True)
-                names = sorted(
-                    set(ours["us_per_request_by_part"]) | set(theirs["us_per_request_by_part"])
-                )
+                names = set(ours["us_per_request_by_part"]) | set(theirs["us_per_request_by_part"])
                 print(
                     f"# {backend_name} {load}: µs of CPU per request, ours / the peer's",
                     file=sys.stderr,
@@ -500,6 +498,8 @@ def main() -> None:
         trees = [t.resolve() for t in args.tree] or [bench.ROOT]
         callgrind(trees, args.backends.split(","), loads, args.n, args.keep)
     elif args.perf:
+        if not shutil.which("perf"):
+            sys.exit("--perf needs perf: apt-get install linux-perf")
         for backend_name in args.backends.split(","):
             perf(backend_name, [load for load in loads if load in peers.COMPARED], args.seconds)
     else:

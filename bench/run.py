@@ -335,7 +335,7 @@ def argon2_rate(seconds: float) -> dict:
         "import time; from token_service.security import PASSWORD_HASHER as h\n"
         "h.hash('warm up'); n=0; t=time.perf_counter()\n"
         f"while time.perf_counter()-t < {seconds}: h.hash('correct horse battery staple'); n+=1\n"
-        "print(n/(time.perf_counter()-t), h.time_cost, h.memory_kib, 1)"
+        "print(n/(time.perf_counter()-t), h.time_cost, h.memory_kib, h.parallelism)"
     )
     out = subprocess.run(
         ["taskset", "-c", SERVICE_CORE, sys.executable, "-c", code],

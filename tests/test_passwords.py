@@ -57,6 +57,19 @@ def test_odd_passwords_and_broken_hashes():
     assert not verify_password(argon2d, "correct horse battery staple")
 
 
+def test_an_unknown_customer_still_costs_one_real_verification(monkeypatch):
+    # No user enumeration by timing: a missing hash verifies against the dummy one, whose
+    # parameters are today's, through the same libsodium call.
+    calls = []
+    real = security.PASSWORD_HASHER.verify
+    monkeypatch.setattr(
+        security.PASSWORD_HASHER, "verify", lambda h, p: calls.append(h) or real(h, p)
+    )
+    assert not verify_password(None, "correct horse battery staple")
+    assert calls == [security._DUMMY_HASH]
+    assert not security.PASSWORD_HASHER.check_needs_rehash(security._DUMMY_HASH)
+
+
 def test_hashes_run_one_at_a_time_across_threads(monkeypatch):
     running, most, lock = [0], [0], threading.Lock()
     real_verify, real_hash = security.PASSWORD_HASHER.verify, security.PASSWORD_HASHER.hash

@@ -379,10 +379,10 @@ def test_public_client_cannot_use_client_credentials(storefront):
 def test_a_login_with_an_older_hash_upgrades_it_and_succeeds(app, storefront):
     """Argon2id parameters raised since the password was set: the login rehashes it (a write
     of its own, committed before the session's, which holds the customer's row) and succeeds."""
+    from test_passwords import ARGON2_CFFI_WEAKER as weaker  # the demo password, t=1, 8 MiB
+
     from token_service.security import PASSWORD_HASHER
 
-    # The demo password under t=1, m=8 MiB, as argon2-cffi (the hasher before libsodium) wrote it.
-    weaker = "$argon2id$v=19$m=8192,t=1,p=1$hcIDZ/78tGTww0uANLzFFQ$ZG1+kojepdWx5ULFhJc1WNgPn39JsqiTrwDP7aX5Xjo"  # noqa: E501
     with app.app_context():
         alice = db.session.scalars(
             select(Customer).where(Customer.email == "alice@acme.test")

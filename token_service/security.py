@@ -21,10 +21,12 @@ class Argon2id:
     whatever its parameters, so hashes written before (argon2-cffi, the same format) still
     verify, and are rewritten with these parameters at the next login (`check_needs_rehash`)."""
 
+    parallelism = 1  # libsodium computes one lane
+
     def __init__(self, time_cost: int, memory_kib: int) -> None:
         self.time_cost, self.memory_kib = time_cost, memory_kib
-        # libsodium's strings are canonical: the parameters are this exact prefix (p is 1).
-        self._prefix = f"$argon2id$v=19$m={memory_kib},t={time_cost},p=1$"
+        # libsodium's strings are canonical: the parameters are this exact prefix.
+        self._prefix = f"$argon2id$v=19$m={memory_kib},t={time_cost},p={self.parallelism}$"
 
     def hash(self, password: str) -> str:
         return pwhash.argon2id.str(
