@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from . import audit, directory, lifecycle
 from .extensions import db
+from .inputs import email_key
 from .models import Customer, LegalEntity
 
 
@@ -46,7 +47,7 @@ def _customer_id(email_or_id: str) -> str:
     customer = (
         db.session.get(Customer, email_or_id)
         or db.session.scalars(
-            select(Customer).where(Customer.email == email_or_id.strip().lower())
+            select(Customer).where(Customer.email == email_key(email_or_id))
         ).first()
     )
     if customer is None:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from .clients import forget_client
 from .extensions import db
+from .inputs import InvalidEmail, normalize_email
 from .models import (
     ASSIGNMENT_TYPES,
     PREDEFINED_GROUPS,
@@ -169,6 +170,14 @@ def create_legal_entity(
     return entity
 
 
+def valid_email(email: str) -> str:
+    """An address in its one stored form (inputs.normalize_email), or a 400 saying why not."""
+    try:
+        return normalize_email(email)
+    except InvalidEmail as exc:
+        raise DirectoryError(str(exc), field="email") from None
+
+
 def create_customer(
     email: str,
     password: str | None,
@@ -176,9 +185,7 @@ def create_customer(
     id: str | None = None,
     default_legal_entity_id: str | None = None,
 ) -> Customer:
-    email = email.strip().lower()
-    if "@" not in email or len(email) > 320:
-        raise DirectoryError("a valid email is required", field="email")
+    email = valid_email(email)
     if db.session.scalar(select(Customer.id).where(Customer.email == email)):
         raise DirectoryError("a customer with this email exists", status=409, field="email")
     customer = Customer(
@@ -385,9 +392,7 @@ def update_customer(customer_id: str, changes: dict) -> Customer:
     if customer is None:
         raise DirectoryError("customer not found", status=404)
     if "email" in changes:
-        email = changes["email"].strip().lower()
-        if "@" not in email or len(email) > 320:
-            raise DirectoryError("a valid email is required", field="email")
+        email = valid_email(changes["email"])
         taken = db.session.scalar(
             select(Customer.id).where(Customer.email == email, Customer.id != customer_id)
         )

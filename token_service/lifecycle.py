@@ -6,7 +6,9 @@ way it is made. Every function works in the caller's transaction (no commit here
 - the affected sessions' live access tokens are deny-listed at once (`revocation.deny_session`):
   every session whose live tokens may carry what was taken away, whichever entity it acts for
   now (a switch leaves the tokens issued before it live);
-- blocking a customer revokes every session;
+- blocking a customer, deleting one, changing their password or revoking all their sessions
+  signs them out everywhere (`revoke_all_sessions`): every refresh-token family and every
+  browser session, so that neither a refresh token nor a sign-in cookie mints tokens again;
 - each change first fences the token endpoint (`revocation.fence_issuance`), so that a login
   or refresh racing it either is among the sessions it denies or reads the changed data.
 """
@@ -19,7 +21,7 @@ from typing import TypeVar
 from flask import current_app
 from sqlalchemy import exists, or_, select
 
-from . import audit
+from . import audit, directory
 from .directory import DirectoryError, set_group_scopes
 from .extensions import db
 from .models import (
@@ -33,6 +35,7 @@ from .models import (
     Session,
     utcnow,
 )
+from .oauth2.browser import end_browser_sessions_of
 from .revocation import deny_session, fence_issuance, revoke_session
 
 #: Added to the longest access-token lifetime when asking which entities a session issued
@@ -140,19 +143,49 @@ def remove_assignment(customer_id: str, legal_entity_id: str, *, actor) -> None:
     )
 
 
+def revoke_all_sessions(customer_id: str, reason: str, *, actor) -> int:
+    """Sign a customer out everywhere: every refresh-token family is revoked (its access tokens
+    stop now) and every browser session ends (its cookie signs nobody in, so `prompt=none`
+    answers `login_required`). Returns how many refresh-token families were live."""
+    fence_issuance([customer_id])  # before listing: a login racing this is listed or refused
+    sessions = _live_sessions([customer_id])
+    for session in sessions:
+        revoke_session(session, reason, actor_type=actor[0], actor_id=actor[1])
+    end_browser_sessions_of(customer_id, reason, actor=actor)
+    return len(sessions)
+
+
+def update_customer(customer_id: str, changes: dict, *, actor) -> Customer:
+    """Change a customer's email, password or default entity (directory.update_customer);
+    a new or removed password signs them out everywhere, as a reset must."""
+    customer = directory.update_customer(customer_id, changes)
+    if "password" in changes:
+        revoke_all_sessions(customer_id, "password_changed", actor=actor)
+    return customer
+
+
+def delete_customer(customer_id: str, *, actor) -> Customer:
+    """Delete a customer, signed out everywhere first so their access tokens stop at once."""
+    customer = _found(Customer, customer_id, "customer not found")
+    revoke_all_sessions(customer_id, "customer_deleted", actor=actor)
+    db.session.delete(customer)  # assignments, memberships and sessions go with it
+    db.session.flush()
+    return customer
+
+
 def block_customer(customer_id: str, *, actor) -> None:
-    """Block a customer: every session is revoked and its access tokens stop now."""
+    """Block a customer: signed out everywhere, no new login until unblocked."""
     customer = _found(Customer, customer_id, "customer not found")
     fence_issuance([customer_id])
     customer.status = "blocked"
     customer.version += 1
-    for session in _live_sessions([customer_id]):
-        revoke_session(session, "customer_blocked", actor_type=actor[0], actor_id=actor[1])
+    revoke_all_sessions(customer_id, "customer_blocked", actor=actor)
     _record("customer.blocked", actor, customer_id=customer_id)
 
 
 def unblock_customer(customer_id: str, *, actor) -> None:
-    """Let a blocked customer log in again (revoked sessions stay revoked)."""
+    """Let a blocked customer log in again (revoked sessions and ended browser sessions stay
+    so: they sign in anew)."""
     customer = _found(Customer, customer_id, "customer not found")
     customer.status = "active"
     customer.version += 1

@@ -19,6 +19,7 @@ import time
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from . import metrics
+from .inputs import email_key
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ class TooManyAttempts(OAuth2Error):
 
 
 def _keys(username: str, address: str | None) -> list[tuple[str, int]]:
-    account = hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]
+    # One account, however its address is typed ("ＡＬＩＣＥ@acme.test" is alice's).
+    account_name = email_key(username) or username.strip().lower()
+    digest = hashlib.sha256(account_name.encode("utf-8", "surrogatepass"))
+    account = digest.hexdigest()[:32]
     keys = [(f"throttle:acct:{account}", 1)]
     if address:
         keys.append((f"throttle:addr:{address}", ADDRESS_FACTOR))

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 
+from ..inputs import ascii_int
 from ..slots import Slots
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,8 @@ class BufferedBody:
         self.slots = slots
 
     def __call__(self, environ, start_response):
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0  # the app answers a malformed length
+        # A malformed length reads as none here: the app answers it.
+        length = ascii_int(environ.get("CONTENT_LENGTH") or "0", 19) or 0
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         if 0 < length <= self.max_bytes or (chunked and length == 0):
             body = environ["wsgi.input"].read(length or self.max_bytes + 1)

@@ -7,7 +7,7 @@ import logging
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Flask, jsonify, request
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .. import metrics
@@ -26,6 +26,13 @@ def error_parts(error: Exception, *, oauth: bool) -> tuple[int, dict, list[tuple
     if isinstance(error, OAuth2Error):
         _rollback_quietly()
         return oauth_error_parts(error)
+    if isinstance(error, DataError):
+        # A value the database refuses (out of range, a NUL that got past inputs.py): the
+        # request's fault, not an outage. Not an alarm, not a backend error.
+        log.warning("database refused a value: %s", error.orig.__class__.__name__)
+        _rollback_quietly()
+        body = {"error": "invalid_request", _message(oauth): "A value in the request is invalid."}
+        return 400, body, [JSON, *NO_STORE.items()]
     if isinstance(error, DBAPIError):
         log.error("database unavailable: %s", error.__class__.__name__)
         metrics.backend_error("database")
@@ -84,6 +91,7 @@ def register(app: Flask) -> None:
         return jsonify({"error": code, "message": error.description}), error.code
 
     @app.errorhandler(OAuth2Error)
+    @app.errorhandler(DataError)
     @app.errorhandler(DBAPIError)
     @app.errorhandler(OperationalError)
     @app.errorhandler(NoSigningKey)

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import logs, metrics
 from ..extensions import db
+from ..inputs import ascii_int
 from ..oauth2.request import TokenRequest, parse_form
 from .errors import JSON, NO_STORE, error_parts
 
@@ -31,10 +32,10 @@ _STATUS = {status.value: f"{status.value} {status.phrase}" for status in HTTPSta
 
 def read_form(environ: dict, max_bytes: int) -> TokenRequest:
     """The request's form, reading never more than `max_bytes` + 1 bytes of the body."""
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or -1)
-    except ValueError:
-        raise InvalidRequestError("The Content-Length header is not a number.") from None
+    raw = environ.get("CONTENT_LENGTH") or ""
+    length = -1 if raw == "" else ascii_int(raw, 19)
+    if length is None:
+        raise InvalidRequestError("The Content-Length header is not a number.")
     if length > max_bytes:
         raise InvalidRequestError(f"The request body exceeds {max_bytes} bytes.")
     if length >= 0:

@@ -22,6 +22,7 @@ from authlib.oauth2.rfc6749.errors import (
 from authlib.oauth2.rfc7636.challenge import CODE_CHALLENGE_PATTERN
 
 from ..clients import ClientInfo
+from ..inputs import ascii_int, text_problem
 from ..scopes import join_scopes, split_scopes
 
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
@@ -133,7 +134,7 @@ def parse(
                 raise AuthorizationPageError(f"'{name}' is repeated.")
             params["__repeated__"] = name
             continue
-        if len(value) > MAX_LENGTH or "\x00" in value:
+        if len(value) > MAX_LENGTH or text_problem(value) or text_problem(name):
             if name in ("client_id", "redirect_uri"):
                 raise AuthorizationPageError(f"'{name}' is invalid.")
             params["__invalid__"] = name
@@ -207,14 +208,15 @@ def _check(request: AuthorizationRequest, params: dict[str, str]) -> Authorizati
         # OpenID Connect Core §3.1.2.1: none "MUST NOT" be combined with another value.
         raise InvalidRequestError("prompt=none cannot be combined with other values.")
     max_age = params.get("max_age")
-    if max_age is not None and not (max_age.isdigit() and len(max_age) <= 10):
+    seconds = None if max_age is None else ascii_int(max_age)
+    if max_age is not None and seconds is None:
         raise InvalidRequestError("'max_age' must be a number of seconds.")
     return replace(
         request,
         scope=frozenset(scope),
         code_challenge=challenge,
         prompt=prompt,
-        max_age=int(max_age) if max_age is not None else None,
+        max_age=seconds,
     )
 
 

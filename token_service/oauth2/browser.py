@@ -9,7 +9,7 @@ from sqlalchemy import delete, or_, select, update
 
 from .. import audit
 from ..extensions import db
-from ..models import BrowserSession, Consent, Session, new_id, utcnow
+from ..models import BrowserSession, Consent, Customer, Session, new_id, utcnow
 from ..revocation import revoke_session
 from ..security import hash_token, new_token
 from . import codes
@@ -20,6 +20,13 @@ BROWSER_SESSION_SECONDS = 12 * 3600
 
 def start_browser_session(customer_id: str, client_id: str) -> tuple[BrowserSession, str]:
     """Record a sign-in; returns the row and the cookie's value (shown once)."""
+    # Held until commit: a revocation of all the customer's sessions (which updates this row
+    # first, lifecycle.revoke_all_sessions) either waits for this sign-in and ends it, or
+    # committed before it and this is a new sign-in after it (PostgreSQL: FOR SHARE; SQLite
+    # gets the same order from its one writer).
+    db.session.execute(
+        select(Customer.id).where(Customer.id == customer_id).with_for_update(read=True)
+    ).all()
     token = new_token()
     now = utcnow()
     row = BrowserSession(
@@ -55,9 +62,13 @@ def find_browser_session(cookie: str | None, now: datetime) -> BrowserSession | 
     return row
 
 
-def end_browser_session(row: BrowserSession, reason: str) -> list[str]:
+def end_browser_session(
+    row: BrowserSession, reason: str, *, actor: tuple[str, str | None] | None = None
+) -> list[str]:
     """End a browser session and revoke the refresh-token families born from it (their access
-    tokens are deny-listed at once); returns the revoked session ids."""
+    tokens are deny-listed at once); returns the revoked session ids. The actor is the
+    customer (a sign-out) unless given."""
+    actor_type, actor_id = actor or ("customer", row.customer_id)
     ended = db.session.execute(
         update(BrowserSession)
         .where(BrowserSession.id == row.id, BrowserSession.ended_at.is_(None))
@@ -67,19 +78,36 @@ def end_browser_session(row: BrowserSession, reason: str) -> list[str]:
     for sid in codes.sessions_born_from(row.id):
         session = db.session.get(Session, sid)
         if session is not None and session.revoked_at is None:
-            revoke_session(session, reason, actor_type="customer", actor_id=row.customer_id)
+            revoke_session(session, reason, actor_type=actor_type, actor_id=actor_id)
             revoked.append(sid)
     if ended:
         audit.record(
             "browser_session.ended",
-            actor_type="customer",
-            actor_id=row.customer_id,
+            actor_type=actor_type,
+            actor_id=actor_id,
             customer_id=row.customer_id,
             target=row.id,
             reason=reason,
             revoked_sessions=len(revoked),
         )
     return revoked
+
+
+def end_browser_sessions_of(customer_id: str, reason: str, *, actor: tuple[str, str | None]) -> int:
+    """End every live browser session of a customer, so that no cookie signs them in again
+    (the next `prompt=none` answers `login_required`); returns how many were live."""
+    rows = list(
+        db.session.scalars(
+            select(BrowserSession).where(
+                BrowserSession.customer_id == customer_id,
+                BrowserSession.ended_at.is_(None),
+                BrowserSession.expires_at > utcnow(),
+            )
+        )
+    )
+    for row in rows:
+        end_browser_session(row, reason, actor=actor)
+    return len(rows)
 
 
 def browser_session_of(sid: str) -> BrowserSession | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from authlib.oauth2.rfc6749.errors import InvalidGrantError
 
 from ..entitlements import Entitlements
+from ..inputs import email_key
 from ..security import PASSWORD_HASHER, hash_password, verify_password
 from ..throttle import LoginThrottle, TooManyAttempts
 from .sessions import LoginRow, SessionStore
@@ -35,7 +36,7 @@ def check_credentials(
                 "login.throttled",
                 actor_type="client",
                 actor_id=client_id,
-                target=username.strip().lower(),
+                target=email_key(username) or username.strip().lower(),
                 address=address,
             )
             raise

@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidRequestError
 
+from ..inputs import text_problem
 from ..security import verify_client_secret
 
 MAX_PARAM_LENGTH = {
@@ -79,8 +80,8 @@ def parse_form(content_type: str | None, body: bytes, max_bytes: int) -> dict[st
             raise InvalidRequestError(f"{describe(name)} is repeated.")
         if len(value) > MAX_PARAM_LENGTH.get(name, DEFAULT_MAX_LENGTH):
             raise InvalidRequestError(f"{describe(name)} is too long.")
-        if "\x00" in value:
-            raise InvalidRequestError(f"{describe(name)} contains a NUL character.")
+        if text_problem(value) or text_problem(name):
+            raise InvalidRequestError(f"{describe(name)} contains a control character.")
         params[name] = value
     # "Parameters sent without a value MUST be treated as if they were omitted." (§3.1)
     return {name: value for name, value in params.items() if value != ""}
@@ -98,9 +99,12 @@ def _basic_credentials(authorization: str) -> tuple[str, str]:
             status_code=401, description="Malformed Basic credentials."
         ) from None
     client_id, sep, secret = decoded.partition(":")
-    if not sep or not client_id:
+    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    # A client id no client can have (a NUL, a control character) is refused here, before
+    # any query: PostgreSQL would refuse the NUL as a DataError, which is no outage.
+    if not sep or not client_id or text_problem(client_id) or text_problem(secret):
         raise InvalidClientError(status_code=401, description="Malformed Basic credentials.")
-    return unquote_plus(client_id), unquote_plus(secret)
+    return client_id, secret
 
 
 def authenticate_client(request: TokenRequest, load_client):

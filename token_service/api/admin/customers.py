@@ -23,7 +23,7 @@ from ...models import (
     Session,
     utcnow,
 )
-from ...revocation import fence_issuance, revoke_session
+from ...revocation import revoke_session
 from ...scopes import effective_scopes, split_scopes
 from . import representations as rep
 from .errors import ApiError, not_found
@@ -75,17 +75,6 @@ class AssignmentUpdate(Body):
 
 def _customer(customer_id: str) -> Customer:
     return found(Customer, customer_id, "customer")
-
-
-def _revoke_live_sessions(customer_id: str, reason: str) -> int:
-    """Revoke every live session of the customer; returns how many there were."""
-    kind, who = actor()
-    fence_issuance([customer_id])  # before listing: a login racing this is listed or refused
-    live = select(Session).where(Session.customer_id == customer_id, Session.revoked_at.is_(None))
-    sessions = list(db.session.scalars(live))
-    for session in sessions:
-        revoke_session(session, reason, actor_type=kind, actor_id=who)
-    return len(sessions)
 
 
 # -- customers --------------------------------------------------------------------------------
@@ -170,9 +159,10 @@ def get_customer(customer_id: str):
 )
 def update_customer(customer_id: str, body: dict):
     """Change the email, the password, or the default legal entity (one the customer is
-    assigned to, else 409)."""
+    assigned to, else 409). A new or removed password signs the customer out everywhere
+    (sessions and browser sessions)."""
     for_change(Customer, customer_id, "customer")
-    customer = directory.update_customer(customer_id, body)
+    customer = lifecycle.update_customer(customer_id, body, actor=actor())
     record("customer.updated", customer_id=customer_id, changed=sorted(body))
     return respond(rep.customer(customer), version=customer.version)
 
@@ -187,10 +177,8 @@ def update_customer(customer_id: str, body: dict):
 )
 def delete_customer(customer_id: str):
     """Revokes every session first, so their access tokens stop at once."""
-    customer = for_change(Customer, customer_id, "customer")
-    _revoke_live_sessions(customer_id, "customer_deleted")
-    db.session.delete(customer)  # assignments, memberships and sessions go with it
-    db.session.flush()
+    for_change(Customer, customer_id, "customer")
+    customer = lifecycle.delete_customer(customer_id, actor=actor())
     record("customer.deleted", customer_id=customer_id, email=customer.email)
     return no_content()
 
@@ -395,9 +383,10 @@ def revoke_one_session(customer_id: str, session_id: str):
     responses={200: rep.RevokedSessions},
 )
 def revoke_all_sessions(customer_id: str):
-    """Logs the customer out everywhere; the customer may log in again."""
+    """Logs the customer out everywhere (refresh tokens and browser sessions); the customer
+    may sign in again."""
     _customer(customer_id)
-    revoked = _revoke_live_sessions(customer_id, "revoked_by_admin")
+    revoked = lifecycle.revoke_all_sessions(customer_id, "revoked_by_admin", actor=actor())
     return respond(rep.RevokedSessions(revoked=revoked).model_dump())
 
 

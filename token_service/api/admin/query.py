@@ -18,8 +18,8 @@ from flask import request
 from sqlalchemy import BigInteger, TypeDecorator, and_, or_
 
 from ...extensions import db
+from ...inputs import text_problem
 from .errors import ApiError
-from .schema import clean_text
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -63,7 +63,7 @@ def arg(name: str, max_length: int = 255) -> str | None:
     if len(values) > 1:
         raise _bad(name, "is repeated")
     value = values[0]
-    problem = clean_text(value)
+    problem = text_problem(value)
     if problem:
         raise _bad(name, problem)
     if len(value) > max_length:
@@ -144,7 +144,7 @@ def _decode(cursor: str, keys) -> list[Any]:
                     raise ValueError
                 if not -_int_bound(column) <= value < _int_bound(column):
                     raise ValueError
-            elif not isinstance(value, str) or clean_text(value):
+            elif not isinstance(value, str) or text_problem(value):
                 raise ValueError
             decoded.append(value)
     except (ValueError, TypeError, binascii.Error, RecursionError):

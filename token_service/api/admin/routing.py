@@ -19,11 +19,12 @@ from flask import Blueprint, Response, g, jsonify, make_response, request
 
 from ... import audit
 from ...extensions import db
+from ...inputs import text_problem
 from . import errors
 from .auth import Principal, authenticate
 from .errors import ApiError
 from .query import PAGE_PARAMS, Param
-from .schema import Body, Representation, clean_text, validated
+from .schema import Body, Representation, validated
 
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ def operation(
             g.admin = authenticate(write)
             for name, value in kwargs.items():
                 # An identifier no row can have: answer before the database sees it.
-                if len(value) > MAX_ID_LENGTH or clean_text(value):
+                if len(value) > MAX_ID_LENGTH or text_problem(value):
                     raise ApiError.of(404, f"{name} not found")
             if body is not None:
                 kwargs["body"] = validated(body)

@@ -7,7 +7,6 @@ are refused with a message per field (422); a body that is not a JSON object is 
 
 from __future__ import annotations
 
-import json
 import re
 from decimal import Decimal
 from typing import Annotated, Any
@@ -24,6 +23,7 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import PydanticCustomError
 
+from ...inputs import InvalidJson, parse_json, text_problem
 from .errors import ApiError
 
 # Free text: no control characters, not blank.
@@ -33,23 +33,11 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 # DESIGN section 2: scope names follow `service.resource_action`.
 SCOPE_PATTERN = r"^[a-z][a-z0-9]*\.[a-z][a-z0-9_]*$"
 EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+$"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_MONEY = Decimal("9999999999999.99")
 
 
-def clean_text(value: str) -> str | None:
-    """Why a string is unacceptable anywhere (path, query or body), or None if it is fine."""
-    if _CONTROL.search(value):
-        return "must not contain control characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode"
-    return None
-
-
 def _clean(value: Any) -> Any:
-    if isinstance(value, str) and (problem := clean_text(value)):
+    if isinstance(value, str) and (problem := text_problem(value)):
         raise PydanticCustomError("text", problem)
     return value
 
@@ -169,21 +157,10 @@ def field_errors(exc: ValidationError) -> dict[str, str]:
         loc = error["loc"]
         if error["type"] == "extra_forbidden":
             name = str(loc[-1])
-            shown = name if clean_text(name) is None and len(name) <= 64 else "(unreadable)"
+            shown = name if text_problem(name) is None and len(name) <= 64 else "(unreadable)"
             loc = (*loc[:-1], shown)
         fields.setdefault(_path(loc), _message(error))
     return fields
-
-
-def _no_duplicates(pairs):
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise ValueError("duplicate member name")
-    return dict(pairs)
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not JSON")
 
 
 def read_json() -> Any:
@@ -191,13 +168,9 @@ def read_json() -> Any:
     if not request.is_json:
         raise ApiError(400, "invalid_request", "The body must be application/json.")
     try:
-        return json.loads(
-            request.get_data(cache=False),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constant,
-        )
-    except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_request", "The body is not valid JSON.") from None
+        return parse_json(request.get_data(cache=False))
+    except InvalidJson as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
 
 
 def validated(body: type[Body]) -> dict:

@@ -16,6 +16,7 @@ from ... import audit, revocation
 from ...clients import ClientInfo, load_client
 from ...entitlements import Entitlements
 from ...extensions import db
+from ...inputs import email_key
 from ...models import AuthorizationCode, Customer, Session, utcnow
 from ...security import hash_token, new_token
 from .rows import CodeRow, LoginRow, NewCode, NewSession, RefreshRow, Rotation, SessionState
@@ -89,8 +90,10 @@ class SessionStore(ABC):
         return load_client(client_id)
 
     def find_login(self, email: str) -> tuple[LoginRow, Entitlements] | None:
-        """The customer of a login (emails are stored lower-cased) and their entitlements."""
-        return self._login("email", email.lower())
+        """The customer of a login and their entitlements. Emails are stored normalized
+        (inputs.normalize_email); one that cannot be is nobody's, and is not looked up."""
+        key = email_key(email)
+        return None if key is None else self._login("email", key)
 
     def load_customer(self, customer_id: str) -> tuple[LoginRow, Entitlements] | None:
         return self._login("id", customer_id)
