@@ -79,10 +79,19 @@ def _is_oauth_path() -> bool:
     return request.path.startswith("/oauth/")
 
 
+def render_http_errors_under(app: Flask, prefixes: tuple[str, ...], render) -> None:
+    """Let a surface answer the HTTP errors of its own paths (an unknown path's 404, a 405)
+    in its own shape: no blueprint's handler sees a request that matched no route."""
+    app.extensions.setdefault("http_error_renderers", []).append((prefixes, render))
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         db.session.rollback()
+        for prefixes, render in app.extensions.get("http_error_renderers", ()):
+            if request.path.startswith(prefixes):
+                return render(error)
         code = (error.name or "error").lower().replace(" ", "_")
         if _is_oauth_path():  # other methods on the OAuth endpoints (their POSTs: api/front.py)
             body = {"error": "invalid_request", "error_description": error.name}

@@ -24,6 +24,7 @@ from authlib.oauth2.rfc7636.challenge import CODE_CHALLENGE_PATTERN
 from ..clients import ClientInfo
 from ..inputs import ascii_int, text_problem
 from ..scopes import join_scopes, split_scopes
+from .request import describe
 
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})
 MAX_LENGTH = 2048
@@ -172,9 +173,9 @@ def parse(
 
 def _check(request: AuthorizationRequest, params: dict[str, str]) -> AuthorizationRequest:
     if "__repeated__" in params:
-        raise InvalidRequestError(f"'{params['__repeated__']}' is repeated.")
+        raise InvalidRequestError(f"{describe(params['__repeated__'])} is repeated.")
     if "__invalid__" in params:
-        raise InvalidRequestError(f"'{params['__invalid__']}' is too long or invalid.")
+        raise InvalidRequestError(f"{describe(params['__invalid__'])} is too long or invalid.")
     response_type = params.get("response_type")
     if response_type is None:
         raise InvalidRequestError("Missing 'response_type' parameter.")
