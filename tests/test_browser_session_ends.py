@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import claims_of
 from frontdoor import Browser, Form, authorize_params, callback, text
 from test_admin import Admin
 from test_authorize import exchange, register, sign_in_to_callback
@@ -75,6 +76,16 @@ def test_every_countermeasure_ends_the_sign_in_cookie(
     # password any more).
     if countermeasure in ("revoke_all", "block_unblock"):
         assert "access_token" in _bob_signed_in(browser, client)
+
+
+def test_revoking_one_session_ends_the_sign_in_it_came_from(shop, browser, client, admin):
+    tokens = _bob_signed_in(browser, client)
+    other = Browser(shop.test_client())
+    _bob_signed_in(other, other.client)  # bob on a second device
+    sid = claims_of(tokens["access_token"])["sid"]
+    assert admin.delete(f"/customers/cus_bob/sessions/{sid}").status_code == 200
+    assert _silent(browser)["error"] == "login_required"
+    assert "code" in _silent(other)  # the other device's sign-in is not this session's
 
 
 def test_the_admin_is_named_as_the_actor_who_ended_the_browser_session(

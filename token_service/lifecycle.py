@@ -35,7 +35,7 @@ from .models import (
     Session,
     utcnow,
 )
-from .oauth2.browser import end_browser_sessions_of
+from .oauth2.browser import browser_session_of, end_browser_session, end_browser_sessions_of
 from .revocation import deny_session, fence_issuance, revoke_session
 
 #: Added to the longest access-token lifetime when asking which entities a session issued
@@ -153,6 +153,15 @@ def revoke_all_sessions(customer_id: str, reason: str, *, actor) -> int:
         revoke_session(session, reason, actor_type=actor[0], actor_id=actor[1])
     end_browser_sessions_of(customer_id, reason, actor=actor)
     return len(sessions)
+
+
+def revoke_one_session(session: Session, reason: str, *, actor) -> None:
+    """Revoke one refresh-token family and end the browser session it was born from, if any:
+    that sign-in cookie would otherwise get the device a new session with `prompt=none`."""
+    revoke_session(session, reason, actor_type=actor[0], actor_id=actor[1])
+    born_from = browser_session_of(session.id)
+    if born_from is not None and born_from.ended_at is None:
+        end_browser_session(born_from, reason, actor=actor)
 
 
 def update_customer(customer_id: str, changes: dict, *, actor) -> Customer:

@@ -23,7 +23,6 @@ from ...models import (
     Session,
     utcnow,
 )
-from ...revocation import revoke_session
 from ...scopes import effective_scopes, split_scopes
 from . import representations as rep
 from .errors import ApiError, not_found
@@ -368,10 +367,10 @@ def get_session(customer_id: str, session_id: str):
     responses={200: rep.Session},
 )
 def revoke_one_session(customer_id: str, session_id: str):
-    """Its refresh token stops working and its access tokens stop at once (idempotent)."""
+    """Its refresh token stops working and its access tokens stop at once, and the sign-in
+    (browser session) it came from ends (idempotent)."""
     session = _session(customer_id, session_id)
-    kind, who = actor()
-    revoke_session(session, "revoked_by_admin", actor_type=kind, actor_id=who)
+    lifecycle.revoke_one_session(session, "revoked_by_admin", actor=actor())
     return respond(rep.session(session))
 
 

@@ -18,7 +18,7 @@ from flask import request
 from sqlalchemy import BigInteger, TypeDecorator, and_, or_
 
 from ...extensions import db
-from ...inputs import text_problem
+from ...inputs import ascii_int, text_problem
 from .errors import ApiError
 
 DEFAULT_LIMIT = 50
@@ -103,9 +103,10 @@ def _limit() -> int:
     value = arg("limit", 16)
     if value is None:
         return DEFAULT_LIMIT
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    limit = ascii_int(value)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise _bad("limit", f"must be an integer from 1 to {MAX_LIMIT}")
-    return int(value)
+    return limit
 
 
 def _encode(values: list[Any]) -> str:
