@@ -379,3 +379,43 @@ def test_userinfo_needs_a_live_token(shop, browser, client, storefront):
     token = storefront.login().json["access_token"]
     plain = client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"})
     assert plain.status_code == 403
+
+
+def test_a_third_party_learns_the_customers_companies_only_if_consented(shop, browser, client):
+    with shop.app_context():
+        create_client(
+            "partner",
+            name="Partner",
+            confidential=False,
+            grant_types=["authorization_code", "refresh_token"],
+            scope="openid order.order_read_le customermanagement.legalentity_read_own",
+            first_party=False,
+            redirect_uris=[REDIRECT_URI],
+        )
+        db.session.commit()
+        forget_client()
+    for scope, released in (
+        ("openid order.order_read_le", False),
+        ("openid customermanagement.legalentity_read_own", True),
+    ):
+        params = authorize_params(client_id="partner", legal_entity_id="acme", scope=scope)
+        page = browser.authorize(params)
+        if Form(page.get_data(as_text=True)).buttons == ["Sign in"]:
+            page = browser.sign_in(page)
+        answer = callback(browser.submit(page, decision="allow"))
+        tokens = exchange(client, params, answer["code"]).json
+        assert tokens["legal_entity_id"] == "acme"
+        assert ("legal_entities" in tokens) is released, tokens
+        refreshed = client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": tokens["refresh_token"],
+                "client_id": "partner",
+            },
+        ).json
+        assert ("legal_entities" in refreshed) is released
+    # First-party clients are the customer's own storefront: always told.
+    first = authorize_params(legal_entity_id="acme")
+    tokens = exchange(client, first, callback(browser.authorize(first))["code"]).json
+    assert [e["id"] for e in tokens["legal_entities"]] == ["acme", "globex"]

@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+#: Reading the customer's own legal entities (the CONTACT bundle's scope): what another client
+#: than a first-party one must have been consented to learn the customer's companies (the token
+#: response's `legal_entities`, the Emporix layer's `me`).
+COMPANIES_SCOPE = "customermanagement.legalentity_read_own"
+
 
 class GroupGrant(NamedTuple):
     """One scope held through one group: the group's legal entity (None = tenant-wide)."""

@@ -146,7 +146,13 @@ class TokenResponse(Document):
     refresh_token_expires_in: int = None
     id_token: Annotated[str, Field(description="OpenID Connect ID token (code flow).")] = None
     legal_entity_id: str | None = None
-    legal_entities: list[TokenLegalEntity] = None
+    legal_entities: Annotated[
+        list[TokenLegalEntity],
+        Field(
+            description="The entities the customer may switch to: for first-party clients, and "
+            "for others whose session was consented customermanagement.legalentity_read_own."
+        ),
+    ] = None
 
 
 class Introspection(Document):
@@ -450,6 +456,29 @@ class ActivationForm(Form):
     confirm_password: str
 
 
+class JoinQuery(Form):
+    """The link of an existing customer's invitation."""
+
+    token: str = None
+
+
+class JoinForm(Form):
+    """Join or Decline, signed in as the invitee."""
+
+    csrf_token: str
+    token: str = None
+    decision: str = None
+
+
+class JoinSignInForm(Form):
+    """The join page's sign-in."""
+
+    csrf_token: str
+    token: str = None
+    email: str = None
+    password: str = None
+
+
 _HTML = {"type": "string"}
 PAGE_HEADERS = {
     "Cache-Control": "`no-store`.",
@@ -501,6 +530,28 @@ ACTIVATION_REPLIES = {
         "text/html",
         PAGE_HEADERS,
     ),
+}
+JOIN_REPLIES = {
+    200: Reply(
+        "Signed in as the invitee: Join / Decline, or what was decided; else the sign-in form.",
+        _HTML,
+        "text/html",
+        PAGE_HEADERS,
+    ),
+    400: Reply("The form is not valid: an error page.", _HTML, "text/html", PAGE_HEADERS),
+    404: Reply(
+        "The link is unknown, used, declined, withdrawn or expired, or for another account: "
+        "a page that says only that.",
+        _HTML,
+        "text/html",
+        PAGE_HEADERS,
+    ),
+}
+JOIN_SIGN_IN_REPLIES = {
+    303: Reply("Signed in: back to the join page of the same link."),
+    400: Reply("An error page, or the form again.", _HTML, "text/html", PAGE_HEADERS),
+    401: Reply("Sign-in refused: the form again.", _HTML, "text/html", PAGE_HEADERS),
+    429: Reply("Too many failed sign-ins.", _HTML, "text/html", PAGE_HEADERS),
 }
 _USERINFO = {
     200: Reply("Claims.", UserInfo),
@@ -575,6 +626,34 @@ FRONT_DOOR = [
         "Activates the invited customer with the password (twice, to catch a typo).",
         ActivationForm,
         ACTIVATION_REPLIES,
+    ),
+    page(
+        "GET",
+        "/invitations/join",
+        "join",
+        "Join a company: an existing customer's invitation page",
+        "The link of an existing customer's invitation: signed in as the invitee, Join or "
+        "Decline; not signed in, a sign-in form first.",
+        JoinQuery,
+        JOIN_REPLIES,
+    ),
+    page(
+        "POST",
+        "/invitations/join",
+        "join_post",
+        "Join a company: Join or Decline",
+        "Join assigns the signed-in invitee to the company; Decline assigns nothing.",
+        JoinForm,
+        JOIN_REPLIES,
+    ),
+    page(
+        "POST",
+        "/invitations/join/sign-in",
+        "join_sign_in",
+        "Join a company: the sign-in form",
+        "The password grant's check, then back to the join page of the same link.",
+        JoinSignInForm,
+        JOIN_SIGN_IN_REPLIES,
     ),
     *(
         Endpoint(

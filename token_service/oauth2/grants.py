@@ -25,7 +25,7 @@ from ..config import Settings
 from ..entitlements import Entitlements
 from ..keys import KeyRing
 from ..models import new_id, utcnow
-from ..scopes import effective_scopes, join_scopes, split_scopes
+from ..scopes import COMPANIES_SCOPE, effective_scopes, join_scopes, split_scopes
 from ..security import hash_token, new_token
 from ..store import Pending, Store, StoreUnavailable
 from . import grace, login
@@ -507,7 +507,7 @@ class TokenEndpoint:
             client, customer_id, scope, sid=sid, auth_time=auth_time, legal_entity_id=entity
         )
         refresh_expires = min(idle_expires_at, expires_at)
-        return {
+        answer = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": expires_in,
@@ -515,5 +515,9 @@ class TokenEndpoint:
             "refresh_token": refresh_token,
             "refresh_token_expires_in": int((refresh_expires - now).total_seconds()),
             "legal_entity_id": entity,
-            "legal_entities": entities,
         }
+        # The customer's other companies are theirs to release: a third-party client learns
+        # them only if consented to (the session's ceiling holds the scope).
+        if client.first_party or COMPANIES_SCOPE in scope_ceiling:
+            answer["legal_entities"] = entities
+        return answer
