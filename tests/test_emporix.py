@@ -21,6 +21,7 @@ from token_service.config import ConfigError, Settings
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
 from token_service.models import CustomerGroup
+from token_service.store import StoreUnavailable
 
 TENANT = "demo"
 ALICE, BOB = "cus_alice", "cus_bob"
@@ -526,7 +527,7 @@ def test_tenant_setting_default_and_override():
         ({"email": "a" * 321, "password": "x"}, "'email' is too long."),
         (
             {"email": "alice@acme.test", "password": "a\x00b"},
-            "'password' contains a NUL character.",
+            "'password' contains a control character.",
         ),
         (
             {"email": "alice@acme.test", "password": ""},
@@ -569,3 +570,321 @@ def test_iam_assignment_body_is_checked_by_its_published_model(emporix, schemas,
         r = emporix.iam("POST", f"/groups/{admin}/users", alice, json=body)
         assert (r.status_code, r.json["message"]) == (400, message)
         check(schemas, "EmporixIamError", r.json)
+
+
+# -- consent: other clients' tokens get what their consent releases (issue 25, defect 4) ------
+
+PARTNER = "partner"
+PARTNER_CEILING = (
+    "openid email profile order.order_read_le customer.customerprofile_view "
+    "customermanagement.legalentity_read_own customer.customer_read_own"
+)
+
+
+def partner_tokens(app, client, scope: str, email="bob@acme.test", entity="acme") -> dict:
+    """A third-party client's tokens for `email`, after the customer allowed `scope` on the
+    consent page (the code flow with PKCE)."""
+    from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback
+
+    from token_service.clients import forget_client
+    from token_service.directory import create_client
+    from token_service.models import Client
+
+    with app.app_context():
+        if db.session.get(Client, PARTNER) is None:
+            create_client(
+                PARTNER,
+                name="Partner app",
+                confidential=False,
+                grant_types=["authorization_code", "refresh_token"],
+                scope=PARTNER_CEILING,
+                first_party=False,
+                redirect_uris=[REDIRECT_URI],
+            )
+            db.session.commit()
+            forget_client()
+        db.session.rollback()
+    client = app.test_client()  # a browser of its own: no sign-in to reuse
+    browser = Browser(client)
+    params = authorize_params(client_id=PARTNER, scope=scope, legal_entity_id=entity)
+    page = browser.sign_in(browser.authorize(params), email=email)
+    assert Form(page.get_data(as_text=True)).buttons == ["Allow", "Deny"]
+    answer = callback(browser.submit(page, decision="allow"))
+    r = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": answer["code"],
+            "redirect_uri": REDIRECT_URI,
+            "client_id": PARTNER,
+            "code_verifier": params["_verifier"],
+        },
+    )
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+def userinfo(client, token: str) -> dict:
+    return client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {token}"}).json
+
+
+def test_third_party_token_reveals_no_email_nor_companies(app, client, emporix, schemas):
+    """Issue 25 #4: bob allowed a third-party client only `openid order.order_read_le`; its
+    UserInfo has no email, and neither may this layer give it his email or his companies."""
+    tokens = partner_tokens(app, client, "openid order.order_read_le")
+    token = tokens["access_token"]
+    assert claims_of(token)["client_id"] == PARTNER
+    assert "email" not in userinfo(client, token)
+
+    r = emporix.me(token)
+    assert r.status_code == 403, r.json
+    check(schemas, "EmporixError", r.json)
+    assert "bob@acme.test" not in r.get_data(as_text=True)
+    assert "ACME" not in r.get_data(as_text=True)
+
+    r = emporix.validate(token)
+    assert r.status_code == 200, r.json
+    check(schemas, "EmporixValidateTokenResponse", r.json)
+    assert r.json["email"] is None
+    assert "bob@acme.test" not in r.get_data(as_text=True)
+    assert r.json["sessionId"] == claims_of(token)["sid"]
+
+
+def test_third_party_profile_without_email_or_companies(app, client, emporix, schemas):
+    token = partner_tokens(app, client, "openid customer.customerprofile_view")["access_token"]
+    r = emporix.me(token)
+    assert r.status_code == 200, r.json
+    check(schemas, "EmporixCustomer", r.json)
+    assert r.json["id"] == BOB
+    assert r.json["accounts"] == []
+    assert "contactEmail" not in r.json and "b2b" not in r.json and "businessModel" not in r.json
+    assert "bob@acme.test" not in r.get_data(as_text=True)
+    assert emporix.validate(token).json["email"] is None
+
+
+def test_third_party_with_email_consented_sees_the_email(app, client, emporix, schemas):
+    token = partner_tokens(app, client, "openid email customer.customerprofile_view")[
+        "access_token"
+    ]
+    assert userinfo(client, token)["email"] == "bob@acme.test"
+    r = emporix.me(token)
+    assert r.status_code == 200, r.json
+    check(schemas, "EmporixCustomer", r.json)
+    assert r.json["contactEmail"] == "bob@acme.test"
+    assert r.json["accounts"] == [{"id": "bob@acme.test"}]
+    assert "b2b" not in r.json  # the companies were not consented to
+    r = emporix.validate(token)
+    assert r.json["email"] == "bob@acme.test"
+    # `email` alone, without the profile scope: the validation tells it, the profile is closed.
+    token = partner_tokens(app, client, "openid email")["access_token"]
+    assert emporix.validate(token).json["email"] == "bob@acme.test"
+    assert emporix.me(token).status_code == 403
+
+
+def test_third_party_with_companies_consented_sees_them(app, client, emporix, schemas):
+    scope = "openid customer.customerprofile_view customermanagement.legalentity_read_own"
+    token = partner_tokens(app, client, scope, email="alice@acme.test")["access_token"]
+    r = emporix.me(token)
+    assert r.status_code == 200, r.json
+    check(schemas, "EmporixCustomer", r.json)
+    assert r.json["b2b"]["legalEntities"] == [
+        {"id": "acme", "name": "ACME Corp"},
+        {"id": "globex", "name": "Globex"},
+    ]
+    assert "contactEmail" not in r.json
+
+
+def test_storefront_tokens_are_served_fully(emporix, schemas):
+    """The storefront client's tokens (this layer's own client) get everything, as before,
+    although its ceiling holds neither `email` nor `openid`."""
+    for email in ("alice@acme.test", "bob@acme.test"):
+        token = logged_in(emporix, email=email)["access_token"]
+        r = emporix.me(token)
+        assert r.status_code == 200
+        assert r.json["contactEmail"] == email
+        assert r.json["b2b"]["legalEntities"]
+        assert emporix.validate(token).json["email"] == email
+
+
+def test_third_party_token_cannot_log_the_storefront_session_out(app, client, emporix, schemas):
+    storefront = logged_in(emporix, email="bob@acme.test")["access_token"]
+    partner = partner_tokens(app, client, "openid order.order_read_le")["access_token"]
+    r = client.get(
+        f"/customer/{TENANT}/logout",
+        query_string={"accessToken": storefront},
+        headers={"Authorization": f"Bearer {partner}"},
+    )
+    assert r.status_code == 403
+    check(schemas, "EmporixError", r.json)
+    assert emporix.validate(storefront).status_code == 200
+    # Its own session it may end (as /oauth/revoke would).
+    assert emporix.logout(partner).status_code == 204
+    assert emporix.validate(partner).status_code == 401
+    assert emporix.validate(storefront).status_code == 200
+
+
+def test_third_party_token_does_not_authorize_refreshauthtoken(app, client, emporix, schemas):
+    login = emporix.login(email="bob@acme.test").json
+    partner = partner_tokens(app, client, "openid order.order_read_le")["access_token"]
+    r = emporix.refresh(login["refresh_token"], "acme", token=partner)
+    assert r.status_code == 401
+    check(schemas, "EmporixError", r.json)
+    # The refusal spent nothing: the storefront's own token still refreshes.
+    r = emporix.refresh(login["refresh_token"], "acme", token=login["access_token"])
+    assert r.status_code == 200, r.json
+
+
+def test_third_party_iam_needs_the_consented_scope(app, client, emporix, schemas):
+    """The /iam paths are self-service's: any client's token with the path's scope, consented
+    and held now, as on /self-service; without it a 403."""
+    token = partner_tokens(app, client, "openid order.order_read_le", email="alice@acme.test")[
+        "access_token"
+    ]
+    r = emporix.iam("GET", "/groups", token)
+    assert r.status_code == 403
+    check(schemas, "EmporixIamError", r.json)
+    token = partner_tokens(
+        app, client, "openid customer.customer_read_own", email="alice@acme.test"
+    )["access_token"]
+    assert emporix.iam("GET", "/groups", token).status_code == 200
+
+
+# -- anonymous sessions are limited per client address (issue 25, defect 8) -------------------
+
+ANONYMOUS_LOGIN = f"/customerlogin/auth/anonymous/login?tenant={TENANT}&client_id=storefront"
+
+
+def anonymous_refresh(client, refresh_token: str, **kwargs):
+    return client.get(
+        "/customerlogin/auth/anonymous/refresh",
+        query_string={"tenant": TENANT, "client_id": "storefront", "refresh_token": refresh_token},
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def cost(app, monkeypatch):
+    """Counts what anonymous tokens cost: signatures made and anonymous sessions stored."""
+    from token_service.keys import SigningKey
+
+    counted = {"signed": 0, "stored": 0}
+    encode, store = SigningKey.encode_jwt, app.extensions["token_store"]
+    store_set = store.set
+
+    def signing(self, claims, typ="at+jwt"):
+        counted["signed"] += 1
+        return encode(self, claims, typ)
+
+    def storing(key, value, ttl):
+        counted["stored"] += key.startswith("emporix:anonymous:")
+        return store_set(key, value, ttl)
+
+    monkeypatch.setattr(SigningKey, "encode_jwt", signing)
+    monkeypatch.setattr(store, "set", storing)
+    return counted
+
+
+def test_anonymous_logins_are_limited_per_address(app, client, schemas, cost):
+    """Issue 25 #8: 300 anonymous logins from one address were all 200. The default limit
+    (60 a minute) lets a burst through, then 429 with Retry-After, in Emporix's error shape;
+    a refused call signs nothing and stores no session."""
+    limit = app.config["SETTINGS"].anonymous_rate_limit
+    assert limit == 60
+    statuses = [client.get(ANONYMOUS_LOGIN).status_code for _ in range(limit)]
+    assert statuses == [200] * limit
+    assert cost == {"signed": limit, "stored": limit}
+    for _ in range(5):
+        r = client.get(ANONYMOUS_LOGIN)
+        assert r.status_code == 429
+        check(schemas, "EmporixError", r.json)
+        assert r.json["type"] == "too_many_requests"
+        assert 1 <= int(r.headers["Retry-After"]) <= 60
+        assert r.headers["Cache-Control"] == "no-store"
+    assert cost == {"signed": limit, "stored": limit}
+    # Another address is not limited by this one's calls.
+    r = client.get(ANONYMOUS_LOGIN, environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert r.status_code == 200
+
+
+def test_forwarded_for_does_not_escape_the_limit(app, client, monkeypatch):
+    """Without trusted proxies X-Forwarded-For is the client's word, not its address."""
+    monkeypatch.setitem(
+        app.config, "SETTINGS", replace(app.config["SETTINGS"], anonymous_rate_limit=3)
+    )
+    statuses = [
+        client.get(ANONYMOUS_LOGIN, headers={"X-Forwarded-For": f"198.51.100.{n}"}).status_code
+        for n in range(5)
+    ]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_ipv6_addresses_count_by_their_64(app, client, monkeypatch):
+    """One host usually holds a whole /64: its addresses share one allowance."""
+    monkeypatch.setitem(
+        app.config, "SETTINGS", replace(app.config["SETTINGS"], anonymous_rate_limit=2)
+    )
+    statuses = [
+        client.get(ANONYMOUS_LOGIN, environ_base={"REMOTE_ADDR": f"2001:db8:1:2::{n:x}"})
+        for n in range(1, 4)
+    ]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    other = client.get(ANONYMOUS_LOGIN, environ_base={"REMOTE_ADDR": "2001:db8:1:3::1"})
+    assert other.status_code == 200
+
+
+def test_anonymous_refreshes_share_the_limit(app, client, schemas, monkeypatch, cost):
+    monkeypatch.setitem(
+        app.config, "SETTINGS", replace(app.config["SETTINGS"], anonymous_rate_limit=3)
+    )
+    first = client.get(ANONYMOUS_LOGIN).json
+    assert anonymous_refresh(client, first["refresh_token"]).status_code == 200
+    assert anonymous_refresh(client, "not-a-refresh-token").status_code == 401
+    signed = cost["signed"]
+    r = anonymous_refresh(client, first["refresh_token"])
+    assert r.status_code == 429
+    check(schemas, "EmporixError", r.json)
+    assert int(r.headers["Retry-After"]) >= 1
+    assert client.get(ANONYMOUS_LOGIN).status_code == 429
+    assert cost["signed"] == signed  # refused: nothing signed
+    # Elsewhere the same refresh token still works: the limit is the address's, not the session's.
+    r = anonymous_refresh(client, first["refresh_token"], environ_base={"REMOTE_ADDR": "192.0.2.9"})
+    assert r.status_code == 200 and r.json["sessionId"] == first["sessionId"]
+
+
+def test_anonymous_limit_fails_open_when_the_store_cannot_count(app, client, monkeypatch):
+    """Like the login throttle (DESIGN §6: open for logins): a store that cannot count does
+    not stop visitors; one that cannot keep the session either is a 503 with Retry-After."""
+    monkeypatch.setitem(
+        app.config, "SETTINGS", replace(app.config["SETTINGS"], anonymous_rate_limit=1)
+    )
+    store = app.extensions["token_store"]
+
+    def down(*args):
+        raise StoreUnavailable("down")
+
+    monkeypatch.setattr(store, "incr", down)
+    assert [client.get(ANONYMOUS_LOGIN).status_code for _ in range(3)] == [200, 200, 200]
+    monkeypatch.setattr(store, "set", down)
+    r = client.get(ANONYMOUS_LOGIN)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+
+
+def test_anonymous_limit_setting():
+    assert Settings.from_env({}).anonymous_rate_limit == 60
+    env = {"TOKEN_SERVICE_EMPORIX_ANONYMOUS_RATE_LIMIT": "0"}
+    assert Settings.from_env(env).anonymous_rate_limit == 0  # no limit
+    with pytest.raises(ConfigError):
+        Settings.from_env({"TOKEN_SERVICE_EMPORIX_ANONYMOUS_RATE_LIMIT": "-1"})
+
+
+def test_no_limit_when_the_setting_is_zero(app, client, monkeypatch):
+    monkeypatch.setitem(
+        app.config, "SETTINGS", replace(app.config["SETTINGS"], anonymous_rate_limit=0)
+    )
+    store = app.extensions["token_store"]
+
+    def counting(*args):
+        raise AssertionError("nothing to count")
+
+    monkeypatch.setattr(store, "incr", counting)
+    assert client.get(ANONYMOUS_LOGIN).status_code == 200

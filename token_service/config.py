@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .inputs import ascii_int
+
 #: Scopes every logged-in customer holds, whatever their groups (DESIGN section 2).
 DEFAULT_BASELINE = (
     "customer.customerprofile_view customer.customerprofile_edit order.history_view "
@@ -51,10 +53,9 @@ def _int(env: dict, name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    value = ascii_int(raw.strip(), 18)
+    if value is None:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
@@ -135,10 +136,13 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     # The Emporix-compatible layer (api/emporix.py): the one tenant this deployment serves, the
-    # storefront client its logins and refreshes go through, the anonymous tokens' lifetime.
+    # storefront client its logins and refreshes go through, the anonymous tokens' lifetime,
+    # and how many anonymous tokens (logins and refreshes) one client address gets a minute
+    # (0: no limit).
     tenant: str = "demo"
     emporix_client_id: str = "storefront"
     anonymous_token_ttl: int = 3600
+    anonymous_rate_limit: int = 60
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -210,6 +214,9 @@ class Settings:
             tenant=env.get("TOKEN_SERVICE_TENANT") or "demo",
             emporix_client_id=env.get("TOKEN_SERVICE_EMPORIX_CLIENT_ID") or "storefront",
             anonymous_token_ttl=_int(env, "TOKEN_SERVICE_EMPORIX_ANONYMOUS_TTL", 3600),
+            anonymous_rate_limit=_int(
+                env, "TOKEN_SERVICE_EMPORIX_ANONYMOUS_RATE_LIMIT", 60, minimum=0
+            ),
         )
         if not TENANT_PATTERN.fullmatch(settings.tenant):
             raise ConfigError(

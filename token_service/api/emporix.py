@@ -24,26 +24,31 @@ an access token; only this layer reads them, to authorize a login.
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import logging
 import re
 import time
+from dataclasses import dataclass
 from http import HTTPStatus
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from werkzeug.exceptions import BadRequest
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from .. import company, entitlements
 from ..clients import load_client
 from ..directory import DirectoryError
 from ..extensions import db
+from ..inputs import InvalidJson, parse_json, text_problem
 from ..keys import NoSigningKey
 from ..models import Customer, Session, new_id
 from ..oauth2.introspect import TemporarilyUnavailable
+from ..oauth2.oidc import profile_claims
 from ..oauth2.request import TokenRequest
 from ..revocation import revoke_session
+from ..scopes import COMPANIES_SCOPE, split_scopes
 from ..security import hash_token, new_token
 from ..store import StoreUnavailable
 from ..throttle import TooManyAttempts
@@ -51,6 +56,7 @@ from . import emporix_models as schema
 from .admin.errors import ApiError
 from .admin.query import Param
 from .emporix_models import MAX_ID_LENGTH, TENANT_SCHEMA, dump
+from .errors import error_parts, render_http_errors_under
 from .front import run_once_more_on_lost_connection
 from .schemas import Endpoint, Reply, params_of
 from .self_service import customer_actor
@@ -171,6 +177,13 @@ def integrity_error(error: IntegrityError):
     return _error_response(EmporixError(409, "The change conflicts with the current data."))
 
 
+@bp.errorhandler(DataError)
+def refused_value(error: DataError):
+    """A value the database refused: the app's 400 (api/errors.py), in this layer's shape."""
+    status, body, _ = error_parts(error, oauth=False)
+    return _error_response(EmporixError(status, body["message"]))
+
+
 @bp.errorhandler(DBAPIError)
 @bp.errorhandler(NoSigningKey)
 def unavailable(error: Exception):
@@ -186,6 +199,22 @@ def unavailable(error: Exception):
 @bp.errorhandler(BadRequest)
 def bad_request(error: BadRequest):
     return _error_response(EmporixError(400, "The request body is not valid JSON."))
+
+
+def _http_error(error: HTTPException):
+    """An unknown path or method under this layer's prefixes, in this layer's shape."""
+    return _error_response(
+        EmporixError(
+            error.code or 400,
+            error.description or error.name,
+            headers=dict((k, v) for k, v in error.get_headers() if k.lower() == "allow"),
+        )
+    )
+
+
+@bp.record_once
+def _own_http_errors(state) -> None:
+    render_http_errors_under(state.app, ("/customer/", "/customerlogin/", "/iam/"), _http_error)
 
 
 def _json(body: BaseModel | list[BaseModel], status: int = 200):
@@ -209,7 +238,8 @@ ERRORS = {
     403: "The token may not do this (scope, another company, escalation).",
     404: "Another tenant, or no such resource in the token's legal entity.",
     409: "The last admin of the legal entity stays.",
-    429: "Too many failed logins: wait `Retry-After` seconds.",
+    429: "Too many failed logins, or anonymous tokens from one address: wait `Retry-After` "
+    "seconds.",
     503: "The database or the store is unavailable: retry.",
 }
 _PATH_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
@@ -274,11 +304,11 @@ def _check_tenant(tenant: str | None) -> None:
 _QUERY_MESSAGES = {
     "missing": "Missing '{}' parameter.",
     "string_too_long": "'{}' is too long.",
-    "nul": "'{}' contains a NUL character.",
+    "nul": "'{}' contains a control character.",
 }
 _BODY_MESSAGES = {
     "string_too_long": "'{}' is too long.",
-    "nul": "'{}' contains a NUL character.",
+    "nul": "'{}' contains a control character.",
     "literal_error": "Only {} CUSTOMER is supported.",
 }
 
@@ -309,9 +339,13 @@ def _query(model: type[schema.Request]) -> schema.Request:
 
 
 def _body(model: type[schema.Request]) -> schema.Request:
-    """The JSON body, validated with `model`."""
+    """The JSON body (inputs.parse_json), validated with `model`."""
     try:
-        return model.model_validate(request.get_json(silent=True))
+        body = parse_json(request.get_data(cache=False)) if request.is_json else None
+    except InvalidJson as exc:
+        raise EmporixError(400, str(exc)) from None
+    try:
+        return model.model_validate(body)
     except ValidationError as exc:
         raise _invalid(exc, _BODY_MESSAGES, "'{}' is required and must be a string.") from None
 
@@ -345,6 +379,60 @@ def _live_customer_claims(token: str) -> dict:
     if claims is None or not claims.get("sid"):
         raise _unauthorized("The access token is invalid, expired or revoked.")
     return claims
+
+
+# -- what a customer access token is served: the layer's one rule of consent -----------------
+
+#: Emporix's scope for reading the customer's profile (`me`), and for reading the customer's
+#: own legal entities (`me`'s `b2b.legalEntities`): what another client's token must hold.
+PROFILE_SCOPE = "customer.customerprofile_view"
+
+
+def _is_storefront(claims: dict) -> bool:
+    """A token issued to the storefront client (`TOKEN_SERVICE_EMPORIX_CLIENT_ID`)."""
+    return claims.get("client_id") == _settings().emporix_client_id
+
+
+@dataclass(frozen=True)
+class CustomerToken:
+    """A live customer access token and what this layer releases to it (DESIGN §4,
+    "Emporix-compatible layer"): decided here, for every `/customer/{tenant}/...` path.
+
+    The storefront client's tokens are served fully: it is the layer's own first-party client,
+    whose logins and refreshes these paths are. Any other client's token gets only what the
+    customer consented to that client: the profile (`me`) with `customer.customerprofile_view`
+    in the token, the email when the session's ceiling releases it (as UserInfo and the ID
+    token decide: `oidc.profile_claims`), the legal entities with
+    `customermanagement.legalentity_read_own` in the token; it ends only its own client's
+    sessions, and never authorizes a refresh of the storefront's. (The `/iam` paths are
+    self-service's, which asks every client's token for the path's scope.)"""
+
+    claims: dict
+    storefront: bool
+    ceiling: frozenset[str]  # the session's scope ceiling: what the customer consented to
+
+    def holds(self, scope: str) -> bool:
+        return self.storefront or scope in split_scopes(self.claims.get("scope"))
+
+    def email(self, customer: Customer) -> str | None:
+        if self.storefront:
+            return customer.email
+        return profile_claims(customer.id, customer.email, self.ceiling).get("email")
+
+    def may_end(self, claims: dict) -> bool:
+        """Whether this token may log out the session of `claims` (the same customer's)."""
+        return self.storefront or claims.get("client_id") == self.claims.get("client_id")
+
+
+def _live_customer(token: str) -> CustomerToken:
+    """The live check (`_live_customer_claims`) and what the token is served."""
+    claims = _live_customer_claims(token)
+    if _is_storefront(claims):
+        return CustomerToken(claims, storefront=True, ceiling=frozenset())
+    session = db.session.get(Session, claims["sid"])
+    if session is None or session.customer_id != claims.get("sub"):
+        raise _unauthorized("The access token is invalid, expired or revoked.")
+    return CustomerToken(claims, storefront=False, ceiling=split_scopes(session.scope))
 
 
 def _token_request(params: dict[str, str | None]) -> TokenRequest:
@@ -456,21 +544,66 @@ def _store_call(work, *args):
         ) from None
 
 
+ANONYMOUS_RATE_WINDOW = 60  # seconds: TOKEN_SERVICE_EMPORIX_ANONYMOUS_RATE_LIMIT is a minute's
+
+
+def _client_address() -> str:
+    """The address anonymous tokens are counted by: the client's, as the login throttle takes
+    it (`request.remote_addr`: X-Forwarded-For only behind TOKEN_SERVICE_TRUSTED_PROXIES); an
+    IPv6 address by its /64, which one host usually holds whole."""
+    raw = request.remote_addr or ""
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return raw[:64] or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _count_anonymous() -> None:
+    """At most `anonymous_rate_limit` anonymous tokens (logins and refreshes together) per
+    client address and minute, counted before anything is signed or stored: beyond, a 429 with
+    Retry-After that costs one counter. A store that cannot count lets the call through (fail
+    open, as the login throttle: DESIGN §6)."""
+    limit = _settings().anonymous_rate_limit
+    if not limit:
+        return
+    store = current_app.extensions["token_store"]
+    key = f"emporix:anonymous-rate:{_client_address()}"
+    try:
+        if store.incr(key, ANONYMOUS_RATE_WINDOW) <= limit:
+            return
+        retry_after = min(max(1, store.ttl(key)), ANONYMOUS_RATE_WINDOW)
+    except StoreUnavailable:
+        log.error("store unavailable: anonymous tokens are not rate-limited")
+        return
+    raise EmporixError(
+        429,
+        "Too many anonymous token requests from this address. Retry later.",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 @route(
     "GET",
     "/customerlogin/auth/anonymous/login",
     summary="Emporix: an anonymous token",
     ok=_ok(schema.EmporixAnonymousToken),
-    errors=(400, 401),
+    errors=(400, 401, 429),
     security=(),
     query=schema.AnonymousLoginQuery,
 )
 def anonymous_login():
     """A new anonymous session for the storefront client: a short-lived anonymous access
-    token and its refresh token."""
+    token and its refresh token. Limited per client address
+    (`TOKEN_SERVICE_EMPORIX_ANONYMOUS_RATE_LIMIT` a minute, refreshes included)."""
     query = _query(schema.AnonymousLoginQuery)
     _check_tenant(query.tenant)
     _storefront_client(query.client_id)
+    _count_anonymous()
     session_id, refresh_token = new_id("anon"), new_token()
     store = current_app.extensions["token_store"]
     _store_call(
@@ -484,15 +617,17 @@ def anonymous_login():
     "/customerlogin/auth/anonymous/refresh",
     summary="Emporix: refresh an anonymous token",
     ok=_ok(schema.EmporixAnonymousToken),
-    errors=(400, 401),
+    errors=(400, 401, 429),
     security=(),
     query=schema.AnonymousRefreshQuery,
 )
 def anonymous_refresh():
-    """A new anonymous access token for the same session; the refresh token stays."""
+    """A new anonymous access token for the same session; the refresh token stays. Counted
+    with the anonymous logins of the client address."""
     query = _query(schema.AnonymousRefreshQuery)
     _check_tenant(query.tenant)
     _storefront_client(query.client_id)
+    _count_anonymous()
     refresh_token = query.refresh_token
     store = current_app.extensions["token_store"]
     key = _anonymous_key(refresh_token)
@@ -540,10 +675,14 @@ def login(tenant: str):
 
 def _refresh_authorized() -> None:
     """Emporix asks for the anonymous token here; a storefront may send the customer's
-    (possibly expired) access token instead, which is ours if its signature is."""
+    (possibly expired) access token instead, which is ours if its signature is and it was
+    issued to the storefront client (another client's token authorizes nothing here)."""
     token = _bearer()
-    if anonymous_claims(token) is None and current_app.extensions["keyring"].decode(token) is None:
-        raise _unauthorized("An anonymous or customer access token is required.")
+    if anonymous_claims(token) is not None:
+        return
+    claims = current_app.extensions["keyring"].decode(token)
+    if claims is None or not _is_storefront(claims):
+        raise _unauthorized("An anonymous or storefront customer access token is required.")
 
 
 @route(
@@ -583,12 +722,15 @@ def refresh_auth_token(tenant: str):
 )
 def logout(tenant: str):
     """Revokes the session of `accessToken`; its access tokens are deny-listed at once.
-    Authorized with an access token of the same customer."""
+    Authorized with an access token of the same customer: the storefront client's, or the
+    same client's as `accessToken` (another client ends only its own sessions)."""
     _check_tenant(tenant)
-    caller = _live_customer_claims(_bearer())
+    caller = _live_customer(_bearer())
     claims = _live_customer_claims(_query(schema.LogoutQuery).accessToken)
-    if claims["sub"] != caller["sub"]:
+    if claims["sub"] != caller.claims["sub"]:
         raise EmporixError(403, "The access token belongs to another customer.")
+    if not caller.may_end(claims):
+        raise EmporixError(403, "The access token may end only its own client's sessions.")
     session = db.session.get(Session, claims["sid"])
     revoke_session(session, "logout", actor_type="customer", actor_id=claims["sub"])
     db.session.commit()
@@ -603,10 +745,13 @@ def logout(tenant: str):
     errors=(401,),
 )
 def validate_auth_token(tenant: str):
-    """Introspection's live check of the bearer token (deny-list included)."""
+    """Introspection's live check of the bearer token (deny-list included). `email` is null
+    for another client's token unless its customer consented to `email`."""
     _check_tenant(tenant)
-    claims = _live_customer_claims(_bearer())
+    caller = _live_customer(_bearer())
+    claims = caller.claims
     customer = db.session.get(Customer, claims["sub"])
+    email = caller.email(customer) if customer is not None else None
     db.session.rollback()
     entity = {"legalEntityId": claims["legal_entity_id"]} if claims.get("legal_entity_id") else {}
     answer = schema.EmporixValidateTokenResponse(
@@ -614,7 +759,7 @@ def validate_auth_token(tenant: str):
         expires_in=max(0, claims["exp"] - int(time.time())),
         scope=_with_tenant(claims["scope"]),
         sessionId=claims["sid"],
-        email=customer.email if customer else None,
+        email=email,
         **entity,
     )
     return _json(answer)
@@ -625,12 +770,14 @@ def validate_auth_token(tenant: str):
     "/customer/<tenant>/me",
     summary="Emporix: the customer's profile",
     ok=_ok(schema.EmporixCustomer),
-    errors=(401,),
+    errors=(401, 403),
     security=(*BEARER, *ANONYMOUS),
 )
 def me(tenant: str):
     """Id, email and legal entities: the profile fields this service holds (a visitor's, with
-    an anonymous token)."""
+    an anonymous token). Another client than the storefront needs
+    `customer.customerprofile_view`, and gets the email only if its customer consented to
+    `email`, the legal entities only with `customermanagement.legalentity_read_own`."""
     _check_tenant(tenant)
     token = _bearer()
     if anonymous_claims(token) is not None:
@@ -643,21 +790,30 @@ def me(tenant: str):
                 accounts=[],
             )
         )
-    claims = _live_customer_claims(token)
-    customer = db.session.get(Customer, claims["sub"])
-    entities, _ = entitlements.of(claims["sub"])
-    db.session.rollback()
+    caller = _live_customer(token)
+    if not caller.holds(PROFILE_SCOPE):
+        db.session.rollback()
+        raise EmporixError(403, f"The access token does not grant {PROFILE_SCOPE}.")
+    customer = db.session.get(Customer, caller.claims["sub"])
     if customer is None:
+        db.session.rollback()
         raise _unauthorized("The access token is invalid, expired or revoked.")
-    legal_entities = [schema.EmporixLegalEntity(id=e["id"], name=e["name"]) for e in entities]
+    email = caller.email(customer)
+    fields = {}
+    if email is not None:
+        fields["contactEmail"] = email
+    if caller.holds(COMPANIES_SCOPE):
+        entities, _ = entitlements.of(customer.id)
+        legal_entities = [schema.EmporixLegalEntity(id=e["id"], name=e["name"]) for e in entities]
+        fields["businessModel"] = "B2B" if entities else "B2C"
+        fields["b2b"] = schema.EmporixB2b(legalEntities=legal_entities)
+    db.session.rollback()
     return _json(
         schema.EmporixCustomer(
             id=customer.id,
             customerNumber=customer.id,
-            contactEmail=customer.email,
-            accounts=[schema.EmporixAccount(id=customer.email)],
-            businessModel="B2B" if entities else "B2C",
-            b2b=schema.EmporixB2b(legalEntities=legal_entities),
+            accounts=[schema.EmporixAccount(id=email)] if email is not None else [],
+            **fields,
         )
     )
 
@@ -666,7 +822,7 @@ def me(tenant: str):
 
 
 def _path_id(value: str, what: str) -> str:
-    if len(value) > MAX_ID_LENGTH or any(ord(c) < 32 for c in value):
+    if len(value) > MAX_ID_LENGTH or text_problem(value):
         raise EmporixError(404, f"{what} not found")
     return value
 

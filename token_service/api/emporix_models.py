@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from ..inputs import text_problem
 from ..oauth2.request import DEFAULT_MAX_LENGTH, MAX_PARAM_LENGTH
 
 TENANT_SCHEMA = {"type": "string", "pattern": "^[a-z][a-z0-9]+$", "minLength": 3, "maxLength": 16}
@@ -17,13 +18,14 @@ MAX_ID_LENGTH = 64
 
 
 def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise PydanticCustomError("nul", "contains a NUL character")
+    if problem := text_problem(value):
+        raise PydanticCustomError("nul", problem)
     return value
 
 
 def bounded(limit_name: str, *, min_length: int = 1):
-    """A string bounded as the token endpoint bounds its parameter `limit_name`, without NUL."""
+    """A string bounded as the token endpoint bounds its parameter `limit_name`, without
+    control characters (inputs.text_problem)."""
     limit = MAX_PARAM_LENGTH.get(limit_name, DEFAULT_MAX_LENGTH)
     return Annotated[str, Field(min_length=min_length, max_length=limit), AfterValidator(_no_nul)]
 
