@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from frontdoor import Browser, register
 from sqlalchemy import create_engine, text
 
 from token_service import create_app
@@ -145,6 +146,19 @@ class Storefront:
 
     def refresh(self, refresh_token, **params):
         return self.token(grant_type="refresh_token", refresh_token=refresh_token, **params)
+
+
+@pytest.fixture
+def shop(app):
+    """The app with `web-shop`, a first-party code-flow client (tests/frontdoor.py)."""
+    register(app)
+    return app
+
+
+@pytest.fixture
+def browser(client) -> Browser:
+    """The test client as a browser on the hosted pages."""
+    return Browser(client)
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ import secrets
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from token_service.clients import forget_client
 from token_service.demo import DEMO_PASSWORD
+from token_service.directory import create_client
+from token_service.extensions import db
 
 REDIRECT_URI = "http://127.0.0.1:9999/callback"
 
@@ -107,3 +110,21 @@ def callback(response) -> dict:
 
 def text(response) -> str:
     return re.sub(r"\s+", " ", response.get_data(as_text=True))
+
+
+def register(app, client_id="web-shop", *, first_party=True, confidential=False):
+    """A code-flow client with the test redirect URI; returns its secret (if confidential)."""
+    with app.app_context():
+        _, secret = create_client(
+            client_id,
+            name="Web shop",
+            confidential=confidential,
+            grant_types=["authorization_code", "refresh_token"],
+            scope="openid email profile order.order_read_le",
+            first_party=first_party,
+            redirect_uris=[REDIRECT_URI],
+            post_logout_redirect_uris=["http://127.0.0.1:9999/bye"],
+        )
+        db.session.commit()
+        forget_client()
+    return secret

@@ -7,41 +7,13 @@ from datetime import timedelta
 import jwt
 import pytest
 from conftest import basic_auth
-from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback, text
+from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback, register, text
 
 from token_service.clients import forget_client
 from token_service.directory import create_client
 from token_service.extensions import db
 from token_service.maintenance import prune
 from token_service.models import AuditEvent, AuthorizationCode, BrowserSession, utcnow
-
-
-def register(app, client_id="web-shop", *, first_party=True, confidential=False):
-    with app.app_context():
-        _, secret = create_client(
-            client_id,
-            name="Web shop",
-            confidential=confidential,
-            grant_types=["authorization_code", "refresh_token"],
-            scope="openid email profile order.order_read_le",
-            first_party=first_party,
-            redirect_uris=[REDIRECT_URI],
-            post_logout_redirect_uris=["http://127.0.0.1:9999/bye"],
-        )
-        db.session.commit()
-        forget_client()
-    return secret
-
-
-@pytest.fixture
-def shop(app):
-    register(app)
-    return app
-
-
-@pytest.fixture
-def browser(client):
-    return Browser(client)
 
 
 def exchange(client, params, code, **extra):

@@ -9,21 +9,10 @@ import pytest
 from conftest import claims_of
 from frontdoor import Browser, Form, authorize_params, callback, text
 from test_admin import Admin
-from test_authorize import exchange, register, sign_in_to_callback
+from test_authorize import exchange, sign_in_to_callback
 
 from token_service.extensions import db
 from token_service.models import AuditEvent, BrowserSession
-
-
-@pytest.fixture
-def shop(app):
-    register(app)
-    return app
-
-
-@pytest.fixture
-def browser(client):
-    return Browser(client)
 
 
 @pytest.fixture

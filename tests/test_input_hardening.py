@@ -10,9 +10,8 @@ import json
 
 import pytest
 from conftest import Storefront, basic_auth
-from frontdoor import Browser, authorize_params, callback, text
+from frontdoor import Browser, authorize_params, callback, register, text
 from test_admin import Admin
-from test_authorize import register
 from test_emporix import Emporix, logged_in
 
 from token_service import metrics

@@ -139,6 +139,15 @@ def link_token(body: str) -> str:
     return re.search(r"\?token=([A-Za-z0-9_-]+)", body).group(1)
 
 
+#: An invitation's answer, whether or not its address has an account.
+INVITATION_FIELDS = {"id", "email", "legal_entity_id", "status", "created_at", "expires_at"}
+
+
+def customer_id(app, email: str) -> str:
+    with app.app_context():
+        return db.session.scalar(select(Customer.id).where(Customer.email == email))
+
+
 def set_settings(app, monkeypatch, **changes):
     monkeypatch.setitem(app.config, "SETTINGS", replace(app.config["SETTINGS"], **changes))
 
@@ -236,13 +245,14 @@ def test_invite_a_new_email_then_accept(app, client, alice, login, storefront):
     r = alice.invite("Carol@ACME.test")
     assert r.status_code == 201, r.json
     assert r.json["status"] == "pending" and r.json["email"] == "carol@acme.test"
-    carol_id = r.json["customer_id"]
+    assert set(r.json) == INVITATION_FIELDS  # no customer: none until accepted
+    carol_id = customer_id(app, "carol@acme.test")
+    contact = group(app, "acme", "CONTACT")
     with app.app_context():
         carol = db.session.get(Customer, carol_id)
         assert carol.status == "invited" and carol.password_hash is None
-        assert db.session.get(Assignment, (carol_id, "acme")) is not None
-        contact = directory.group_of("acme", "CONTACT").id
-        assert db.session.get(GroupMember, (contact, carol_id)) is not None
+        # Nothing is assigned before she accepts.
+        assert db.session.get(Assignment, (carol_id, "acme")) is None
         invitation = db.session.get(Invitation, r.json["id"])
     [message] = outbox(app)
     assert message.recipient == "carol@acme.test" and message.kind == "invitation"
@@ -251,13 +261,18 @@ def test_invite_a_new_email_then_accept(app, client, alice, login, storefront):
     assert invitation.token_hash != token and token not in invitation.token_hash
     # Invited: no login yet, with any password.
     assert storefront.login("carol@acme.test", "a new password").status_code == 400
-    listed = {m["email"]: m for m in alice.get("/members").json["items"]}
-    assert listed["carol@acme.test"]["status"] == "invited"
+    listed = {m["email"] for m in alice.get("/members").json["items"]}
+    assert "carol@acme.test" not in listed
 
     assert accept(client, token, "short").status_code == 422
     r = accept(client, token)
     assert r.status_code == 200, r.json
     assert r.json == {"id": carol_id, "email": "carol@acme.test", "status": "active"}
+    with app.app_context():
+        assert db.session.get(Assignment, (carol_id, "acme")).type == "CONTACT"
+        assert db.session.get(GroupMember, (contact, carol_id)) is not None
+    listed = {m["email"]: m for m in alice.get("/members").json["items"]}
+    assert listed["carol@acme.test"]["status"] == "active"
     # Single use.
     r = accept(client, token, "another password")
     assert r.status_code == 404 and set(r.json) >= {"error", "message"}
@@ -290,19 +305,29 @@ def test_unknown_and_malformed_activation_tokens(client):
     assert r.status_code == 400
 
 
-def test_an_unassigned_invitee_cannot_activate(app, client, alice):
-    carol_id = alice.invite("carol@acme.test").json["customer_id"]
+def test_a_withdrawn_invitation_cannot_be_accepted(app, client, alice, login):
+    invitation = alice.invite("carol@acme.test").json["id"]
     token = link_token(outbox(app)[0].body)
-    assert alice.unassign(carol_id).status_code == 204
+    # Another company cannot withdraw it; its own admin can.
+    make_customer(app, "gina@globex.test", "globex", ["ADMIN"], password=DEMO_PASSWORD)
+    gina, _ = login("gina@globex.test", entity="globex")
+    assert gina.call("DELETE", f"/invitations/{invitation}").status_code == 404
+    assert alice.call("DELETE", f"/invitations/{invitation}").status_code == 204
+    assert alice.call("DELETE", f"/invitations/{invitation}").status_code == 404
     assert accept(client, token).status_code == 404
+    assert alice.get("/invitations").json["items"] == []
+    # A member's invitation withdrawn: the member stays.
+    alice.invite("bob@acme.test")
+    [listed] = alice.get("/invitations").json["items"]
+    assert alice.call("DELETE", f"/invitations/{listed['id']}").status_code == 204
+    assert "bob@acme.test" in {m["email"] for m in alice.get("/members").json["items"]}
 
 
 def test_invitations_are_idempotent_per_entity_and_email(app, alice):
     first = alice.invite("carol@acme.test")
     again = alice.invite("CAROL@acme.test")
     assert first.status_code == 201 and again.status_code == 200
-    assert again.json["id"] == first.json["id"]
-    assert again.json["customer_id"] == first.json["customer_id"]
+    assert again.json == first.json
     assert len(outbox(app)) == 1
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Invitation)) == 1
@@ -349,26 +374,30 @@ def test_concurrent_identical_invitations_answer_as_a_repeat_does(
     assert len(outbox(app)) == 6
 
 
-def test_invite_an_existing_customer_assigns_them(app, alice, login):
+def test_invite_an_existing_customer_assigns_nothing_until_they_join(app, alice, storefront):
+    """The security review's case (issue 25, defect 3): the answer is a new address's, and
+    the customer is nobody's member until they join on the hosted page (test_invitation_join)."""
     gina = make_customer(app, "gina@globex.test", "globex", password=DEMO_PASSWORD)
     r = alice.invite("gina@globex.test")
-    assert r.status_code == 201 and r.json["status"] == "accepted"
-    assert r.json["customer_id"] == gina
+    assert r.status_code == 201 and r.json["status"] == "pending"
+    assert set(r.json) == INVITATION_FIELDS and gina not in str(r.json)
     with app.app_context():
-        assert db.session.get(Assignment, (gina, "acme")).type == "CONTACT"
-        contact = directory.group_of("acme", "CONTACT").id
-        assert db.session.get(GroupMember, (contact, gina)) is not None
+        assert db.session.get(Assignment, (gina, "acme")) is None
         assert db.session.get(Customer, gina).status == "active"
     [message] = outbox(app)
-    assert message.kind == "assignment" and "token=" not in message.body
-    _, tokens = login("gina@globex.test", entity="acme")
-    assert tokens["legal_entity_id"] == "acme"
+    assert message.kind == "invitation_join" and "/invitations/join?token=" in message.body
+    assert "gina@globex.test" not in {m["email"] for m in alice.get("/members").json["items"]}
+    r = storefront.login("gina@globex.test", DEMO_PASSWORD, legal_entity_id="acme")
+    assert r.status_code == 400 and r.json["error"] == "invalid_grant"
+    r = storefront.login("gina@globex.test", DEMO_PASSWORD)
+    assert [e["id"] for e in r.json["legal_entities"]] == ["globex"]
     assert alice.invite("gina@globex.test").status_code == 200
     r = alice.invite("bob@acme.test")  # a member already: nothing moves, nothing is sent
     assert r.status_code == 200 and r.json["status"] == "accepted"
+    assert set(r.json) == INVITATION_FIELDS
     assert len(outbox(app)) == 1
     with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Assignment)) == 5
+        assert db.session.scalar(select(func.count()).select_from(Assignment)) == 4
 
 
 def test_invalid_emails_are_422(alice):
@@ -394,8 +423,10 @@ def test_invitations_are_rate_limited_per_inviter(app, alice, monkeypatch):
 
 
 def test_the_story_invite_activate_add_to_buyer_refresh(app, client, alice, login, storefront):
-    carol_id = alice.invite("carol@acme.test").json["customer_id"]
-    assert accept(client, link_token(outbox(app)[0].body)).status_code == 200
+    alice.invite("carol@acme.test")
+    r = accept(client, link_token(outbox(app)[0].body))
+    assert r.status_code == 200
+    carol_id = r.json["id"]
     _, carol = login("carol@acme.test", password="a new password")
     assert "order.order_create" not in carol["scope"]
     buyer = group(app, "acme", "BUYER")
@@ -578,11 +609,12 @@ def test_an_actor_removed_from_admin_loses_rights_at_once(app, alice, login):
 # -- audit ------------------------------------------------------------------------------------
 
 
-def test_audit_events_name_the_customer_and_the_entity(app, alice, login):
+def test_audit_events_name_the_customer_and_the_entity(app, client, alice, login):
     gina = make_customer(app, "gina@globex.test", "globex", ["ADMIN"], password=DEMO_PASSWORD)
     gina_api, _ = login("gina@globex.test", entity="globex")
     assert gina_api.unassign(ALICE).status_code == 204  # Globex's event
-    carol = alice.invite("carol@acme.test").json["customer_id"]
+    alice.invite("carol@acme.test")
+    carol = accept(client, link_token(outbox(app)[0].body)).json["id"]
     assert alice.add(group(app, "acme", "BUYER"), carol).status_code == 201
     assert alice.remove(group(app, "acme", "BUYER"), carol).status_code == 204
     assert alice.unassign(carol).status_code == 204
@@ -594,22 +626,29 @@ def test_audit_events_name_the_customer_and_the_entity(app, alice, login):
         "assignment.removed",
         "group.member_removed",
         "group.member_added",
-        "invitation.created",
+        "invitation.accepted",  # carol's own: she joined by activating
         "assignment.created",
-        "customer.invited",
+        "invitation.created",  # no customer: a new address and an account look alike
         "login.succeeded",  # alice's own login for ACME: a company sees its members' logins
     ]
-    assert {(e["actor_type"], e["actor_id"]) for e in events} == {("customer", ALICE)}
-    assert all(e["customer_id"] == carol for e in events[:-1])
+    actors = [(e["actor_type"], e["actor_id"]) for e in events]
+    assert set(actors[:3] + actors[5:]) == {("customer", ALICE)}
+    assert set(actors[3:5]) == {("customer", carol)}
+    assert all(e["customer_id"] == carol for e in events[:5])
+    assert events[5]["customer_id"] is None
     with app.app_context():
-        entities = set(
-            db.session.scalars(
-                select(AuditEvent.legal_entity_id).where(
+        entities = {
+            (action, entity)
+            for action, entity in db.session.execute(
+                select(AuditEvent.action, AuditEvent.legal_entity_id).where(
                     AuditEvent.actor_id == ALICE, AuditEvent.action.not_like("login.%")
                 )
             )
-        )
-        assert entities == {"acme"}
+        }
+        # The new customer's record is the seller's: in ACME's feed it would tell that the
+        # address had no account.
+        assert {entity for action, entity in entities if action != "customer.invited"} == {"acme"}
+        assert ("customer.invited", None) in entities
         globex = db.session.scalars(
             select(AuditEvent).where(
                 AuditEvent.actor_id == gina, AuditEvent.action.not_like("login.%")
@@ -623,8 +662,8 @@ def test_audit_events_name_the_customer_and_the_entity(app, alice, login):
 
 
 def test_accepting_is_audited_in_the_entity(app, client, alice):
-    carol = alice.invite("carol@acme.test").json["customer_id"]
-    accept(client, link_token(outbox(app)[0].body))
+    alice.invite("carol@acme.test")
+    carol = accept(client, link_token(outbox(app)[0].body)).json["id"]
     events = alice.get("/audit-events").json["items"]
     assert events[0]["action"] == "invitation.accepted"
     assert (events[0]["actor_type"], events[0]["actor_id"]) == ("customer", carol)

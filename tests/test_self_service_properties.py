@@ -492,10 +492,11 @@ def test_self_service_never_reaches_outside_the_entity_nor_escalates(base_app):
                 tokens.forget(target)
             after = read_state(world)
             assert outside(after, entity) == outside(state, entity), (kind, entity)
-            # No customer changes; an invitation may only add one, assigned to E.
+            # No customer changes; an invitation may only add one, assigned nowhere until
+            # they accept.
             assert state.customers <= after.customers
             for new in after.customers - state.customers:
-                assert kind == "invite" and after.assigned(new[0], entity)
+                assert kind == "invite" and all(c != new[0] for c, _ in after.assignments)
             state = after
         for customer, entity in state.assignments:
             if entity in granted:

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Storefront
-from frontdoor import REDIRECT_URI, authorize_params
+from frontdoor import REDIRECT_URI, authorize_params, register
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_authorize import register
 from werkzeug.datastructures import MultiDict
 
 EXAMPLES = int(os.environ.get("SURFACE_FUZZ_EXAMPLES", "120"))
@@ -112,6 +111,22 @@ def no_5xx(r) -> None:
     assert r.status_code < 500, (r.status_code, r.get_data(as_text=True)[:500])
 
 
+def send(client, method: str, path: str, query, body, bearer):
+    """One API request: the query, the body for a POST or PUT, a bearer token if sendable;
+    never a 5xx."""
+    headers = {}
+    if bearer is not None and bearer.isascii() and bearer.isprintable():
+        headers["Authorization"] = f"Bearer {bearer}"
+    kwargs = {"query_string": MultiDict(query), "headers": headers}
+    if method in ("POST", "PUT"):
+        kwargs["data"], content_type = body
+        if content_type is not None:
+            kwargs["content_type"] = content_type
+    r = client.open(path, method=method, **kwargs)
+    no_5xx(r)
+    return r
+
+
 # -- hosted pages -----------------------------------------------------------------------------
 
 PAGE_NAMES = [
@@ -131,6 +146,7 @@ PAGE_NAMES = [
     "state",
     "token",
     "confirm_password",
+    "decision",
 ]
 PAGES = [
     ("GET", "/oauth/authorize"),
@@ -142,6 +158,9 @@ PAGES = [
     ("POST", "/oauth/logout"),
     ("GET", "/activate"),
     ("POST", "/activate"),
+    ("GET", "/invitations/join"),
+    ("POST", "/invitations/join"),
+    ("POST", "/invitations/join/sign-in"),
 ]
 
 
@@ -261,17 +280,7 @@ def test_emporix_paths_answer_any_input_in_emporix_shapes(app, client, tokens):
     )
     def check(route, query, body, bearer):
         method, path = route
-        headers = {}
-        if bearer is not None and bearer.isascii() and bearer.isprintable():
-            headers["Authorization"] = f"Bearer {bearer}"
-        data, content_type = body
-        kwargs = {"query_string": MultiDict(query), "headers": headers}
-        if method == "POST":
-            kwargs["data"] = data
-            if content_type is not None:
-                kwargs["content_type"] = content_type
-        r = client.open(path, method=method, **kwargs)
-        no_5xx(r)
+        r = send(client, method, path, query, body, bearer)
         if r.status_code >= 400:
             shape = IAM_ERROR if path.startswith("/iam/") else EMPORIX_ERROR
             assert r.content_type.startswith("application/json"), r.content_type
@@ -290,6 +299,8 @@ def self_service_paths():
     return st.one_of(
         st.tuples(st.just("GET"), st.sampled_from(["/members", "/groups", "/audit-events"])),
         st.tuples(st.just("POST"), st.sampled_from(["/invitations", "/invitations/accept"])),
+        st.tuples(st.just("GET"), st.just("/invitations")),
+        st.tuples(st.just("DELETE"), ids.map(lambda i: f"/invitations/{i}")),
         st.tuples(
             st.sampled_from(["PUT", "DELETE"]),
             st.tuples(ids, ids).map(lambda p: f"/groups/{p[0]}/members/{p[1]}"),
@@ -307,17 +318,7 @@ def test_self_service_answers_any_input_in_its_shape(app, client, tokens):
     )
     def check(route, query, body, bearer):
         method, path = route
-        headers = {}
-        if bearer is not None and bearer.isascii() and bearer.isprintable():
-            headers["Authorization"] = f"Bearer {bearer}"
-        data, content_type = body
-        kwargs = {"query_string": MultiDict(query), "headers": headers}
-        if method in ("POST", "PUT"):
-            kwargs["data"] = data
-            if content_type is not None:
-                kwargs["content_type"] = content_type
-        r = client.open("/self-service" + path, method=method, **kwargs)
-        no_5xx(r)
+        r = send(client, method, "/self-service" + path, query, body, bearer)
         if r.status_code >= 400:
             assert r.content_type.startswith("application/json"), r.content_type
             assert {"error", "message"} <= set(r.json) <= {"error", "message", "fields"}, r.json

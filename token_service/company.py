@@ -12,10 +12,16 @@ token's `legal_entity_id`), and holds these rules, whichever surface calls it (t
   all among the actor's own effective scopes in E;
 - the last active ADMIN of E stays (409): no company locks itself out;
 - the effect on others is the admin API's: the same directory and lifecycle functions, so
-  scopes change at the member's next refresh and their live access tokens are deny-listed.
+  scopes change at the member's next refresh and their live access tokens are deny-listed;
+- consent, and no enumeration: an invitation assigns nobody; the invitee accepts (a new
+  address by activating, an existing customer on the hosted join page, signed in). Until
+  then E sees the same for either (the answer, its invitations, members and audit events),
+  and E's audit feed never names another company.
 
 Functions add to the caller's transaction and never commit. Each change records its audit
-event with the customer as actor and E as the event's legal entity.
+event with the customer as actor and E as the event's legal entity, save the two that would
+tell E that an address has an account or has none (`customer.invited`, `invitation.declined`):
+those are the seller's alone, under no entity.
 """
 
 from __future__ import annotations
@@ -55,6 +61,13 @@ MIN_PASSWORD_LENGTH = 8
 #: Tries of an invitation that loses a unique-constraint race (each after the winner commits).
 RACE_ATTEMPTS = 3
 MAX_PASSWORD_LENGTH = 1024
+#: The hosted page an existing customer's invitation links to (api/frontdoor.py), under the
+#: issuer: it needs the hosted login's browser session.
+JOIN_PATH = "/invitations/join"
+#: What of an audit event's details the company it happened in may read: facts about the
+#: event in E. Any other key may name another company (`session.switched`'s `previous`, the
+#: entity the session came from), so a company's feed leaves it out, whatever the event.
+COMPANY_DETAILS = frozenset({"client_id", "name", "scopes", "type"})
 
 
 class Forbidden(DirectoryError):
@@ -98,10 +111,10 @@ class Actor:
 
 @dataclass(frozen=True)
 class InvitationResult:
-    """What an invitation did: `created` False when it repeated an earlier one unchanged."""
+    """What an invitation did: `created` False when it repeated an earlier one unchanged (or
+    found a member). No customer: the company learns of one only once they accept."""
 
     invitation: Invitation
-    customer: Customer
     created: bool
 
 
@@ -239,9 +252,15 @@ def groups(actor: Actor) -> list[tuple[CustomerGroup, list[str]]]:
 
 
 def audit_events_query(actor: Actor):
-    """A query of E's audit events (and only E's), for the caller to page through."""
+    """A query of E's audit events (and only E's), for the caller to page through; each shown
+    with its `company_details`."""
     _authorize(actor, READ_OWN)
     return select(AuditEvent).where(AuditEvent.legal_entity_id == actor.legal_entity_id)
+
+
+def company_details(event: AuditEvent) -> dict:
+    """The details of one of E's events that E's company may read (COMPANY_DETAILS)."""
+    return {k: v for k, v in (event.details or {}).items() if k in COMPANY_DETAILS}
 
 
 # -- group membership -------------------------------------------------------------------------
@@ -292,10 +311,7 @@ def unassign(actor: Actor, customer_id: str) -> None:
 
 
 def _normalized_email(email: str) -> str:
-    email = email.strip().lower()
-    if "@" not in email or len(email) > 320 or email.startswith("@") or email.endswith("@"):
-        raise DirectoryError("a valid email is required", field="email")
-    return email
+    return directory.valid_email(email)
 
 
 def _count_invitation(actor: Actor) -> None:
@@ -309,26 +325,32 @@ def _count_invitation(actor: Actor) -> None:
         raise Unavailable() from None
 
 
-def invitation_status(invitation: Invitation, customer: Customer, now: datetime) -> str:
-    """`accepted` (or the customer activated otherwise), `expired` or `pending`."""
-    if invitation.accepted_at is not None or customer.status != "invited":
+def invitation_status(invitation: Invitation, now: datetime) -> str:
+    """What the inviting company sees of an invitation: `accepted`, `pending` while its link
+    works, else `expired`. A declined one reads `expired` too: only an existing customer can
+    decline, so telling it apart would tell the company that the address has an account."""
+    if invitation.accepted_at is not None:
         return "accepted"
-    return "expired" if invitation.expires_at <= now else "pending"
+    if invitation.declined_at is not None or invitation.expires_at <= now:
+        return "expired"
+    return "pending"
 
 
 def invite(actor: Actor, email: str) -> InvitationResult:
-    """Invite an email address into E. An existing customer is assigned at once (and joins
-    E's CONTACT group); a new address becomes an `invited` customer with a single-use,
-    expiring activation link, sent through the outbox. Repeating an invitation that still
-    stands changes nothing; one whose link expired gets a new link."""
+    """Invite an email address into E. Nothing is assigned before the invitee accepts: a new
+    address becomes an `invited` customer with an activation link, an existing customer gets
+    a link to the hosted page where they join or decline, signed in. The company's side
+    (this answer, its invitations, members and audit events) is the same either way, so that
+    no company admin can learn which addresses have accounts. Repeating an invitation that
+    still stands changes nothing; one that expired or was declined gets a new link."""
     _authorize(actor, MANAGE_OWN)
     email = _normalized_email(email)
     _count_invitation(actor)
     # An identical invitation that races this one and commits first is there on the next
     # attempt, which answers as its repeat would. The race shows either as the unique email or
     # (E, email) refusing our insert, or, under READ COMMITTED, as the directory's own
-    # "exists" / "already assigned" check (409) seeing the winner's rows after our lookup
-    # did not: _invite only creates what its lookup found missing, so a 409 there is a race.
+    # "exists" check (409) seeing the winner's customer after our lookup did not: _invite only
+    # creates what its lookup found missing, so a 409 there is a race.
     attempt = 1
     while True:
         try:
@@ -341,8 +363,11 @@ def invite(actor: Actor, email: str) -> InvitationResult:
             attempt += 1
 
 
+def _assigned(customer_id: str, legal_entity_id: str) -> bool:
+    return db.session.get(Assignment, (customer_id, legal_entity_id)) is not None
+
+
 def _invite(actor: Actor, email: str) -> InvitationResult:
-    settings = current_app.config["SETTINGS"]
     now = utcnow()
     entity = db.session.get(LegalEntity, actor.legal_entity_id)
     invitation = db.session.scalars(
@@ -353,97 +378,154 @@ def _invite(actor: Actor, email: str) -> InvitationResult:
     customer = db.session.scalars(
         select(Customer).where(Customer.email == email).with_for_update()
     ).first()
-    assigned = (
-        customer is not None and db.session.get(Assignment, (customer.id, entity.id)) is not None
-    )
-    if (
-        invitation is not None
-        and customer is not None
-        and assigned
-        and invitation.customer_id == customer.id
-        and invitation_status(invitation, customer, now) != "expired"
-    ):
-        return InvitationResult(invitation, customer, created=False)
-    if assigned and customer.status != "invited" and invitation is None:
-        # A member already: nothing to assign, activate or announce; the record says so.
-        invitation = Invitation(
-            id=new_id("inv"),
-            legal_entity_id=entity.id,
-            email=email,
-            customer_id=customer.id,
-            invited_by=actor.customer_id,
-            expires_at=now,
-            accepted_at=now,
-        )
-        db.session.add(invitation)
+    if invitation is not None and customer is not None and invitation.customer_id == customer.id:
+        status = invitation_status(invitation, now)
+        if status == "pending" or (status == "accepted" and _assigned(customer.id, entity.id)):
+            return InvitationResult(invitation, created=False)
+    if customer is not None and customer.status != "invited" and _assigned(customer.id, entity.id):
+        # A member already (the company lists them): nothing to accept or announce; the
+        # record says so.
+        if invitation is None:
+            invitation = Invitation(id=new_id("inv"), legal_entity_id=entity.id, email=email)
+            db.session.add(invitation)
+        invitation.customer_id = customer.id
+        invitation.invited_by = actor.customer_id
+        invitation.created_at = invitation.expires_at = invitation.accepted_at = now
+        invitation.token_hash = invitation.declined_at = None
         db.session.flush()
-        return InvitationResult(invitation, customer, created=False)
+        return InvitationResult(invitation, created=False)
     if customer is None:
         customer = directory.create_customer(email, None)
         customer.status = "invited"
-        _record(actor, "customer.invited", customer_id=customer.id, target=entity.id)
-    if not assigned:
-        directory.assign(customer.id, entity.id)
-        _record(actor, "assignment.created", customer_id=customer.id, target=entity.id)
+        # Filed under no entity: E's feed must not show that this address was new.
+        audit.record(
+            "customer.invited",
+            actor_type="customer",
+            actor_id=actor.customer_id,
+            customer_id=customer.id,
+            target=entity.id,
+        )
     if invitation is None:
         invitation = Invitation(id=new_id("inv"), legal_entity_id=entity.id, email=email)
         db.session.add(invitation)
     invitation.customer_id = customer.id
     invitation.invited_by = actor.customer_id
     invitation.created_at = now
-    invitation.expires_at = now + timedelta(seconds=settings.invitation_ttl)
-    inviter = db.session.get(Customer, actor.customer_id).email
-    if customer.status == "invited":
-        token = new_token()
-        invitation.token_hash = hash_token(token)
-        invitation.accepted_at = None
-        link = f"{settings.activation_url}?token={token}"
-        notifications.enqueue(
-            "invitation",
-            email,
-            f"You are invited to {entity.name}",
-            f"{inviter} invited you to {entity.name}.\n\n"
-            f"Set your password to activate your account (the link works once, until "
-            f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC):\n{link}\n",
-        )
-    else:
-        # An existing account: nothing to activate, the assignment is the invitation.
-        invitation.token_hash = None
-        invitation.accepted_at = now
-        notifications.enqueue(
-            "assignment",
-            email,
-            f"You were added to {entity.name}",
-            f"{inviter} added you to {entity.name}. Log in as usual and switch to it.\n",
-        )
+    invitation.expires_at = now + timedelta(seconds=current_app.config["SETTINGS"].invitation_ttl)
+    invitation.accepted_at = invitation.declined_at = None
+    _send_link(invitation, customer, entity)
     db.session.flush()
-    _record(actor, "invitation.created", customer_id=customer.id, target=invitation.id)
-    return InvitationResult(invitation, customer, created=True)
+    # No customer id: an existing customer's would tell them apart from a new address.
+    _record(actor, "invitation.created", target=invitation.id)
+    return InvitationResult(invitation, created=True)
+
+
+def _send_link(invitation: Invitation, customer: Customer, entity: LegalEntity) -> None:
+    """A new single-use token for `invitation` (only its hash is kept), mailed through the
+    outbox: an activation link while the invitee is `invited`, else the join page's."""
+    settings = current_app.config["SETTINGS"]
+    token = new_token()
+    invitation.token_hash = hash_token(token)
+    inviter = db.session.get(Customer, invitation.invited_by) if invitation.invited_by else None
+    if customer.status == "invited":
+        send, url = notifications.invitation_to_activate, settings.activation_url
+    else:
+        send, url = notifications.invitation_to_join, settings.issuer + JOIN_PATH
+    send(
+        invitation.email,
+        entity.name,
+        inviter.email if inviter is not None else None,
+        f"{url}?token={token}",
+        f"{invitation.expires_at:%Y-%m-%d %H:%M} UTC",
+    )
+
+
+def invitations(actor: Actor) -> list[Invitation]:
+    """E's invitations, by email; the company reads their `invitation_status`."""
+    _authorize(actor, READ_OWN)
+    return list(
+        db.session.scalars(
+            select(Invitation)
+            .where(Invitation.legal_entity_id == actor.legal_entity_id)
+            .order_by(Invitation.email)
+        )
+    )
+
+
+def withdraw_invitation(actor: Actor, invitation_id: str) -> None:
+    """Forget one of E's invitations: its link stops working. An accepted one only loses its
+    record (a member leaves through `unassign`)."""
+    _authorize(actor, MANAGE_OWN)
+    invitation = db.session.get(Invitation, invitation_id, with_for_update=True)
+    if invitation is None or invitation.legal_entity_id != actor.legal_entity_id:
+        raise DirectoryError("invitation not found", status=404)
+    db.session.delete(invitation)
+    _record(actor, "invitation.withdrawn", target=invitation_id)
+
+
+# -- the invitee's side: a link's token is theirs alone ----------------------------------------
+
+
+def _gone() -> DirectoryError:
+    """One answer for every link that does not work, whatever the reason."""
+    return DirectoryError("invitation not found, used or expired", status=404, field="token")
+
+
+def _standing(token: str, *, lock: bool) -> tuple[Invitation, Customer]:
+    """The invitation a link's token stands for while it is pending, and its invitee;
+    otherwise 404, whatever the reason (`lock`: for the update that accepts it)."""
+    query = select(Invitation).where(Invitation.token_hash == hash_token(token))
+    invitation = db.session.scalars(query.with_for_update() if lock else query).first()
+    if invitation is None or invitation_status(invitation, utcnow()) != "pending":
+        raise _gone()
+    return invitation, db.session.get(Customer, invitation.customer_id, with_for_update=lock)
 
 
 def standing_invitation(token: str, *, lock: bool = False) -> tuple[Invitation, Customer]:
-    """The invitation an activation token stands for, and its invited customer: unused, not
-    expired, the customer still invited and still assigned to the inviting entity; otherwise
-    404, whichever the reason (`lock`: for the update that accepts it)."""
-    query = select(Invitation).where(Invitation.token_hash == hash_token(token))
-    invitation = db.session.scalars(query.with_for_update() if lock else query).first()
-    gone = DirectoryError("invitation not found, used or expired", status=404, field="token")
-    if (
-        invitation is None
-        or invitation.accepted_at is not None
-        or invitation.expires_at <= utcnow()
-    ):
-        raise gone
-    customer = db.session.get(Customer, invitation.customer_id, with_for_update=lock)
-    assigned = db.session.get(Assignment, (customer.id, invitation.legal_entity_id))
-    if customer.status != "invited" or assigned is None:
-        raise gone
+    """The invitation an activation token stands for, and its invited customer: pending (not
+    used, declined, withdrawn or expired) and the customer still `invited`; otherwise 404,
+    whatever the reason (`lock`: for the update that accepts it)."""
+    invitation, customer = _standing(token, lock=lock)
+    if customer.status != "invited":
+        raise _gone()
     return invitation, customer
 
 
+def invitation_for(token: str, customer_id: str, *, lock: bool = False) -> Invitation:
+    """The invitation a join link's token stands for, to the signed-in `customer_id`: pending,
+    and theirs; otherwise 404, whatever the reason, so that a link opened by another account
+    shows nothing of the invitation."""
+    invitation, customer = _standing(token, lock=lock)
+    if customer.id != customer_id or customer.status != "active":
+        raise _gone()
+    return invitation
+
+
+def _join(invitation: Invitation, customer_id: str) -> None:
+    """Accept `invitation`, by activation or on the join page alike: the invitee becomes a
+    member of the inviting entity (and of its CONTACT group), the token is spent, and the
+    entity's feed records both with the invitee as actor."""
+    entity = invitation.legal_entity_id
+    fields = {
+        "actor_type": "customer",
+        "actor_id": customer_id,
+        "customer_id": customer_id,
+        "legal_entity_id": entity,
+    }
+    if not _assigned(customer_id, entity):  # an invitation made before 0005 assigned at once
+        directory.assign(customer_id, entity)
+        audit.record("assignment.created", target=entity, **fields)
+    invitation.accepted_at = utcnow()
+    invitation.token_hash = None  # single use: the hash is gone with the first use
+    audit.record("invitation.accepted", target=invitation.id, **fields)
+    db.session.flush()
+
+
 def accept_invitation(token: str, password: str) -> Customer:
-    """Set the password of an invited customer with their activation token and make them
-    active. The token works once, while its invitation stands (`standing_invitation`)."""
+    """Set the password of an invited customer with their activation token, make them
+    active and a member of the inviting entity. The token works once, while its invitation
+    stands (`standing_invitation`). Their other pending invitations carried activation
+    links, which stop working now: each gets a join link instead."""
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
         raise DirectoryError(
             f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
@@ -453,15 +535,44 @@ def accept_invitation(token: str, password: str) -> Customer:
     customer.password_hash = hash_password(password)
     customer.status = "active"
     customer.version += 1
-    invitation.accepted_at = utcnow()
-    invitation.token_hash = None  # single use: the hash is gone with the first use
-    audit.record(
-        "invitation.accepted",
-        actor_type="customer",
-        actor_id=customer.id,
-        customer_id=customer.id,
-        target=invitation.id,
-        legal_entity_id=invitation.legal_entity_id,
-    )
+    _join(invitation, customer.id)
+    now = utcnow()
+    for other in db.session.scalars(
+        select(Invitation)
+        .where(
+            Invitation.customer_id == customer.id,
+            Invitation.id != invitation.id,
+            Invitation.token_hash.is_not(None),
+        )
+        .with_for_update()
+    ):
+        if invitation_status(other, now) == "pending":
+            _send_link(other, customer, db.session.get(LegalEntity, other.legal_entity_id))
     db.session.flush()
     return customer
+
+
+def join_invitation(token: str, customer_id: str) -> Invitation:
+    """The signed-in invitee joins the inviting entity (`_join`), once, while the invitation
+    stands (`invitation_for`)."""
+    invitation = invitation_for(token, customer_id, lock=True)
+    _join(invitation, customer_id)
+    return invitation
+
+
+def decline_invitation(token: str, customer_id: str) -> Invitation:
+    """The signed-in invitee turns the invitation down: nothing is assigned, the token is
+    spent. Filed under no entity: only an existing customer can decline, and E's feed must
+    not tell (the company reads the invitation as `expired`, `invitation_status`)."""
+    invitation = invitation_for(token, customer_id, lock=True)
+    invitation.declined_at = utcnow()
+    invitation.token_hash = None
+    audit.record(
+        "invitation.declined",
+        actor_type="customer",
+        actor_id=customer_id,
+        customer_id=customer_id,
+        target=invitation.id,
+    )
+    db.session.flush()
+    return invitation

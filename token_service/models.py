@@ -280,8 +280,10 @@ class AuditEvent(db.Model):
 class Invitation(db.Model):
     """A company's invitation of an email address; one per (legal entity, email).
 
-    For a new email it carries the activation token (its SHA-256 only, cleared once used); an
-    existing customer is assigned at once and the invitation is accepted when made."""
+    It carries the link's single-use token (its SHA-256 only, cleared once used): an
+    activation link for a new email (whose `invited` customer it names), a link to the
+    hosted page where an existing customer joins or declines. Nothing is assigned before the
+    invitee accepts (company.invite)."""
 
     __tablename__ = "invitations"
     __table_args__ = (
@@ -301,6 +303,7 @@ class Invitation(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    declined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class OutboxMessage(db.Model):

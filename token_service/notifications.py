@@ -36,6 +36,35 @@ def enqueue(kind: str, recipient: str, subject: str, body: str) -> OutboxMessage
     return message
 
 
+def invitation_to_activate(
+    recipient: str, company: str, inviter: str | None, link: str, until: str
+) -> OutboxMessage:
+    """A new address's invitation: the link sets the password of the account it creates."""
+    return enqueue(
+        "invitation",
+        recipient,
+        f"You are invited to {company}",
+        f"{inviter or 'A colleague'} invited you to {company}.\n\n"
+        f"Set your password to activate your account (the link works once, until {until}):\n"
+        f"{link}\n",
+    )
+
+
+def invitation_to_join(
+    recipient: str, company: str, inviter: str | None, link: str, until: str
+) -> OutboxMessage:
+    """An existing customer's invitation: they sign in on the linked page, then join the
+    company or decline. Nothing changes for them before they choose."""
+    return enqueue(
+        "invitation_join",
+        recipient,
+        f"You are invited to {company}",
+        f"{inviter or 'A colleague'} invited you to join {company}.\n\n"
+        f"Sign in with your account to join it or decline (the link works once, until "
+        f"{until}). Until you join, {company} sees nothing of your account:\n{link}\n",
+    )
+
+
 def _smtp(url: str):
     parts = urlsplit(url)
     if parts.scheme == "smtps":

@@ -10,6 +10,7 @@ no referrer and is never cached. Nothing but an exact registered URI is redirect
 from __future__ import annotations
 
 import json
+import time
 from hmac import compare_digest
 from urllib.parse import urlsplit
 
@@ -30,9 +31,10 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .. import company, entitlements
+from .. import company, entitlements, notifications
 from ..directory import DirectoryError
 from ..extensions import db
+from ..inputs import text_problem
 from ..models import Client, Customer, LegalEntity, Scope, Session, utcnow
 from ..oauth2 import authorize, browser, login
 from ..oauth2.authorize import (
@@ -48,7 +50,6 @@ from ..oauth2.sessions import NewCode
 from ..scopes import join_scopes, split_scopes
 from ..security import new_token
 from ..throttle import TooManyAttempts
-from .admin.schema import clean_text
 from .demo_page import DEMO_CLIENT_ID
 from .errors import oauth_error_parts
 
@@ -72,6 +73,7 @@ SCOPE_WORDS = {
     "profile": "See your name",
 }
 MAX_EMAIL, MAX_PASSWORD = 320, 1024
+PASSWORDS = frozenset({"password", "confirm_password"})
 
 
 # -- cookies ---------------------------------------------------------------------------------
@@ -115,6 +117,23 @@ def _check_csrf() -> None:
         raise AuthorizationPageError(
             "This form has expired or was not sent from this site. Go back and try again."
         )
+
+
+@bp.before_request
+def _readable_input() -> None:
+    """Every hosted page's query and form, checked once (inputs.text_problem): a control
+    character is a 400 page before any view reads it, let alone queries with it. The
+    authorization endpoint checks its parameters itself, with the same function, so that
+    its errors can be redirected as RFC 6749 §4.1.2.1 says; UserInfo answers in JSON and reads
+    only its Authorization header."""
+    if request.endpoint in ("frontdoor.authorize_endpoint", "frontdoor.userinfo"):
+        return
+    pairs = [*request.args.items(multi=True)]
+    if request.method == "POST":
+        # Passwords are never stored or looked up as typed: the pages say what is wrong.
+        pairs += [(k, v) for k, v in request.form.items(multi=True) if k not in PASSWORDS]
+    if any(text_problem(name) or text_problem(value) for name, value in pairs):
+        raise AuthorizationPageError("The request contains characters that are not allowed.")
 
 
 @bp.after_request
@@ -289,16 +308,14 @@ def _consent_page(req: AuthorizationRequest, customer: Customer):
     )
 
 
-@bp.post("/authorize/login")
-def login_form():
-    """The sign-in page's form: the password grant's own check (oauth2/login.py)."""
-    req = _carried()
-    if isinstance(req, Response):
-        return req
+def _sign_in(client_id: str, page):
+    """Every sign-in form's one check: the password grant's (oauth2/login.py), then a new
+    browser session, committed. Returns (session, cookie), or the form again as
+    `page(error, status)` says it (429 with Retry-After)."""
     email = request.form.get("email", "")[:MAX_EMAIL]
     password = request.form.get("password", "")[:MAX_PASSWORD]
     if not email or not password:
-        return _login_page(req, "Enter your email and password.", 400)
+        return current_app.make_response(page("Enter your email and password.", 400))
     try:
         customer, _ = login.check_credentials(
             _sessions(),
@@ -306,17 +323,30 @@ def login_form():
             email,
             password,
             request.remote_addr,
-            req.client.client_id,
+            client_id,
         )
     except TooManyAttempts as exc:
-        page, status = _login_page(
-            req, f"Too many failed sign-ins. Try again in {exc.retry_after} seconds.", 429
-        )
-        return Response(page, status, {"Retry-After": str(exc.retry_after)})
+        wait = f"Too many failed sign-ins. Try again in {exc.retry_after} seconds."
+        response = current_app.make_response(page(wait, 429))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except InvalidGrantError:
-        return _login_page(req, "Invalid email or password.", 401)
-    session, cookie = browser.start_browser_session(customer.id, req.client.client_id)
+        return current_app.make_response(page("Invalid email or password.", 401))
+    session, cookie = browser.start_browser_session(customer.id, client_id)
     db.session.commit()
+    return session, cookie
+
+
+@bp.post("/authorize/login")
+def login_form():
+    """The sign-in page's form: the password grant's own check (oauth2/login.py)."""
+    req = _carried()
+    if isinstance(req, Response):
+        return req
+    signed_in = _sign_in(req.client.client_id, lambda *error: _login_page(req, *error))
+    if isinstance(signed_in, Response):
+        return signed_in
+    session, cookie = signed_in
     response = current_app.make_response(_continue(req.after_login(), session))
     _set_cookie(response, "session", cookie, browser.BROWSER_SESSION_SECONDS)
     return response
@@ -391,7 +421,8 @@ LOGOUT_PARAMS = ("id_token_hint", "post_logout_redirect_uri", "state", "client_i
 
 
 def _verify_id_token_hint(hint: str) -> dict | None:
-    """The claims of an ID token we issued (an expired one is fine: §2 allows it)."""
+    """The claims of an ID token we issued, expired or not (§2: the OP may take an expired
+    one as a hint of whom the RP means, never as more: see `_hint_names_this_browser`)."""
     keyring = current_app.extensions["keyring"]
     try:
         keys = KeySet.import_key_set(json.loads(keyring.jwks_json()))
@@ -403,9 +434,31 @@ def _verify_id_token_hint(hint: str) -> dict | None:
     return token.claims
 
 
+def _hint_names_this_browser(claims: dict | None, current) -> bool:
+    """True if an ID token hint proves that the RP asks to end this very browser session: it
+    is unexpired, its `sub` is the signed-in customer and its `sid` names a session born from
+    this browser session's codes. Only then is the End-User signed out without being asked.
+
+    RP-Initiated Logout 1.0 §2: "the OP ... SHOULD ask the End-User whether to log out" when
+    the hint does not identify the current session's End-User; §4: a logout request "could be
+    from an RP that does not have a relationship with the OP ... or a CSRF attack". Anyone
+    may hold an ID token: a foreign or stale one only ever gets the question.
+    """
+    if claims is None or current is None or claims.get("sub") != current.customer_id:
+        return False
+    exp = claims.get("exp")
+    if type(exp) is not int or exp <= time.time():
+        return False
+    sid = claims.get("sid")
+    if sid is None:
+        return True
+    born_from = browser.browser_session_of(str(sid)) if isinstance(sid, str) else None
+    return born_from is not None and born_from.id == current.id
+
+
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
-    """End the browser session and revoke the refresh-token families born from it."""
+    """End this browser's session and revoke the refresh-token families born from it."""
     if request.method == "POST":
         _check_csrf()
     values = request.args if request.method == "GET" else request.form
@@ -423,21 +476,17 @@ def logout():
         client = _sessions().load_client(client_id) if isinstance(client_id, str) else None
         if client is None or target not in client.post_logout_redirect_uris:
             raise AuthorizationPageError("This sign-out redirect URI is not registered.")
-    if request.method == "GET" and claims is None:
-        # No proof that the client asked: the customer confirms (a form, so CSRF-checked).
+    current = _browser_session()
+    if request.method == "GET" and not _hint_names_this_browser(claims, current):
+        # No proof that this browser's own client asked: the customer confirms (a form, so
+        # CSRF-checked).
         carried = sorted(params.items())
         return _render("logout.html", csrf_token=_csrf_token(), carried=carried)
 
-    ended = []
-    current = _browser_session()
+    # Only this browser's session ends: a hint naming another one ends nothing of it (whoever
+    # holds an ID token must not sign its owner out elsewhere).
     if current is not None:
-        ended.append(current)
-    if claims is not None and claims.get("sid"):
-        hinted = browser.browser_session_of(str(claims["sid"]))
-        if hinted is not None and hinted not in ended:
-            ended.append(hinted)
-    for session in ended:
-        browser.end_browser_session(session, "logout")
+        browser.end_browser_session(current, "logout")
     db.session.commit()
     if target is not None:
         pairs = [("state", params["state"])] if "state" in params else []
@@ -468,7 +517,7 @@ def activate():
     password = request.form.get("password", "")
     if password != request.form.get("confirm_password", ""):
         return _activation_form(token, "The two passwords are not the same.")
-    if clean_text(password):
+    if text_problem(password):
         return _activation_form(token, "The password must not contain control characters.")
     try:
         customer = company.accept_invitation(token, password)
@@ -478,6 +527,7 @@ def activate():
             return _activation_form(token, str(error).capitalize() + ".")
         return _activation_gone()
     db.session.commit()
+    notifications.deliver_pending()  # the join links of the customer's other invitations
     return _render("activate.html", activated=True, email=customer.email, sign_in=_sign_in_url())
 
 
@@ -520,3 +570,120 @@ def _activation_route(state) -> None:
     # the rule is the app's and its endpoint this blueprint's, so that the pages' headers, CSRF
     # cookie and error page apply to it as to the other pages.
     state.app.add_url_rule("/activate", f"{bp.name}.activate", activate, methods=["GET", "POST"])
+
+
+# -- joining a company (the link of an existing customer's invitation, company.invite) -------
+
+#: Who asked for a sign-in on the join page, in its audit events: no client did.
+JOIN_PAGE = "invitation-page"
+INVITATION_GONE = (
+    "This invitation does not work: it was used or declined already, it expired or was "
+    "withdrawn, or it is meant for another account (sign out, then open the link again)."
+)
+MAX_LINK_TOKEN = 128
+
+
+def join():
+    """The page an existing customer's invitation links to. Signed in as the invitee, they
+    join the company or decline (company.join_invitation, company.decline_invitation); not
+    signed in, they sign in here first. Another account, and a link that no longer works, get
+    one page that says only that (404): nothing of the invitation shows to anyone else."""
+    if request.method == "POST":
+        _check_csrf()
+    values = request.args if request.method == "GET" else request.form
+    token = _link_token(values)
+    customer = _signed_in()
+    if customer is None:
+        return _join_sign_in_page(token)
+    if request.method == "GET":
+        return _join_form(token, customer)
+    decision = request.form.get("decision")
+    if decision not in ("join", "decline"):
+        raise AuthorizationPageError("Choose Join or Decline.")
+    decide = company.join_invitation if decision == "join" else company.decline_invitation
+    try:
+        invitation = decide(token, customer.id)
+    except DirectoryError:
+        return _invitation_gone()
+    name = db.session.get(LegalEntity, invitation.legal_entity_id).name
+    db.session.commit()
+    if decision == "decline":
+        return _message("Invitation declined", f"You did not join {name}. Nothing changed.")
+    return _message(
+        f"You joined {name}",
+        f"{name} is among your companies now: choose it in your shop to act for it.",
+    )
+
+
+def join_sign_in():
+    """The join page's sign-in: the password grant's own check (oauth2/login.py), as on the
+    authorization pages, then back to the page of the same link. The way back is this
+    service's own page, never a target the request names (no open redirect)."""
+    _check_csrf()
+    token = _link_token(request.form)
+    signed_in = _sign_in(JOIN_PAGE, lambda *error: _join_sign_in_page(token, *error))
+    if isinstance(signed_in, Response):
+        return signed_in
+    _, cookie = signed_in
+    response = redirect(url_for("frontdoor.join", token=token), 303)
+    _set_cookie(response, "session", cookie, browser.BROWSER_SESSION_SECONDS)
+    return response
+
+
+def _link_token(values) -> str:
+    """The link's token as sent; "" for one too long for any invitation to have."""
+    token = values.get("token", "")
+    return token if len(token) <= MAX_LINK_TOKEN else ""
+
+
+def _signed_in() -> Customer | None:
+    """The active customer this browser is signed in as, if any."""
+    session = _browser_session()
+    customer = db.session.get(Customer, session.customer_id) if session is not None else None
+    return customer if customer is not None and customer.status == "active" else None
+
+
+def _join_sign_in_page(token: str, error: str | None = None, status: int = 200):
+    email = request.form.get("email", "")[:MAX_EMAIL] if error else ""
+    return _render(
+        "invitation.html",
+        status,
+        sign_in=True,
+        csrf_token=_csrf_token(),
+        token=token,
+        email=email,
+        error=error,
+    )
+
+
+def _join_form(token: str, customer: Customer):
+    """Join / Decline for the invitee, else the page that says the link does not work."""
+    try:
+        invitation = company.invitation_for(token, customer.id)
+    except DirectoryError:
+        return _invitation_gone()
+    inviter = db.session.get(Customer, invitation.invited_by) if invitation.invited_by else None
+    page = _render(
+        "invitation.html",
+        csrf_token=_csrf_token(),
+        token=token,
+        email=customer.email,
+        company_name=db.session.get(LegalEntity, invitation.legal_entity_id).name,
+        inviter=inviter.email if inviter is not None else None,
+    )
+    db.session.rollback()  # nothing to keep: the page only read
+    return page
+
+
+def _invitation_gone():
+    db.session.rollback()
+    return _message("This invitation does not work", INVITATION_GONE, 404, error=True)
+
+
+@bp.record_once
+def _join_routes(state) -> None:
+    # The link is $ISSUER/invitations/join (company.JOIN_PATH), outside /oauth, registered as
+    # /activate is: the app's rules, this blueprint's endpoints (headers, CSRF, error page).
+    add = state.app.add_url_rule
+    add(company.JOIN_PATH, f"{bp.name}.join", join, methods=["GET", "POST"])
+    add(f"{company.JOIN_PATH}/sign-in", f"{bp.name}.join_sign_in", join_sign_in, methods=["POST"])

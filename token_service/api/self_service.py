@@ -13,6 +13,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Literal
 
 from flask import Blueprint, current_app, g, jsonify
@@ -20,6 +21,7 @@ from pydantic import Field
 
 from .. import company, notifications
 from ..extensions import db
+from ..inputs import text_problem
 from ..models import AuditEvent, Customer, Session
 from ..oauth2.introspect import TemporarilyUnavailable
 from ..scopes import split_scopes
@@ -29,7 +31,7 @@ from .admin.auth import bearer_token
 from .admin.errors import ApiError, error_response
 from .admin.query import PAGE_PARAMS, Param, page
 from .admin.routing import MAX_ID_LENGTH
-from .admin.schema import Body, Email, Representation, Time, clean_text, text, validated
+from .admin.schema import Body, Email, Representation, Time, text, validated
 
 bp = Blueprint("self_service", __name__, url_prefix="/self-service")
 admin_errors.register(bp)
@@ -73,18 +75,28 @@ class SelfServiceGroupList(Representation):
 
 
 class Invitation(Representation):
-    """An invitation of an email address into the token's legal entity."""
+    """An invitation of an email address into the token's legal entity: the same for an
+    address that has an account and one that has none (no customer until accepted)."""
 
     id: str
     email: str
-    customer_id: str
     legal_entity_id: str
     status: Annotated[
         Literal["pending", "accepted", "expired"],
-        Field(description="accepted: an existing customer, assigned at once, or activated."),
+        Field(
+            description="pending: its link works; accepted: the invitee is a member (they "
+            "accepted, or were one already); expired: the link no longer works (it expired or "
+            "was turned down): inviting again sends a new one."
+        ),
     ]
     created_at: Time
     expires_at: Time
+
+
+class InvitationList(Representation):
+    """All of them."""
+
+    items: list[Invitation]
 
 
 class SelfServiceCustomer(Representation):
@@ -193,7 +205,7 @@ def operation(method: str, rule: str, *, summary: str, scope: str | None, **spec
             if scope is not None:
                 g.actor = customer_actor()
             for name, value in kwargs.items():
-                if len(value) > MAX_ID_LENGTH or clean_text(value):
+                if len(value) > MAX_ID_LENGTH or text_problem(value):
                     raise ApiError.of(404, f"{name} not found")
             result = view(**kwargs)
             if op.write:
@@ -244,17 +256,19 @@ def _no_content():
     return "", 204, {"Cache-Control": "no-store"}
 
 
-def _invitation(result: company.InvitationResult) -> dict:
-    invitation, customer = result.invitation, result.customer
+def _invitation(invitation: company.Invitation, now: datetime) -> dict:
     return Invitation(
         id=invitation.id,
         email=invitation.email,
-        customer_id=customer.id,
         legal_entity_id=invitation.legal_entity_id,
-        status=company.invitation_status(invitation, customer, company.utcnow()),
+        status=company.invitation_status(invitation, now),
         created_at=rep.iso(invitation.created_at),
         expires_at=rep.iso(invitation.expires_at),
     ).model_dump()
+
+
+def _audit_event(row: AuditEvent) -> dict:
+    return {**rep.audit_event(row), "details": company.company_details(row)}
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -282,14 +296,15 @@ def list_members():
     errors=(409, 429),
 )
 def create_invitation():
-    """An existing customer is assigned at once (status `accepted`) and joins the CONTACT
-    group; a new address becomes an invited customer who gets a single-use activation link
-    by email (status `pending`). Repeating a standing invitation answers 200 and sends
-    nothing; an expired one is renewed with a new link (201). Rate-limited per inviter
-    (429 with `Retry-After`)."""
+    """The invitee gets a single-use link by email (status `pending`) and becomes a member
+    (joining the CONTACT group) only by accepting it: a new address by activating an
+    account, an existing customer by joining on a signed-in page (or declining). The answer
+    is the same for both. Repeating a standing invitation answers 200 and sends nothing; one
+    whose link no longer works gets a new link (201); a member already: 200, `accepted`.
+    Rate-limited per inviter (429 with `Retry-After`)."""
     body = validated(InvitationCreate)
     result = company.invite(g.actor, body["email"])
-    answer = _invitation(result)
+    answer = _invitation(result.invitation, company.utcnow())
     db.session.commit()
     if result.created:
         notifications.deliver_pending()  # after the commit: a mail never announces a rollback
@@ -311,7 +326,36 @@ def accept_invitation():
     body = validated(InvitationAccept)
     customer: Customer = company.accept_invitation(body["token"], body["password"])
     activated = SelfServiceCustomer(id=customer.id, email=customer.email, status=customer.status)
+    db.session.commit()
+    notifications.deliver_pending()  # the join links of the customer's other invitations
     return _json(activated.model_dump())
+
+
+@operation(
+    "GET",
+    "/invitations",
+    summary="List the invitations into the token's legal entity",
+    scope=company.READ_OWN,
+    responses={200: InvitationList},
+)
+def list_invitations():
+    """Ordered by email. An invitee appears among the members only once they accept."""
+    now = company.utcnow()
+    items = [_invitation(invitation, now) for invitation in company.invitations(g.actor)]
+    return _json(InvitationList(items=items).model_dump())
+
+
+@operation(
+    "DELETE",
+    "/invitations/<invitation_id>",
+    summary="Withdraw an invitation",
+    scope=company.MANAGE_OWN,
+    responses={204: None},
+)
+def withdraw_invitation(invitation_id: str):
+    """Its link stops working. Withdrawing an accepted one leaves the member in place."""
+    company.withdraw_invitation(g.actor, invitation_id)
+    return _no_content()
 
 
 @operation(
@@ -382,6 +426,7 @@ def remove_group_member(group_id: str, customer_id: str):
     responses={200: rep.page_of(rep.AuditEvent)},
 )
 def list_audit_events():
-    """Newest first; only events that happened in this entity."""
+    """Newest first; only events that happened in this entity, and of their details only
+    what is about it (never another company's id)."""
     query = company.audit_events_query(g.actor)
-    return _json(page(query, [(AuditEvent.id, True)], rep.audit_event))
+    return _json(page(query, [(AuditEvent.id, True)], _audit_event))

@@ -23,6 +23,11 @@ MAX_PARAM_LENGTH = {
     "token": 4096,
 }
 DEFAULT_MAX_LENGTH = 4096
+#: Credentials that are hashed or verified, never looked up as sent: only a NUL is refused in
+#: them here, so that a token that is merely wrong (a stray newline) stays an invalid token
+#: (`{"active": false}`, `invalid_grant`) rather than a malformed request. Every other value,
+#: an identifier or a name, may hold no control character at all (inputs.text_problem).
+OPAQUE = frozenset({"token", "refresh_token", "code", "code_verifier", "password", "client_secret"})
 # No grant needs more than a handful; a bound keeps a body of 8 kB from being 4,000 parameters.
 MAX_PARAMS = 32
 _SAFE_NAME = re.compile(r"[a-z_]{1,32}")
@@ -80,7 +85,7 @@ def parse_form(content_type: str | None, body: bytes, max_bytes: int) -> dict[st
             raise InvalidRequestError(f"{describe(name)} is repeated.")
         if len(value) > MAX_PARAM_LENGTH.get(name, DEFAULT_MAX_LENGTH):
             raise InvalidRequestError(f"{describe(name)} is too long.")
-        if text_problem(value) or text_problem(name):
+        if "\x00" in value or text_problem(name) or (name not in OPAQUE and text_problem(value)):
             raise InvalidRequestError(f"{describe(name)} contains a control character.")
         params[name] = value
     # "Parameters sent without a value MUST be treated as if they were omitted." (§3.1)
