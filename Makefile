@@ -1,5 +1,6 @@
 # make run: the service on the embedded default (SQLite, in-process store, demo data, dev keys).
-# make test: the whole suite, on SQLite and on PostgreSQL + Redis (127.0.0.1).
+# make test: the whole suite, on SQLite and on PostgreSQL + Redis (127.0.0.1, or throwaway ones
+# started for the run when none answers: tests/services.py), after installing what it lacks.
 # make bench: the benchmark harness (bench/run.py).
 PYTHON ?= python3
 VENV ?= .venv
@@ -25,7 +26,10 @@ run: install
 	$(BIN)/token-service demo
 	$(BIN)/token-service serve
 
+# As root with apt: Debian's chromium if missing, PostgreSQL or Redis binaries if none answers
+# and they are absent; otherwise one line says what to run.
 test: install
+	$(BIN)/python tests/services.py --install
 	$(BIN)/pytest -q
 
 lint: install

@@ -45,7 +45,7 @@ import run as harness  # bench/run.py: its wrk driver, its pinning, the service'
 from profile_hot_path import call  # one WSGI POST, in process
 
 from token_service import create_app, logs
-from token_service.demo import DEMO_PASSWORD, load_demo
+from token_service.demo import DEMO_PASSWORD, demo_secrets
 from token_service.extensions import db
 
 
@@ -169,7 +169,7 @@ def main() -> None:
     log_file = tempfile.NamedTemporaryFile("w", prefix="observability-", suffix=".log")  # noqa: SIM115
     logs.configure("json", "INFO", stream=log_file)
     with app.app_context():
-        secrets = load_demo()
+        secrets = demo_secrets()
         db.session.commit()
     observed, bare = app.wsgi_app, app.extensions["oauth_front"]
     login = {"grant_type": "password", "client_id": "storefront"}

@@ -21,7 +21,7 @@ import time
 from urllib.parse import urlencode
 
 from token_service import create_app
-from token_service.demo import DEMO_PASSWORD, load_demo
+from token_service.demo import DEMO_PASSWORD, demo_secrets
 from token_service.extensions import db
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     n = int(sys.argv[2]) if len(sys.argv) > 2 else 3000
     app = create_app()
     with app.app_context():
-        secrets = load_demo()
+        secrets = demo_secrets()
         db.session.commit()
     login = {"grant_type": "password", "client_id": "storefront"}
     login |= {"username": "alice@acme.test", "password": DEMO_PASSWORD}

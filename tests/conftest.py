@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import services
 from frontdoor import Browser, register
 from sqlalchemy import create_engine, text
 
@@ -25,11 +26,25 @@ from token_service.extensions import db
 from token_service.keys import KeyRing
 from token_service.store import RedisStore, SqliteStore, embedded_store_path
 
-PG_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# PostgreSQL and Redis of the "postgres" backend: those at TEST_POSTGRES_URL / TEST_REDIS_URL,
+# or, when none answers there, throwaway ones started now for this run and stopped after it
+# (tests/services.py). Before anything reads the variables: xdist's workers inherit them.
+SERVICES = services.arrange(os.environ)
+PG_ADMIN_URL = services.postgres_url(os.environ)
+REDIS_URL = services.redis_url(os.environ)
 BACKENDS = ["embedded", "postgres"]
+
+
+def pytest_sessionstart(session) -> None:
+    """Say which throwaway servers this run uses (even under -q)."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    for line in SERVICES.lines:
+        if reporter is not None:
+            reporter.write_line(line)
+
+
+def pytest_unconfigure(config) -> None:
+    SERVICES.stop()  # the throwaway servers, if this process started any
 
 
 @pytest.fixture(scope="session")

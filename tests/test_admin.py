@@ -234,9 +234,11 @@ def test_deleted_or_narrowed_client_loses_access_at_once(app, client, admin):
     )
     assert r.status_code == 201
     ops = Admin(client, "ops-tool", r.json["client_secret"])
-    assert ops.post("/scopes", json={"name": "ops.thing_do"}).status_code == 201
+    thing = {"name": "ops.thing_do", "description": "Do things"}
+    assert ops.post("/scopes", json=thing).status_code == 201
     assert admin.patch("/clients/ops-tool", json={"scope": "admin.read"}).status_code == 200
-    assert ops.post("/scopes", json={"name": "ops.other_do"}).status_code == 403
+    other = {"name": "ops.other_do", "description": "Do other things"}
+    assert ops.post("/scopes", json=other).status_code == 403
     assert ops.get("/scopes").status_code == 200
     assert admin.delete("/clients/ops-tool").status_code == 204
     assert ops.get("/scopes").status_code == 401
@@ -709,7 +711,8 @@ def test_assignments(app, admin, storefront, introspect):
 
 
 def test_custom_group_members_and_scopes(app, admin, storefront, introspect):
-    assert admin.post("/scopes", json={"name": "invoice.invoice_read"}).status_code == 201
+    r = admin.post("/scopes", json={"name": "invoice.invoice_read", "description": "See invoices"})
+    assert r.status_code == 201
     ceiling = admin.get("/clients/storefront").json["scope"]
     r = admin.patch("/clients/storefront", json={"scope": ceiling + " invoice.invoice_read"})
     assert r.status_code == 200
@@ -809,9 +812,10 @@ def test_scope_catalogue(app, admin):
         "description": "Read invoices",
         "predefined": False,
     }
-    assert admin.post("/scopes", json={"name": "invoice.invoice_read"}).status_code == 409
+    taken = {"name": "invoice.invoice_read", "description": "Read invoices"}
+    assert admin.post("/scopes", json=taken).status_code == 409
     for bad in ("invoice", "Invoice.read", "invoice.read.all", "invoice._read", "1nvoice.read"):
-        r = admin.post("/scopes", json={"name": bad})
+        r = admin.post("/scopes", json={"name": bad, "description": "Bad"})
         assert r.status_code == 422, bad
     custom = admin.get("/scopes?predefined=false").json["items"]
     assert [s["name"] for s in custom] == ["invoice.invoice_read"]

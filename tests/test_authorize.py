@@ -360,15 +360,16 @@ def test_a_third_party_learns_the_customers_companies_only_if_consented(shop, br
             name="Partner",
             confidential=False,
             grant_types=["authorization_code", "refresh_token"],
-            scope="openid order.order_read_le customermanagement.legalentity_read_own",
+            scope="openid offline_access order.order_read_le "
+            "customermanagement.legalentity_read_own",
             first_party=False,
             redirect_uris=[REDIRECT_URI],
         )
         db.session.commit()
         forget_client()
     for scope, released in (
-        ("openid order.order_read_le", False),
-        ("openid customermanagement.legalentity_read_own", True),
+        ("openid offline_access order.order_read_le", False),
+        ("openid offline_access customermanagement.legalentity_read_own", True),
     ):
         params = authorize_params(client_id="partner", legal_entity_id="acme", scope=scope)
         page = browser.authorize(params)

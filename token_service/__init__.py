@@ -86,9 +86,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.register(app)
     from .api import observe
     from .api.body import BufferedBody
+    from .api.cors import Cors
     from .api.front import OAuthFront
     from .slots import Slots
 
+    app.wsgi_app = Cors(app, app.wsgi_app)  # CORS for browser apps (the front adds its own)
     app.extensions["oauth_front"] = app.wsgi_app = OAuthFront(app, app.wsgi_app)
     app.wsgi_app = BufferedBody(
         app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], Slots(settings.threads)

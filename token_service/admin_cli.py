@@ -21,7 +21,8 @@ from .inputs import email_key
 from .models import Customer, LegalEntity
 
 
-def _actor() -> tuple[str, str]:
+def cli_actor() -> tuple[str, str]:
+    """(actor_type, actor_id) of whoever runs the command: `system`, `cli:<user>`."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -29,13 +30,15 @@ def _actor() -> tuple[str, str]:
     return ("system", f"cli:{user}")
 
 
-def _record(action: str, **fields) -> None:
-    kind, who = _actor()
+def record(action: str, **fields) -> None:
+    """The audit event of a change made from the command line (every `token-service` command
+    that changes something records its event this way, as the admin API does for its caller)."""
+    kind, who = cli_actor()
     audit.record(action, actor_type=kind, actor_id=who, **fields)
 
 
 @contextmanager
-def _refusals() -> Iterator[None]:
+def refusals() -> Iterator[None]:
     """A change the directory refuses ends the command with its reason (exit status 1)."""
     try:
         yield
@@ -43,7 +46,8 @@ def _refusals() -> Iterator[None]:
         raise click.ClickException(str(exc)) from None
 
 
-def _customer_id(email_or_id: str) -> str:
+def customer_id_of(email_or_id: str) -> str:
+    """The id of the customer with this id or email (any case), or the command ends."""
     customer = (
         db.session.get(Customer, email_or_id)
         or db.session.scalars(
@@ -72,11 +76,11 @@ def companies_group() -> None:
 @with_appcontext
 def companies_create(name: str, entity_id: str | None, parent: str | None) -> None:
     """Create a company (or a subsidiary with --parent) with its predefined groups."""
-    with _refusals():
+    with refusals():
         entity = directory.create_legal_entity(
             name, type="SUBSIDIARY" if parent else "COMPANY", parent_id=parent, id=entity_id
         )
-    _record("legal_entity.created", target=entity.id, type=entity.type, parent_id=entity.parent_id)
+    record("legal_entity.created", target=entity.id, type=entity.type, parent_id=entity.parent_id)
     db.session.commit()
     click.echo(f"legal entity {entity.id} {entity.type} {entity.name}")
 
@@ -111,10 +115,10 @@ def customers_group() -> None:
 @with_appcontext
 def customers_assign(customer: str, legal_entity_id: str, type_: str) -> None:
     """Assign CUSTOMER (email or id) to a legal entity; they join its CONTACT group."""
-    customer_id = _customer_id(customer)
-    with _refusals():
+    customer_id = customer_id_of(customer)
+    with refusals():
         directory.assign(customer_id, legal_entity_id, type_)
-    _record("assignment.created", customer_id=customer_id, target=legal_entity_id, type=type_)
+    record("assignment.created", customer_id=customer_id, target=legal_entity_id, type=type_)
     db.session.commit()
     click.echo(f"assigned {customer_id} to {legal_entity_id} ({type_})")
 
@@ -133,7 +137,7 @@ def groups_group() -> None:
 def groups_set_scopes(group, scopes, legal_entity, code) -> None:
     """Replace the scopes of GROUP (an id, or --legal-entity E --code C). Members' live access
     tokens where the group counts stop at once; their next refresh has the new scopes."""
-    with _refusals():
+    with refusals():
         if legal_entity or code:
             if not (legal_entity and code):
                 raise click.UsageError("--legal-entity and --code go together")
@@ -143,7 +147,7 @@ def groups_set_scopes(group, scopes, legal_entity, code) -> None:
         elif not group:
             raise click.UsageError("give a GROUP id, or --legal-entity and --code")
         names = sorted({name for word in scopes for name in word.split()})
-        lifecycle.set_group_scopes_now(group, names, actor=_actor())
+        lifecycle.set_group_scopes_now(group, names, actor=cli_actor())
     db.session.commit()
     click.echo(f"group {group}: {' '.join(names) or '(no scopes)'}")
 

@@ -17,6 +17,16 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
+def _me() -> str:
+    """This command as the user typed it, for the commands its output suggests: after `make
+    run` that is `.venv/bin/token-service` (not on PATH), else `token-service`."""
+    typed = sys.argv[0] if sys.argv else ""
+    if os.path.basename(typed) != "token-service" or os.sep not in typed:
+        return "token-service"
+    relative = os.path.relpath(typed)
+    return typed if relative.startswith("..") else relative
+
+
 @click.command("migrate")
 @with_appcontext
 def migrate_command() -> None:
@@ -34,15 +44,22 @@ def migrate_command() -> None:
 @click.option("--print-secrets/--no-print-secrets", default=True)
 @with_appcontext
 def demo_command(print_secrets: bool) -> None:
-    """Load the demo companies, customers and clients (idempotent); set and print new secrets
-    for the demo's confidential clients."""
-    from .demo import load_demo
+    """Load the demo companies, customers and clients (idempotent). The secrets of the demo's
+    confidential clients are printed when they are created; a client that exists keeps its
+    secret (`clients rotate-secret ID` sets and prints a new one)."""
+    from .demo import SERVICES, load_demo
 
     secrets = load_demo()
     db.session.commit()
     if print_secrets:
-        for client_id, secret in secrets.items():
-            click.echo(f"client {client_id} secret: {secret}")
+        for client_id, *_ in SERVICES:
+            if client_id in secrets:
+                click.echo(f"client {client_id} secret: {secrets[client_id]}")
+            else:
+                click.echo(
+                    f"client {client_id} exists: its secret is unchanged "
+                    f"(`{_me()} clients rotate-secret {client_id}` sets and prints a new one)"
+                )
         issuer = _settings().issuer
         click.echo(
             f"""
@@ -127,23 +144,136 @@ def customers_group() -> None:
     """Customers."""
 
 
+def _at_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _password(password: str | None, password_stdin: bool) -> str | None:
+    """The password given (the first line of standard input with --password-stdin), else one
+    typed twice at a terminal; None without a terminal. Held to the admin API's rule."""
+    from .company import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+    if password is not None and password_stdin:
+        raise click.UsageError("--password and --password-stdin exclude each other")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin: standard input holds no password")
+    elif password is None and _at_terminal():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if password is not None and not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise click.UsageError(
+            f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters"
+        )
+    return password
+
+
+def _invite(customer, entity_id: str) -> None:
+    """Invite the new, `invited` customer to `entity_id` as a company's invitation of a new
+    address does (company.invite), the operator inviting: an invitation whose activation link
+    goes out through the outbox. Nothing is assigned before the customer activates (then
+    company._join assigns them and records `assignment.created`)."""
+    from datetime import timedelta
+
+    from .admin_cli import record
+    from .company import _send_link  # the link's token and its email, as for any invitation
+    from .directory import DirectoryError
+    from .models import Invitation, LegalEntity, new_id, utcnow
+
+    entity = db.session.get(LegalEntity, entity_id)
+    if entity is None:
+        raise DirectoryError(f"legal entity {entity_id} not found", status=404)
+    now = utcnow()
+    invitation = Invitation(
+        id=new_id("inv"),
+        legal_entity_id=entity.id,
+        email=customer.email,
+        customer_id=customer.id,
+        created_at=now,
+        expires_at=now + timedelta(seconds=_settings().invitation_ttl),
+    )
+    db.session.add(invitation)
+    _send_link(invitation, customer, entity)
+    db.session.flush()
+    record("invitation.created", target=invitation.id, legal_entity_id=entity.id)
+
+
 @customers_group.command("create")
 @click.argument("email")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--password", default=None, help="The password (others may see it: prefer stdin).")
 @click.option("--legal-entity", "legal_entities", multiple=True, help="Assign (repeatable).")
 @with_appcontext
-def customers_create(email: str, password: str, legal_entities: tuple[str, ...]) -> None:
-    """Create a customer, optionally assigned to legal entities (their CONTACT group)."""
-    from .directory import DirectoryError, assign, create_customer
+def customers_create(
+    email: str, password_stdin: bool, password: str | None, legal_entities: tuple[str, ...]
+) -> None:
+    """Create a customer. With a password (typed at a terminal, or --password-stdin) they are
+    active and assigned to each --legal-entity (its CONTACT group) at once. Without a password
+    and without a terminal they are `invited` to each --legal-entity: the activation link (in
+    the outbox) lets them set their password and join; with no --legal-entity, created without
+    a password (`customers set-password` sets one)."""
+    from .admin_cli import record, refusals
+    from .directory import assign, create_customer
+    from .notifications import deliver_pending
 
-    try:
+    password = _password(password, password_stdin)
+    invited = password is None and bool(legal_entities)
+    with refusals():
         customer = create_customer(email, password)
+        record("customer.created", customer_id=customer.id, default_legal_entity_id=None)
+        if invited:
+            customer.status = "invited"
+            record("customer.invited", customer_id=customer.id, target=legal_entities[0])
         for entity in legal_entities:
-            assign(customer.id, entity)
-    except DirectoryError as exc:
-        raise click.ClickException(str(exc)) from None
+            if invited:
+                _invite(customer, entity)
+            else:
+                assign(customer.id, entity)
+                record("assignment.created", customer_id=customer.id, target=entity, type="CONTACT")
     db.session.commit()
-    click.echo(f"customer {customer.id} {customer.email}")
+    click.echo(f"customer {customer.id} {customer.email} {customer.status}")
+    me = _me()
+    if invited and _settings().smtp_url is None:
+        click.echo(
+            "the activation link waits in the outbox: `TOKEN_SERVICE_SMTP_URL=smtp://HOST "
+            f"{me} notifications send` sends it (TOKEN_SERVICE_SMTP_URL=console prints it)"
+        )
+    elif invited and deliver_pending():  # after the commit: a mail never announces a rollback
+        click.echo(f"activation link sent to {customer.email}")
+    elif invited:
+        click.echo(f"the activation link is not sent yet: `{me} notifications send` retries")
+    elif password is None:
+        click.echo(
+            f"no password: {customer.email} cannot sign in until one is set "
+            f"(`{me} customers set-password {customer.email} --password-stdin`), "
+            "or invite them with --legal-entity"
+        )
+
+
+@customers_group.command("set-password")
+@click.argument("customer")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def customers_set_password(customer: str, password_stdin: bool) -> None:
+    """Set the password of CUSTOMER (email or id), as the admin API's PATCH does: they are
+    signed out everywhere. An invited customer sets theirs with their activation link."""
+    from . import lifecycle
+    from .admin_cli import cli_actor, customer_id_of, record, refusals
+    from .models import Customer
+
+    customer_id = customer_id_of(customer)
+    if db.session.get(Customer, customer_id).status == "invited":
+        raise click.ClickException(
+            f"{customer} is invited: they set their password with their activation link"
+        )
+    password = _password(None, password_stdin)
+    if password is None:
+        raise click.UsageError("no terminal to type the password at: use --password-stdin")
+    with refusals():
+        lifecycle.update_customer(customer_id, {"password": password}, actor=cli_actor())
+    record("customer.updated", customer_id=customer_id, changed=["password"])
+    db.session.commit()
+    click.echo(f"customer {customer_id}: password set")
 
 
 @click.group("clients")
@@ -168,9 +298,24 @@ def clients_group() -> None:
 @click.option(
     "--post-logout-redirect-uri", "post_logout", multiple=True, help="Exact URI (repeatable)."
 )
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="CORS origin scheme://host[:port] of its browser apps (repeatable; default: the "
+    "redirect URIs' origins).",
+)
 @with_appcontext
 def clients_create(
-    client_id, public, first_party, grants, scope, audience, redirect_uris, post_logout
+    client_id,
+    public,
+    first_party,
+    grants,
+    scope,
+    audience,
+    redirect_uris,
+    post_logout,
+    allowed_origins,
 ) -> None:
     """Register a client; a confidential client's secret is printed once."""
     from .directory import DirectoryError, create_client
@@ -185,11 +330,28 @@ def clients_create(
             audience=audience,
             redirect_uris=redirect_uris,
             post_logout_redirect_uris=post_logout,
+            allowed_origins=allowed_origins or None,
         )
     except DirectoryError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(f"client {client.client_id}" + (f" secret: {secret}" if secret else " (public)"))
+
+
+@clients_group.command("rotate-secret")
+@click.argument("client_id")
+@with_appcontext
+def clients_rotate_secret(client_id: str) -> None:
+    """Set a new secret for a confidential client and print it, once: the old one stops
+    working now (as the admin API's rotate-secret, and audited the same way)."""
+    from .admin_cli import record, refusals
+    from .directory import rotate_client_secret
+
+    with refusals():
+        secret = rotate_client_secret(client_id)
+    record("client.secret_rotated", target=client_id)
+    db.session.commit()
+    click.echo(f"client {client_id} secret: {secret}")
 
 
 @click.command("init")
@@ -198,7 +360,7 @@ def clients_create(
     default=False,
     envvar="TOKEN_SERVICE_DEMO",
     show_envvar=True,
-    help="Also load the demo data and print the demo clients' new secrets.",
+    help="Also load the demo data (printing the secrets of the demo clients it creates).",
 )
 @click.pass_context
 def init_command(ctx: click.Context, demo: bool) -> None:

@@ -2,7 +2,8 @@
 
 ACME Corp (with subsidiary ACME Logistics) and Globex. alice@acme.test is in ACME's ADMIN group,
 so she holds `order.order_read_le` there, and a plain CONTACT of Globex; bob@acme.test is in
-ACME's BUYER group. Loading twice changes nothing but the confidential clients' secrets.
+ACME's BUYER group. Loading twice changes nothing: a confidential client's secret is set (and
+returned) when the client is created, never again (`token-service clients rotate-secret` does).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ CUSTOMERS = [
 ]
 
 
+# The demo's confidential clients (client_credentials): (client_id, name, scope).
+SERVICES = [
+    ("order-service", "Order service", "token.introspect"),
+    ("admin-cli", "Admin CLI", "admin.read admin.manage"),
+]
+
+
 def _storefront_scopes() -> str:
     from flask import current_app
 
@@ -74,7 +82,8 @@ def _service(client_id: str, name: str, scope: str) -> dict:
 
 
 def load_demo() -> dict[str, str]:
-    """Create what is missing; returns {client_id: new secret} for confidential demo clients."""
+    """Create what is missing; returns {client_id: secret} for the confidential demo clients
+    created now. An existing client keeps its secret: secrets printed earlier stay valid."""
     seed_catalogue()
     for entity_id, name, type_, parent in ENTITIES:
         if db.session.get(LegalEntity, entity_id) is None:
@@ -111,8 +120,7 @@ def load_demo() -> dict[str, str]:
             redirect_uris=[f"{_issuer()}/demo"],
             post_logout_redirect_uris=[f"{_issuer()}/demo"],
         ),
-        _service("order-service", "Order service", "token.introspect"),
-        _service("admin-cli", "Admin CLI", "admin.read admin.manage"),
+        *(_service(*service) for service in SERVICES),
     ]
     secrets = {}
     try:
@@ -125,15 +133,20 @@ def load_demo() -> dict[str, str]:
         existing = db.session.get(Client, spec["client_id"])
         if existing is None:
             _, secret = create_client(**spec)
+            if secret:
+                secrets[spec["client_id"]] = secret
         elif spec.get("redirect_uris") and existing.redirect_uris != spec["redirect_uris"]:
             # The issuer (and so the demo page's address) changed since the last load.
             existing.redirect_uris = spec["redirect_uris"]
             existing.post_logout_redirect_uris = spec["post_logout_redirect_uris"]
-            secret = None
-        elif spec["confidential"]:
-            secret = rotate_client_secret(spec["client_id"])
-        else:
-            secret = None
-        if secret:
-            secrets[spec["client_id"]] = secret
+    return secrets
+
+
+def demo_secrets() -> dict[str, str]:
+    """`load_demo`, and a secret for every confidential demo client, rotating those that
+    existed already: for benchmarks and scripts that need all of them, never for `make run`."""
+    secrets = load_demo()
+    for client_id, *_ in SERVICES:
+        if client_id not in secrets:
+            secrets[client_id] = rotate_client_secret(client_id)
     return secrets

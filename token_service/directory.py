@@ -9,9 +9,9 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
-from .clients import forget_client
+from .clients import forget_client, origin_of
 from .extensions import db
 from .inputs import InvalidEmail, normalize_email
 from .models import (
@@ -32,7 +32,37 @@ from .security import hash_client_secret, hash_password, new_token
 
 GRANT_TYPES = ("authorization_code", "password", "refresh_token", "client_credentials")
 #: What the OpenID Connect scopes need in the catalogue (a client's ceiling names them).
-OIDC_SCOPES = ("openid", "email", "profile")
+#: `offline_access` (OpenID Connect Core §11): a third-party client gets a refresh token only
+#: when the customer consented to it (oauth2/grants.py).
+OIDC_SCOPES = ("openid", "email", "profile", "offline_access")
+#: The predefined scopes in a person's words: what the consent page says a client asks for.
+#: `seed_catalogue` writes them where a catalogue row has no description (never over an
+#: admin's own); a scope the configured templates add beyond these gets `describe_scope`'s.
+SCOPE_DESCRIPTIONS = {
+    "openid": "Know who you are (your account's identifier)",
+    "email": "See your email address",
+    "profile": "See your name",
+    "offline_access": "Stay signed in: keep access when you are away",
+    "customer.customerprofile_view": "See your profile",
+    "customer.customerprofile_edit": "Change your profile",
+    "order.history_view": "See your order history",
+    "order.order_create": "Place orders for your company",
+    "order.order_read_le": "See all orders of your company",
+    "quote.quote_read_own": "See your quotes",
+    "quote.quote_manage_own": "Ask for quotes and change your own",
+    "customermanagement.legalentity_read_own": "See which companies you belong to",
+    "approval.approval_read_own": "See your approval requests",
+    "approval.approval_manage_own": "Make and change your own approval requests",
+    "approval.approval_read": "See all approval requests of your company",
+    "approval.approval_manage": "Approve or reject your company's approval requests",
+    "customer.customer_read_own": "See your company's members, groups and activity",
+    "customer.customer_manage_own": "Invite people to your company",
+    "iam.assignment_create_own": "Add your company's members to its groups",
+    "iam.assignment_delete_own": "Remove people from your company and its groups",
+    "token.introspect": "Check whether tokens are still valid (for services)",
+    "admin.read": "Read everything the admin API shows (for admin tools)",
+    "admin.manage": "Change companies, customers, groups and clients (for admin tools)",
+}
 
 
 def check_redirect_uris(uris, field: str) -> list[str]:
@@ -56,6 +86,39 @@ def check_redirect_uris(uris, field: str) -> list[str]:
         if not secure:
             raise DirectoryError(f"{field}: https, or http on localhost only", field=field)
         checked.append(uri)
+    return list(dict.fromkeys(checked))
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def check_allowed_origins(origins, field: str = "allowed_origins") -> list[str]:
+    """Origins a client's browser apps may call the API from (CORS): `scheme://host[:port]`,
+    https or http on a loopback host as for redirect URIs; kept as a browser sends them in
+    `Origin` (lower case, no default port, no trailing slash), each once."""
+    checked = []
+    for value in origins:
+        try:
+            parts = urlsplit(value) if isinstance(value, str) else None
+            origin = origin_of(value) if parts is not None else None
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            origin = None
+        if (
+            origin is None
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or "#" in value
+            or "?" in value
+            or "@" in parts.netloc
+            or any(c.isspace() for c in value)
+            or len(value) > 300
+        ):
+            raise DirectoryError(f"{field}: not an origin (scheme://host[:port])", field=field)
+        secure = origin.startswith("https://") or (parts.hostname or "") in _LOOPBACK
+        if not secure:
+            raise DirectoryError(f"{field}: https, or http on localhost only", field=field)
+        checked.append(origin)
     return list(dict.fromkeys(checked))
 
 
@@ -84,12 +147,25 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
+def describe_scope(name: str) -> str:
+    """A scope in words: the predefined ones' own, else made from the name
+    (`invoice.invoice_read`: "Invoice: invoice read"), so that no scope is ever shown raw."""
+    known = SCOPE_DESCRIPTIONS.get(name)
+    if known is not None:
+        return known
+    service, _, action = name.partition(".")
+    words = (action or service).replace("_", " ").strip()
+    return f"{service.capitalize()}: {words}" if action else words.capitalize() or name
+
+
 def ensure_scopes(names, *, predefined: bool = False, description: str = "") -> None:
-    """Add scopes to the catalogue if absent (templates and client ceilings use this)."""
+    """Add scopes to the catalogue if absent (templates and client ceilings use this), each
+    with a description: `description`, else its words (`describe_scope`)."""
     names = set(names)
     known = set(db.session.scalars(select(Scope.name).where(Scope.name.in_(names))))
     for name in sorted(names - known):
-        db.session.add(Scope(name=name, predefined=predefined, description=description))
+        words = description or describe_scope(name)
+        db.session.add(Scope(name=name, predefined=predefined, description=words))
     db.session.flush()
 
 
@@ -105,13 +181,22 @@ def check_catalogue(names) -> None:
 
 
 def seed_catalogue() -> None:
-    """The predefined scopes: the baseline and every template bundle."""
+    """The predefined scopes: the baseline and every template bundle, with their words. Run by
+    `token-service migrate` (so `init`) and `demo`: on an existing deployment it adds the
+    scopes new since (`offline_access`) and describes the predefined scopes that have no
+    description yet, leaving every description an admin wrote as it is."""
     settings = _settings()
     names = set(split_scopes(settings.baseline_scopes))
     for bundle in settings.group_templates.values():
         names |= split_scopes(bundle)
     names |= {"token.introspect", "admin.read", "admin.manage", *OIDC_SCOPES}
     ensure_scopes(names, predefined=True)
+    blank = select(Scope).where(
+        Scope.predefined.is_(True), or_(Scope.description.is_(None), Scope.description == "")
+    )
+    for scope in db.session.scalars(blank):
+        scope.description = describe_scope(scope.name)
+    db.session.flush()
 
 
 def _would_cycle(entity_id: str, parent_id: str) -> bool:
@@ -292,9 +377,13 @@ def create_client(
     audience: str | None = None,
     redirect_uris=(),
     post_logout_redirect_uris=(),
+    allowed_origins=None,
 ) -> tuple[Client, str | None]:
-    """Register a client; returns it and its secret (shown once, stored only as a hash)."""
+    """Register a client; returns it and its secret (shown once, stored only as a hash).
+    `allowed_origins` None: the origins of its redirect URIs (CORS)."""
     grant_types = list(grant_types)
+    if allowed_origins is not None:
+        allowed_origins = check_allowed_origins(allowed_origins)
     redirect_uris = check_redirect_uris(redirect_uris, "redirect_uris")
     post_logout = check_redirect_uris(post_logout_redirect_uris, "post_logout_redirect_uris")
     _check_grants(grant_types, public=not confidential, redirect_uris=redirect_uris)
@@ -312,6 +401,7 @@ def create_client(
         audience=audience,
         redirect_uris=redirect_uris,
         post_logout_redirect_uris=post_logout,
+        allowed_origins=allowed_origins,
     )
     db.session.add(client)
     db.session.flush()
@@ -347,6 +437,7 @@ CLIENT_CHANGES = (
     "refresh_token_ttl",
     "redirect_uris",
     "post_logout_redirect_uris",
+    "allowed_origins",
 )
 
 
@@ -441,12 +532,34 @@ def delete_group(group_id: str) -> None:
     db.session.flush()
 
 
-def add_scope(name: str, description: str = "") -> Scope:
-    """Add a custom scope to the catalogue; 409 if the name is taken."""
+def _words(description) -> str:
+    """A scope's description: what the consent page shows a customer, so never blank."""
+    if not isinstance(description, str) or not description.strip():
+        raise DirectoryError(
+            "a scope needs a description in plain words (the consent page shows it)",
+            field="description",
+        )
+    return description.strip()
+
+
+def add_scope(name: str, description: str) -> Scope:
+    """Add a custom scope to the catalogue, with its description (422 without one); 409 if
+    the name is taken."""
+    description = _words(description)
     if db.session.get(Scope, name) is not None:
         raise DirectoryError("scope exists", status=409, field="name")
     scope = Scope(name=name, description=description, predefined=False)
     db.session.add(scope)
+    db.session.flush()
+    return scope
+
+
+def describe_catalogue_scope(name: str, description: str) -> Scope:
+    """Set a scope's description (predefined ones too: seeding never overwrites it)."""
+    scope = db.session.get(Scope, name)
+    if scope is None:
+        raise DirectoryError("scope not found", status=404)
+    scope.description = _words(description)
     db.session.flush()
     return scope
 
@@ -464,6 +577,9 @@ def update_client(client_id: str, changes: dict, *, max_access_ttl: int, max_ref
         client.post_logout_redirect_uris = check_redirect_uris(
             changes["post_logout_redirect_uris"], "post_logout_redirect_uris"
         )
+    if "allowed_origins" in changes:  # None: back to the redirect URIs' origins
+        origins = changes["allowed_origins"]
+        client.allowed_origins = None if origins is None else check_allowed_origins(origins)
     grant_types = list(dict.fromkeys(changes.get("grant_types", client.grant_types.split())))
     _check_grants(grant_types, public=client.is_public, redirect_uris=client.redirect_uris)
     client.grant_types = " ".join(grant_types)

@@ -210,6 +210,9 @@ class Client(db.Model):
     # Exact URIs (RFC 6749 §3.1.2.3, OIDC RP-Initiated Logout §3): nothing else is redirected to.
     redirect_uris: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
     post_logout_redirect_uris: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
+    # Origins (`scheme://host[:port]`) its browser apps may call the API from (CORS, api/cors.py);
+    # NULL: the origins of its redirect URIs.
+    allowed_origins: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

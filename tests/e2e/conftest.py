@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import requests
+import services
 from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # the venv's bin: token-service, granian
-PG_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Read after tests/conftest.py has pointed them at servers that answer (tests/services.py).
+PG_ADMIN_URL = services.postgres_url(os.environ)
+REDIS_URL = services.redis_url(os.environ)
 WORKERS = {"embedded": 1, "postgres": 3}
 READY_TIMEOUT = 30.0
 SECRET_LINE = re.compile(r"^client (\S+) secret: (\S+)$", re.MULTILINE)
@@ -216,3 +216,27 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if here in Path(item.path).parents:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+#: Debian's chromium, as root: no sandbox, and none of its calls to Google's hosts (refused here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """One browser per e2e module (Playwright driving Debian's chromium)."""
+    from playwright import sync_api as playwright_api
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -17,22 +17,10 @@ import jwt
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
-from playwright import sync_api as playwright_api
 
 from token_service.demo import DEMO_PASSWORD
 
 from .conftest import REPO, Server, running_server
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 # The client's pages are elsewhere (another origin): a stand-in server that answers anything,
@@ -96,14 +84,6 @@ def register_client(server: Server) -> None:
 @pytest.fixture(scope="module")
 def metadata(web) -> dict:
     return requests.get(f"{web.issuer}/.well-known/openid-configuration", timeout=10).json()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

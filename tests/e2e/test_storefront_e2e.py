@@ -448,7 +448,9 @@ def test_concurrent_refreshes_reached_several_workers(server):
 
 def test_code_flow_openid_client_node(server):
     """Node's openid-client: discovery, PKCE, the hosted pages found by their labels, the code
-    exchange (its own id_token validation), UserInfo, a company switch, logout."""
+    exchange (its own id_token validation), UserInfo, a company switch, logout; the ID tokens
+    that refreshes answer (OpenID Connect Core §12.2), validated by openid-client and by
+    oauth4webapi's processRefreshTokenResponse, their signatures checked against the JWKS."""
     node, npm = _node_tools()
     _npm_ci(npm)
     done = subprocess.run(
@@ -469,5 +471,13 @@ def test_code_flow_openid_client_node(server):
     assert seen["userinfo"]["sub"] == "cus_alice"
     # The session keeps the ceiling it asked for: at ACME alice holds order.order_read_le.
     assert seen["switched"] == {"legal_entity_id": "acme", "scope": "order.order_read_le"}
+    # The refreshes' ID tokens: the same authentication, the company now acted for, no nonce.
+    same = ["iss", "sub", "aud", "azp", "auth_time", "sid", "email"]
+    refreshed = {"same": same, "newer_iat": True, "nonce": None, "at_hash_ok": True}
+    assert seen["switched_id_token"] == {**refreshed, "legal_entity_id": "acme"}
+    assert seen["back"] == {
+        "legal_entity_id": "globex",
+        "id_token": {**refreshed, "legal_entity_id": "globex"},
+    }
     assert seen["logout"] == {"status": 303, "location": f"{server.issuer}/demo?state=bye"}
     assert seen["refresh_after_logout"] == "invalid_grant"

@@ -6,7 +6,9 @@ docs/performance.md). So `OAuthFront` sits in front of the Flask app: a POST to 
 three paths is answered here, inside an app context like any view; every other request,
 including other methods on these paths (405), goes on to Flask. The contract is the same as
 everywhere else: RFC 6749 §5.2 JSON errors, a 503 for an outage of the database or the signing
-key, `Cache-Control: no-store`.
+key, `Cache-Control: no-store`. Token and revocation answers carry their CORS headers
+(api/cors.py: `Vary: Origin` always, the origin if allowed for the request's client);
+introspection's never do.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .. import logs, metrics
 from ..extensions import db
 from ..inputs import ascii_int
 from ..oauth2.request import TokenRequest, parse_form
+from . import cors
 from .errors import JSON, NO_STORE, error_parts
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class OAuthFront:
             "/oauth/introspect": self.introspect,
             "/oauth/revoke": self.revoke,
         }
+        self.cors_paths = frozenset({"/oauth/token", "/oauth/revoke"})
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -99,6 +103,12 @@ class OAuthFront:
         note.route = path
         with self.app.app_context():
             status, body, headers = self.answer(route, environ, note)
+            if path in self.cors_paths:
+                origin = environ.get("HTTP_ORIGIN")
+                if origin is None:
+                    headers.append(cors.VARY)
+                else:
+                    headers += _ended(cors.token_headers, origin, note.oauth)
         if status >= 400:
             note.error = body["error"]
         payload = b"" if body is None else orjson.dumps(body)

@@ -32,7 +32,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from .. import company, entitlements, notifications
-from ..directory import DirectoryError
+from ..directory import DirectoryError, describe_scope
 from ..extensions import db
 from ..inputs import text_problem
 from ..models import Client, Customer, LegalEntity, Scope, Session, utcnow
@@ -65,12 +65,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
     "Pragma": "no-cache",
-}
-#: Plain words for the scopes the consent page lists (else the catalogue's description).
-SCOPE_WORDS = {
-    "openid": "Know who you are (your account's identifier)",
-    "email": "See your email address",
-    "profile": "See your name",
 }
 MAX_EMAIL, MAX_PASSWORD = 320, 1024
 PASSWORDS = frozenset({"password", "confirm_password"})
@@ -297,7 +291,9 @@ def _consent_page(req: AuthorizationRequest, customer: Customer):
         db.select(Scope.name, Scope.description).where(Scope.name.in_(req.scope))
     )
     descriptions = {name: description for name, description in rows}
-    lines = [SCOPE_WORDS.get(s) or descriptions.get(s) or s for s in sorted(req.scope)]
+    # The catalogue's words (every scope has some; a row from before they were required gets
+    # the directory's), never a raw scope name.
+    lines = [descriptions.get(s) or describe_scope(s) for s in sorted(req.scope)]
     return _render(
         "consent.html",
         client_name=_client_name(req),

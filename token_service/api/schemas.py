@@ -142,9 +142,26 @@ class TokenResponse(Document):
     token_type: Literal["Bearer"]
     expires_in: int
     scope: str
-    refresh_token: str = None
-    refresh_token_expires_in: int = None
-    id_token: Annotated[str, Field(description="OpenID Connect ID token (code flow).")] = None
+    refresh_token: Annotated[
+        str,
+        Field(
+            description="For a customer's session. A third-party client gets one from the code "
+            "grant only if the customer consented to `offline_access` (OpenID Connect Core "
+            "§11); first-party clients always do."
+        ),
+    ] = None
+    refresh_token_expires_in: Annotated[
+        int, Field(description="Seconds until the refresh token expires (idle or absolute).")
+    ] = None
+    id_token: Annotated[
+        str,
+        Field(
+            description="OpenID Connect ID token, when the session's ceiling holds `openid`: "
+            "from the code grant, and from a refresh (Core §12.2: the same `iss`, `sub`, "
+            "`aud`, `azp`, `auth_time` and `sid`, a new `iat`, the current `legal_entity_id`, "
+            "no `nonce`)."
+        ),
+    ] = None
     legal_entity_id: str | None = None
     legal_entities: Annotated[
         list[TokenLegalEntity],
@@ -292,9 +309,11 @@ PUBLIC = [
     _oauth(
         "token",
         "Token endpoint (RFC 6749)",
-        "Grants `authorization_code` (PKCE S256; with `openid`, an `id_token`), `password` "
+        "Grants `authorization_code` (PKCE S256; with `openid`, an `id_token`; a third-party "
+        "client's refresh token needs `offline_access`), `password` "
         "(first-party clients; RFC 9700 §2.4 says it MUST NOT be used: prefer the code flow), "
-        "`refresh_token` (rotation, legal-entity switching) and `client_credentials`. Client "
+        "`refresh_token` (rotation, legal-entity switching; with `openid`, an `id_token`) and "
+        "`client_credentials`. Client "
         "authentication: client_secret_basic, client_secret_post, or none for public clients. "
         "Errors are RFC 6749 §5.2 JSON.",
         TokenForm,

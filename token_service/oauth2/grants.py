@@ -46,6 +46,11 @@ from .sessions import (
 log = logging.getLogger(__name__)
 
 GRANT_TYPE_SHAPE = re.compile(r"[A-Za-z0-9:._-]{1,128}")
+#: OpenID Connect Core §11: what a third-party client must have been consented to get a
+#: refresh token (first-party clients always get one).
+OFFLINE_ACCESS = "offline_access"
+#: The scopes whose claims (email, name) an ID token carries: a refresh reads the email then.
+PROFILE_SCOPES = frozenset({"email", "profile"})
 #: Runs of a grant whose write found the customer's entitlements changed since its read.
 GRANT_ATTEMPTS = 3
 PKCE_VERIFIER = CODE_VERIFIER_PATTERN  # RFC 7636 §4.1: 43 to 128 unreserved characters
@@ -185,10 +190,16 @@ class TokenEndpoint:
         # The code is spent: a permission change racing the session's write makes only the
         # session's part run again, never the code's.
         response, access_token, customer, entity = retried(start)
+        if not client.first_party and OFFLINE_ACCESS not in ceiling:
+            # OpenID Connect Core §11: a refresh token, which keeps access while the customer
+            # is away, only if they consented to `offline_access`. The session still exists
+            # (its sid, UserInfo, logout and revocation of this access token), unrefreshable.
+            del response["refresh_token"], response["refresh_token_expires_in"]
         if "openid" in ceiling:
             response["id_token"] = self.id_token(
                 client,
-                customer,
+                customer.id,
+                customer.email,
                 sid,
                 found.auth_time,
                 entity,
@@ -223,7 +234,8 @@ class TokenEndpoint:
             # A refused switch changes nothing: the presented token stays valid.
             metrics.switch_refused()
             raise
-        scope_ceiling = self._narrow(split_scopes(found.scope), asked_scope)
+        session_ceiling = split_scopes(found.scope)
+        scope_ceiling = self._narrow(session_ceiling, asked_scope)
         if found.tokens_not_before is not None:
             # Just deny-listed (a permission change): a token stamped with the same second
             # would be refused, so issue from the next second on.
@@ -250,6 +262,11 @@ class TokenEndpoint:
             now,
             idle_expires_at,
         )
+        if "openid" in session_ceiling:
+            # OpenID Connect Core §12.2; sealed with the rest for the grace replay below.
+            response["id_token"] = self._refresh_id_token(
+                client, found, entity, session_ceiling, response["access_token"]
+            )
         # Kept before the rotation, under the successor's name: a concurrent loser finds
         # the winner's answer through the successor recorded on the consumed row.
         kept = self._keep_for_grace(presented, successor_hash, params, response)
@@ -345,7 +362,8 @@ class TokenEndpoint:
     def id_token(
         self,
         client: ClientInfo,
-        customer: LoginRow,
+        subject: str,
+        email: str,
         sid: str,
         auth_time: datetime,
         entity: str | None,
@@ -359,7 +377,7 @@ class TokenEndpoint:
         now = int(time.time())
         claims = {
             "iss": self.settings.issuer,
-            "sub": customer.id,
+            "sub": subject,
             "aud": client.client_id,
             "exp": now + self.settings.access_token_ttl,
             "iat": now,
@@ -371,8 +389,46 @@ class TokenEndpoint:
         }
         if nonce is not None:
             claims["nonce"] = nonce
-        claims |= profile_claims(customer.id, customer.email, ceiling)
+        claims |= profile_claims(subject, email, ceiling)
         return self.keyring.current.encode_jwt(claims, typ="JWT")
+
+    def _refresh_id_token(
+        self,
+        client: ClientInfo,
+        found: RefreshRow,
+        entity: str | None,
+        ceiling: frozenset[str],
+        access_token: str,
+    ) -> str:
+        """OpenID Connect Core §12.2: the ID token of a refresh, "its iss Claim Value MUST be
+        the same as in the ID Token issued at the time of the original authentication; its
+        sub Claim Value MUST be the same ...; its iat Claim MUST represent the time that the
+        new ID Token is issued; its aud Claim Value MUST be the same ...; if the ID Token
+        contains an auth_time Claim, its value MUST represent the time of the original
+        authentication - not the time that the new ID token is issued; its azp Claim Value
+        MUST be the same". The session keeps all of these (and `sid`); `legal_entity_id` is
+        the entity it acts for now and `at_hash` the new access token's. No `nonce`: a refresh is no
+        authentication request, and the errata to §12.2 (OpenID Connect issue 1025) let it be
+        absent though the original had one; present, it would have to be the original's.
+        The claims are the session's ceiling's (a `scope` narrowing this refresh narrows the
+        access token only), the email read now."""
+        email = ""
+        if ceiling & PROFILE_SCOPES:
+            loaded = self.sessions.load_customer(found.customer_id)
+            if loaded is None:  # deleted meanwhile
+                raise InvalidGrantError("The refresh token is invalid.")
+            email = loaded[0].email
+        return self.id_token(
+            client,
+            found.customer_id,
+            email,
+            found.session_id,
+            found.auth_time,
+            entity,
+            ceiling,
+            nonce=None,
+            access_token=access_token,
+        )
 
     def _revoke_presented(
         self, found: CodeRow | RefreshRow, reason: str, action: str, **details

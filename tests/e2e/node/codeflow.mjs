@@ -1,8 +1,13 @@
 // The OpenID Connect code flow with Node's openid-client (panva), against the service under
 // gunicorn: discovery, PKCE S256 with state and nonce, the hosted pages driven over HTTP by
 // their labels (as a browser would submit them), the code exchange with the id_token
-// validated by openid-client, UserInfo, a company switch by refresh, RP-initiated logout.
+// validated by openid-client, UserInfo, a company switch by refresh (the ID token it answers
+// validated by openid-client, then a refresh by oauth4webapi alone, whose
+// processRefreshTokenResponse validates that one's ID token), RP-initiated logout.
+// Every ID token's signature is checked against the JWKS (non-repudiation checks).
 // Prints one JSON line of what it saw; the Python test asserts on it.
+import { createHash } from "node:crypto";
+import * as oauth from "oauth4webapi";
 import * as client from "openid-client";
 
 const [issuer, email, password, entityName] = process.argv.slice(2);
@@ -12,6 +17,22 @@ const REDIRECT_URI = `${issuer}/demo`;
 const config = await client.discovery(new URL(issuer), CLIENT_ID, undefined, client.None(), {
   execute: [client.allowInsecureRequests], // http on 127.0.0.1 in the test only
 });
+client.enableNonRepudiationChecks(config); // ID tokens' signatures, from the JWKS
+
+// OpenID Connect Core §3.1.3.6: the left half of the SHA-256 of the access token, base64url.
+const atHash = (accessToken) =>
+  createHash("sha256").update(accessToken).digest().subarray(0, 16).toString("base64url");
+// What an ID token of a refresh must keep of the code grant's (Core §12.2), and what it says.
+const SAME = ["iss", "sub", "aud", "azp", "auth_time", "sid", "email"];
+function refreshedIdToken(original, claims, accessToken) {
+  return {
+    same: SAME.filter((name) => JSON.stringify(claims[name]) === JSON.stringify(original[name])),
+    newer_iat: claims.iat >= original.iat,
+    legal_entity_id: claims.legal_entity_id,
+    nonce: claims.nonce ?? null,
+    at_hash_ok: claims.at_hash === atHash(accessToken),
+  };
+}
 
 const cookies = new Map();
 function remember(response) {
@@ -108,6 +129,27 @@ const switched = await client.refreshTokenGrant(config, tokens.refresh_token, {
   legal_entity_id: "acme",
 });
 seen.switched = { legal_entity_id: switched.legal_entity_id, scope: switched.scope };
+seen.switched_id_token = refreshedIdToken(claims, switched.claims(), switched.access_token);
+
+// The same kind of refresh by oauth4webapi alone: its processRefreshTokenResponse validates
+// the ID token (iss, aud, azp, exp, iat, auth_time) before anything is returned.
+const as = await oauth.processDiscoveryResponse(
+  new URL(issuer),
+  await oauth.discoveryRequest(new URL(issuer), { [oauth.allowInsecureRequests]: true }),
+);
+const rp = { client_id: CLIENT_ID };
+const back = await oauth.processRefreshTokenResponse(
+  as,
+  rp,
+  await oauth.refreshTokenGrantRequest(as, rp, oauth.None(), switched.refresh_token, {
+    additionalParameters: { legal_entity_id: "globex" },
+    [oauth.allowInsecureRequests]: true,
+  }),
+);
+seen.back = {
+  legal_entity_id: back.legal_entity_id,
+  id_token: refreshedIdToken(claims, oauth.getValidatedIdTokenClaims(back), back.access_token),
+};
 
 const logoutUrl = client.buildEndSessionUrl(config, {
   id_token_hint: tokens.id_token,
@@ -117,7 +159,7 @@ const logoutUrl = client.buildEndSessionUrl(config, {
 response = await get(logoutUrl);
 seen.logout = { status: response.status, location: response.headers.get("location") };
 try {
-  await client.refreshTokenGrant(config, switched.refresh_token);
+  await client.refreshTokenGrant(config, back.refresh_token);
   seen.refresh_after_logout = "accepted";
 } catch (error) {
   seen.refresh_after_logout = error.error ?? String(error);

@@ -13,7 +13,7 @@ from ...models import Scope
 from . import representations as rep
 from .query import Param, arg_choice, page
 from .routing import found, operation, record, respond
-from .schema import SCOPE_PATTERN, Body, text
+from .schema import SCOPE_PATTERN, TEXT_PATTERN, Body, text
 
 TAG = "Scope catalogue"
 
@@ -23,7 +23,20 @@ class ScopeCreate(Body):
         text(128, pattern=SCOPE_PATTERN),
         Field(description="`service.resource_action`, e.g. `order.order_read_le`."),
     ]
-    description: text(1000) = None
+    description: Annotated[
+        text(1000, pattern=TEXT_PATTERN),
+        Field(
+            description="What the scope lets a client do, in a person's words (the consent "
+            'page shows it), e.g. "See all orders of your company". Required.'
+        ),
+    ]
+
+
+class ScopeDescription(Body):
+    description: Annotated[
+        text(1000, pattern=TEXT_PATTERN),
+        Field(description="The scope's new description, in a person's words."),
+    ]
 
 
 @operation(
@@ -60,8 +73,9 @@ def list_scopes():
     conflicts=True,
 )
 def create_scope(body: dict):
-    """409 if the name is taken."""
-    scope = directory.add_scope(body["name"], body.get("description", ""))
+    """A description is required (422 without one): the consent page shows it to customers.
+    409 if the name is taken."""
+    scope = directory.add_scope(body["name"], body["description"])
     record("scope.created", target=scope.name)
     return respond(rep.scope(scope), 201, location=url_for("admin.get_scope", name=scope.name))
 
@@ -75,3 +89,19 @@ def create_scope(body: dict):
 )
 def get_scope(name: str):
     return respond(rep.scope(found(Scope, name, "scope")))
+
+
+@operation(
+    "PATCH",
+    "/scopes/<name>",
+    summary="Describe a scope",
+    tag=TAG,
+    body=ScopeDescription,
+    responses={200: rep.Scope},
+)
+def describe_scope(name: str, body: dict):
+    """Set the words the consent page shows for a scope, predefined ones included (`migrate`
+    never overwrites a description)."""
+    scope = directory.describe_catalogue_scope(name, body["description"])
+    record("scope.updated", target=scope.name)
+    return respond(rep.scope(scope))

@@ -38,6 +38,15 @@ RedirectUris = Annotated[
         "redirected to.",
     ),
 ]
+AllowedOrigins = Annotated[
+    list[text(300)] | None,
+    Field(
+        max_length=20,
+        description="Origins (scheme://host[:port]; https, or http on localhost) whose browser "
+        "apps may call the token, revocation, userinfo, self-service and Emporix endpoints "
+        "(CORS). null: the origins of redirect_uris; []: none.",
+    ),
+]
 ClientScope = Annotated[
     text(4096),
     Field(description="The scope ceiling, space-separated catalogue scopes."),
@@ -72,6 +81,7 @@ class ClientUpdate(Body):
     refresh_token_ttl: RefreshTtl = None
     redirect_uris: RedirectUris = None
     post_logout_redirect_uris: RedirectUris = None
+    allowed_origins: AllowedOrigins = None
 
 
 class ClientCreate(ClientUpdate):
@@ -109,6 +119,7 @@ def create_client(body: dict):
         audience=body.get("audience"),
         redirect_uris=body.get("redirect_uris", []),
         post_logout_redirect_uris=body.get("post_logout_redirect_uris", []),
+        allowed_origins=body.get("allowed_origins"),
     )
     directory.set_client_lifetimes(client, body, **_limits())
     record("client.created", target=client.client_id, grant_types=client.grant_types.split())

@@ -151,6 +151,10 @@ class Client(Representation):
     refresh_token_ttl: int | None
     redirect_uris: list[str]
     post_logout_redirect_uris: list[str]
+    allowed_origins: Annotated[
+        list[str] | None,
+        Field(description="CORS origins of its browser apps; null: the origins of redirect_uris."),
+    ]
     version: int
     created_at: Time
     updated_at: Time
