@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, MappedColumn, mapped_column, relationship
 
@@ -213,6 +214,19 @@ class Client(db.Model):
     # Origins (`scheme://host[:port]`) its browser apps may call the API from (CORS, api/cors.py);
     # NULL: the origins of its redirect URIs.
     allowed_origins: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    # RFC 7591 §2 metadata shown to customers (the consent page) and kept for the client.
+    client_uri: Mapped[str | None] = mapped_column(Text)
+    logo_uri: Mapped[str | None] = mapped_column(Text)
+    policy_uri: Mapped[str | None] = mapped_column(Text)
+    tos_uri: Mapped[str | None] = mapped_column(Text)
+    contacts: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    # RFC 7592: SHA-256 of the registration access token of a dynamically registered client.
+    registration_access_token_hash: Mapped[str | None] = mapped_column(String(128))
+    # OpenID Connect Back-Channel Logout 1.0 §2.2.
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
+    backchannel_logout_session_required: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -380,3 +394,37 @@ class Consent(db.Model):
     client_id: Mapped[str] = _link_key("clients.client_id")
     scope: Mapped[str] = mapped_column(Text, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InitialAccessToken(db.Model):
+    """What opens the registration endpoint (RFC 7591 §3): made by an admin, used up to
+    `uses_left` times before `expires_at`. Only its SHA-256 is kept."""
+
+    __tablename__ = "initial_access_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    uses_left: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BackchannelLogout(db.Model):
+    """A logout token for a client's `backchannel_logout_uri` (OpenID Connect Back-Channel
+    Logout 1.0), written in the transaction that ended the session and POSTed after it, with
+    retries and backoff (`next_attempt_at`); `sent_at` once the client answered 200 or 204."""
+
+    __tablename__ = "backchannel_logouts"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"))
+    uri: Mapped[str] = mapped_column(Text)
+    logout_token: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(255))
