@@ -36,3 +36,33 @@ def test_a_bad_setting_stops_the_server_before_it_starts(tmp_path, name, value, 
     )
     assert done.returncode == 1
     assert done.stderr.strip() == f"token-service serve: {says}"
+
+
+def test_a_taken_port_stops_the_server_before_it_starts(tmp_path):
+    """granian binds with SO_REUSEPORT: without this check a second server would share the
+    port with the first, unseen."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as granian binds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKEN_SERVICE_")}
+        env |= {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "TOKEN_SERVICE_KEYS_DIR": str(tmp_path / "keys"),
+            "PORT": str(port),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "token_service.serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip() == f"token-service serve: 127.0.0.1:{port} is in use (another server?)"
+    )

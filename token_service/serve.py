@@ -19,8 +19,10 @@ whether it exited or crashed. With TOKEN_SERVICE_METRICS_PORT set, this main pro
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -64,6 +66,23 @@ def _serve_metrics_port(host: str) -> None:
     start_http_server(settings.metrics_port, host, registry=scrape_registry(keyring))
 
 
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Stop with one line if something listens on the port already. granian binds with
+    SO_REUSEPORT, so a second `token-service serve` would otherwise start beside the first and
+    share its traffic unseen (another database, other keys); a socket bound without the option
+    fails while another one listens there (SO_REUSEADDR: a restart's closing connections, in
+    TIME_WAIT, do not count)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                sys.exit(f"token-service serve: {host}:{port} is in use (another server?)")
+            raise
+
+
 class _NotTheThreadCountWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Configuration allows spawning up to")
@@ -82,24 +101,28 @@ def main() -> None:
     from granian.http import HTTP1Settings
 
     from token_service.config import ConfigError, Settings
+    from token_service.inputs import ascii_int
 
     try:  # the app's own reading of its settings: a bad one stops the server here, said once
         settings = Settings.from_env()
     except ConfigError as exc:
         sys.exit(f"token-service serve: {exc}")
     raw = os.environ.get("WEB_CONCURRENCY") or "1"
-    if not raw.isdigit() or int(raw) < 1:
+    workers = ascii_int(raw)
+    if workers is None or workers < 1:
         sys.exit(f"token-service serve: WEB_CONCURRENCY must be an integer >= 1, got {raw!r}")
     host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))  # checked by Settings
+    _refuse_a_taken_port(host, port)
     server = Granian(
         "token_service:create_app",
         factory=True,
         address=host,
-        port=int(os.environ.get("PORT", "8000")),  # checked by Settings
+        port=port,
         interface=Interfaces.WSGI,
         http=HTTPModes.http1,
         websockets=False,
-        workers=int(raw),
+        workers=workers,
         # Python threads: the slots and the waiting ones; further requests queue in Rust.
         blocking_threads=settings.threads + WAITING_THREADS,
         runtime_threads=1,
