@@ -72,6 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         oauth,
         openapi,
         public,
+        registration,
         self_service,
     )
 
@@ -83,6 +84,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(self_service.bp)
     app.register_blueprint(emporix.bp)  # Emporix-compatible customer API (README)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(registration.bp)  # RFC 7591 / RFC 7592 dynamic registration
     errors.register(app)
     from .api import observe
     from .api.body import BufferedBody

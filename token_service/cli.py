@@ -354,6 +354,28 @@ def clients_rotate_secret(client_id: str) -> None:
     click.echo(f"client {client_id} secret: {secret}")
 
 
+@clients_group.command("initial-access-token")
+@click.option(
+    "--expires-in", default=86400, show_default=True, type=click.IntRange(1), help="Seconds."
+)
+@click.option("--uses", default=1, show_default=True, type=click.IntRange(1), help="Registrations.")
+@with_appcontext
+def clients_initial_access_token(expires_in: int, uses: int) -> None:
+    """Print a new initial access token for POST /oauth/register (RFC 7591), once: as the
+    admin API's POST /admin/initial-access-tokens, and audited the same way."""
+    from . import registration_tokens
+    from .admin_cli import record
+
+    try:
+        row, token = registration_tokens.create(expires_in, uses, created_by=None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    record("initial_access_token.created", target=row.id, uses=row.uses_left)
+    db.session.commit()
+    click.echo(f"initial access token: {token}")
+    click.echo(f"expires at {row.expires_at:%Y-%m-%dT%H:%M:%SZ}, {row.uses_left} use(s)")
+
+
 @click.command("init")
 @click.option(
     "--demo/--no-demo",
@@ -411,6 +433,27 @@ def notifications_send() -> None:
     click.echo(f"{total} message(s) sent")
 
 
+@click.group("backchannel")
+def backchannel_group() -> None:
+    """Back-channel logout tokens waiting for their clients (OpenID Connect)."""
+
+
+@backchannel_group.command("send")
+@with_appcontext
+def backchannel_send() -> None:
+    """POST the logout tokens that are due (retries earlier failures whose backoff is over)."""
+    from .backchannel import deliver_due, next_due
+
+    total = 0
+    while sent := deliver_due():
+        total += sent
+    due = next_due()
+    click.echo(
+        f"{total} logout token(s) delivered"
+        + (f"; next retry {due:%Y-%m-%dT%H:%M:%SZ}" if due else "")
+    )
+
+
 def register_commands(app: Flask) -> None:
     from .maintenance import prune_command
 
@@ -422,6 +465,7 @@ def register_commands(app: Flask) -> None:
         customers_group,
         clients_group,
         notifications_group,
+        backchannel_group,
         prune_command,
     ):
         app.cli.add_command(command)

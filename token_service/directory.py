@@ -122,6 +122,66 @@ def check_allowed_origins(origins, field: str = "allowed_origins") -> list[str]:
     return list(dict.fromkeys(checked))
 
 
+def check_web_uri(uri, field: str) -> str | None:
+    """An RFC 7591 §2 web page or image of a client (`client_uri`, `logo_uri`, `policy_uri`,
+    `tos_uri`): an absolute https URI, or http on a loopback host; None clears it."""
+    if uri is None:
+        return None
+    try:
+        parts = urlsplit(uri) if isinstance(uri, str) else None
+        host = parts.hostname if parts is not None else None
+    except ValueError:
+        parts = host = None
+    if parts is None or not host or any(c.isspace() for c in uri) or len(uri) > 2000:
+        raise DirectoryError(f"{field}: not an absolute URI", field=field)
+    if not (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK)):
+        raise DirectoryError(f"{field}: https, or http on localhost only", field=field)
+    return uri
+
+
+def check_contacts(contacts) -> list[str] | None:
+    """RFC 7591 §2 `contacts`: e-mail addresses, each once; None or [] clears them."""
+    if not contacts:
+        return None
+    checked = []
+    for value in contacts:
+        try:
+            checked.append(normalize_email(value))
+        except (InvalidEmail, TypeError, AttributeError):
+            raise DirectoryError("contacts: not an e-mail address", field="contacts") from None
+    return list(dict.fromkeys(checked))
+
+
+#: RFC 7591 §2 metadata kept as given (checked by `_apply_metadata`).
+CLIENT_METADATA = (
+    "client_uri",
+    "logo_uri",
+    "policy_uri",
+    "tos_uri",
+    "contacts",
+    "backchannel_logout_uri",
+    "backchannel_logout_session_required",
+)
+
+
+def _apply_metadata(client: Client, changes: dict) -> None:
+    """Set the RFC 7591 / Back-Channel Logout metadata named in `changes` (None clears)."""
+    for name in ("client_uri", "logo_uri", "policy_uri", "tos_uri"):
+        if name in changes:
+            setattr(client, name, check_web_uri(changes[name], name))
+    if "contacts" in changes:
+        client.contacts = check_contacts(changes["contacts"])
+    if "backchannel_logout_uri" in changes:
+        uri = changes["backchannel_logout_uri"]
+        client.backchannel_logout_uri = (
+            None if uri is None else check_redirect_uris([uri], "backchannel_logout_uri")[0]
+        )
+    if "backchannel_logout_session_required" in changes:
+        client.backchannel_logout_session_required = bool(
+            changes["backchannel_logout_session_required"]
+        )
+
+
 def _check_grants(grant_types: list[str], *, public: bool, redirect_uris) -> None:
     bad = set(grant_types) - set(GRANT_TYPES)
     if bad:
@@ -129,7 +189,11 @@ def _check_grants(grant_types: list[str], *, public: bool, redirect_uris) -> Non
             f"unsupported grant types: {' '.join(sorted(bad))}", field="grant_types"
         )
     if public and "client_credentials" in grant_types:
-        raise DirectoryError("a public client cannot use client_credentials", field="grant_types")
+        raise DirectoryError(
+            "a public client (token_endpoint_auth_method none, confidential false) cannot use "
+            "client_credentials",
+            field="grant_types",
+        )
     if "authorization_code" in grant_types and not redirect_uris:
         raise DirectoryError("authorization_code needs redirect_uris", field="redirect_uris")
 
@@ -378,9 +442,11 @@ def create_client(
     redirect_uris=(),
     post_logout_redirect_uris=(),
     allowed_origins=None,
+    metadata: dict | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it and its secret (shown once, stored only as a hash).
-    `allowed_origins` None: the origins of its redirect URIs (CORS)."""
+    `allowed_origins` None: the origins of its redirect URIs (CORS). `metadata`: the RFC 7591
+    fields of CLIENT_METADATA."""
     grant_types = list(grant_types)
     if allowed_origins is not None:
         allowed_origins = check_allowed_origins(allowed_origins)
@@ -403,6 +469,7 @@ def create_client(
         post_logout_redirect_uris=post_logout,
         allowed_origins=allowed_origins,
     )
+    _apply_metadata(client, metadata or {})
     db.session.add(client)
     db.session.flush()
     forget_client(client_id)
@@ -438,6 +505,7 @@ CLIENT_CHANGES = (
     "redirect_uris",
     "post_logout_redirect_uris",
     "allowed_origins",
+    *CLIENT_METADATA,
 )
 
 
@@ -596,6 +664,7 @@ def update_client(client_id: str, changes: dict, *, max_access_ttl: int, max_ref
         client.audience = changes["audience"]
     if "first_party" in changes:
         client.first_party = bool(changes["first_party"])
+    _apply_metadata(client, changes)
     client.version += 1
     db.session.flush()
     forget_client(client_id)

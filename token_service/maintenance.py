@@ -16,6 +16,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import delete, select
 
+from . import backchannel
 from .extensions import db
 from .models import RefreshToken, Session, utcnow
 from .oauth2 import browser, codes
@@ -28,6 +29,7 @@ class PruneResult:
     batches: int = 0
     codes: int = 0  # authorization codes
     browser_sessions: int = 0
+    backchannel_logouts: int = 0  # delivered (or given up on) logout tokens
 
 
 def prune(
@@ -87,6 +89,9 @@ def prune(
     while more() and (count := browser.prune_dead_browser_sessions(cutoff, batch_size)):
         result.browser_sessions += count
         batch_done(0, 0)
+    while more() and (count := backchannel.prune_done(cutoff, batch_size)):
+        result.backchannel_logouts += count
+        batch_done(0, 0)
     db.session.commit()
     return result
 
@@ -136,5 +141,6 @@ def prune_command(batch_size: int, keep_dead_days: float, consumed_older_than_da
     )
     click.echo(
         f"\npruned {result.sessions} sessions and {result.tokens} refresh tokens, "
-        f"{result.codes} authorization codes, {result.browser_sessions} browser sessions"
+        f"{result.codes} authorization codes, {result.browser_sessions} browser sessions, "
+        f"{result.backchannel_logouts} back-channel logouts"
     )

@@ -21,7 +21,7 @@ import time
 from flask import current_app, g
 from sqlalchemy import select, update
 
-from . import audit, metrics
+from . import audit, backchannel, metrics
 from .expiring import ExpiringMap
 from .extensions import db
 from .models import Customer, Session, utcnow
@@ -142,6 +142,8 @@ def revoke_session(session: Session, reason: str, *, actor_type: str, actor_id: 
             target=session.id,
             reason=reason,
         )
+        # OpenID Connect Back-Channel Logout: in this transaction, sent after its commit.
+        backchannel.enqueue(session)
     deny_session(session, reason)
 
 

@@ -22,6 +22,7 @@ from flask import (
     current_app,
     g,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -294,14 +295,31 @@ def _consent_page(req: AuthorizationRequest, customer: Customer):
     # The catalogue's words (every scope has some; a row from before they were required gets
     # the directory's), never a raw scope name.
     lines = [descriptions.get(s) or describe_scope(s) for s in sorted(req.scope)]
-    return _render(
+    # The client's RFC 7591 metadata: its name, logo, privacy policy and terms. The logo is
+    # the one image of another origin the page may load (its exact URL in img-src).
+    row = db.session.get(Client, req.client.client_id)
+    logo = row.logo_uri if row is not None else None
+    if logo is not None and any(c in logo for c in " ;,'\"\\"):
+        logo = None
+    body, status = _render(
         "consent.html",
         client_name=_client_name(req),
         csrf_token=_csrf_token(),
         authorization_request=req.encoded(),
         email=customer.email,
         scopes=lines,
+        logo_uri=logo,
+        client_uri=row.client_uri if row is not None else None,
+        policy_uri=row.policy_uri if row is not None else None,
+        tos_uri=row.tos_uri if row is not None else None,
     )
+    response = make_response(body, status)
+    if logo is not None:
+        csp = PAGE_HEADERS["Content-Security-Policy"]
+        response.headers["Content-Security-Policy"] = csp.replace(
+            "img-src 'self'", f"img-src 'self' {logo}"
+        )
+    return response
 
 
 def _sign_in(client_id: str, page):

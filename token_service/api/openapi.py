@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from . import emporix, schemas
+from . import emporix, registration, schemas
 from .admin import OPERATIONS
 from .admin.auth import MANAGE_SCOPE, READ_SCOPE
 from .admin.errors import Error
@@ -184,6 +184,7 @@ def endpoints() -> list[Endpoint]:
     """Every documented route, in the document's order."""
     return [
         *schemas.PUBLIC,
+        *registration.ENDPOINTS,
         *schemas.FRONT_DOOR,
         *map(_admin, OPERATIONS),
         *map(_self_service, SELF_SERVICE_OPERATIONS),
@@ -263,6 +264,11 @@ def build_document(issuer: str) -> dict:
             "securitySchemes": {
                 "clientBasic": _http("basic", "client_secret_basic (RFC 6749 §2.3.1)."),
                 "bearerToken": _http("bearer", "A customer's access token (RFC 6750)."),
+                "registrationToken": _http(
+                    "bearer",
+                    "An initial access token (RFC 7591 §3, for POST /oauth/register) or a "
+                    "registration access token (RFC 7592, for /oauth/register/{client_id}).",
+                ),
                 "emporixAnonymousToken": _http(
                     "bearer",
                     "An anonymous token from `/customerlogin/auth/anonymous/login` "

@@ -32,6 +32,7 @@ def _metadata() -> dict:
         jwks_uri=f"{issuer}/jwks.json",
         introspection_endpoint=f"{issuer}/oauth/introspect",
         revocation_endpoint=f"{issuer}/oauth/revoke",
+        registration_endpoint=f"{issuer}/oauth/register",
         grant_types_supported=[
             "authorization_code",
             "refresh_token",
@@ -69,6 +70,8 @@ def _metadata() -> dict:
         service_documentation=f"{issuer}/openapi.json",
         legal_entity_switching_supported=True,
         refresh_token_rotation_grace_seconds=settings.refresh_grace_seconds,
+        backchannel_logout_supported=True,
+        backchannel_logout_session_supported=True,  # every logout token carries `sid`
     ).model_dump()
 
 

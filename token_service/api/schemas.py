@@ -218,6 +218,9 @@ class ServerMetadata(BaseModel):
     jwks_uri: str
     introspection_endpoint: str
     revocation_endpoint: str
+    registration_endpoint: Annotated[
+        str, Field(description="RFC 7591; needs an initial access token.")
+    ]
     grant_types_supported: list[GrantType]
     response_types_supported: list[Literal["code"]]
     response_modes_supported: list[Literal["query"]]
@@ -239,6 +242,9 @@ class ServerMetadata(BaseModel):
     refresh_token_rotation_grace_seconds: Annotated[
         int, Field(description="How long a rotated refresh token replays its answer.")
     ]
+    # OpenID Connect Back-Channel Logout 1.0 §2.1.
+    backchannel_logout_supported: bool
+    backchannel_logout_session_supported: bool
 
 
 class UserInfo(Document):

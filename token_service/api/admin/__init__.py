@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (importing a module registers its routes)
     clients,
     customers,
     groups,
+    initial_access_tokens,
     legal_entities,
     signing_keys,
 )

@@ -16,7 +16,7 @@ from . import representations as rep
 from .errors import ApiError
 from .query import page
 from .routing import actor, for_change, found, no_content, operation, principal, record, respond
-from .schema import ID_PATTERN, Body, Name, text
+from .schema import ID_PATTERN, Body, Email, Name, text
 
 TAG = "Clients"
 CLIENT_ID = "<client_id>"
@@ -68,8 +68,44 @@ RefreshTtl = Annotated[
 ]
 
 
+AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+WebUri = Annotated[
+    text(2000) | None,
+    Field(description="RFC 7591 §2: an absolute https URI (or http on localhost); null clears."),
+]
+
+
 class ClientUpdate(Body):
+    """RFC 7591 §2 metadata by its names; `name` and `confidential` are older aliases of
+    `client_name` and `token_endpoint_auth_method` (both given: they must agree)."""
+
     name: Name = None
+    client_name: Name = None
+    token_endpoint_auth_method: Annotated[
+        Literal[AUTH_METHODS],
+        Field(
+            description="none: a public client (no secret); client_secret_basic or "
+            "client_secret_post: a confidential one, which may use either (answered as "
+            "client_secret_basic). Cannot change after creation."
+        ),
+    ] = None
+    response_types: Annotated[
+        list[Literal["code"]],
+        Field(max_length=1, description='["code"] (needs authorization_code) or [].'),
+    ] = None
+    client_uri: WebUri = None
+    logo_uri: WebUri = None
+    policy_uri: WebUri = None
+    tos_uri: WebUri = None
+    contacts: Annotated[list[Email] | None, Field(max_length=20)] = None
+    backchannel_logout_uri: Annotated[
+        text(2000) | None,
+        Field(
+            description="Back-Channel Logout 1.0: as redirect_uris (https, or http on "
+            "localhost; no fragment); null clears."
+        ),
+    ] = None
+    backchannel_logout_session_required: bool = None
     grant_types: GrantTypes = None
     scope: ClientScope = None
     first_party: Annotated[
@@ -87,7 +123,92 @@ class ClientUpdate(Body):
 class ClientCreate(ClientUpdate):
     client_id: text(128, pattern=ID_PATTERN)
     confidential: Annotated[bool, Field(description="Has a secret (default true).")] = None
-    grant_types: GrantTypes
+    grant_types: Annotated[
+        GrantTypes, Field(description='Default (RFC 7591 §2): ["authorization_code"].')
+    ] = None
+
+
+def _conflict(fields: dict[str, str]) -> ApiError:
+    return ApiError(
+        422,
+        "validation_failed",
+        "Conflicting fields: " + ", ".join(sorted(fields)) + ".",
+        fields=fields,
+    )
+
+
+def internal(body: dict, *, public: bool | None = None) -> dict:
+    """A body in RFC 7591 names (and the older aliases) as the directory's changes: `name`,
+    `confidential` (only when the body decides it), the rest as they are. Conflicts are a
+    422 naming both fields; `public` is the existing client's kind (an update)."""
+    body = dict(body)
+    out = {}
+    if "client_name" in body:
+        client_name = body.pop("client_name")
+        if "name" in body and body["name"] != client_name:
+            raise _conflict({"client_name": "differs from name", "name": "differs"})
+        body["name"] = client_name
+    method = body.pop("token_endpoint_auth_method", None)
+    if method is not None:
+        confidential = method != "none"
+        if "confidential" in body and body["confidential"] != confidential:
+            raise _conflict(
+                {
+                    "confidential": f"contradicts token_endpoint_auth_method {method}",
+                    "token_endpoint_auth_method": "contradicts confidential",
+                }
+            )
+        if public is not None and public == confidential:
+            raise ApiError.of(
+                422,
+                "token_endpoint_auth_method cannot change a client between public and "
+                "confidential: register a new client",
+                "token_endpoint_auth_method",
+            )
+        body["confidential"] = confidential
+    response_types = body.pop("response_types", None)
+    if response_types and "grant_types" in body and "authorization_code" not in body["grant_types"]:
+        raise _conflict(
+            {
+                "response_types": "code needs the authorization_code grant type",
+                "grant_types": "lacks authorization_code for response_types code",
+            }
+        )
+    out.update(body)
+    return out
+
+
+def create(body: dict, *, first_party: bool, registration_access_token_hash=None):
+    """A client from a body in the directory's names (see `internal`): the admin API's and
+    the registration endpoint's one way of creating one."""
+    client, secret = directory.create_client(
+        body["client_id"],
+        name=body.get("name", ""),
+        confidential=body.get("confidential", True),
+        grant_types=list(dict.fromkeys(body.get("grant_types") or ["authorization_code"])),
+        scope=body.get("scope", ""),
+        first_party=first_party,
+        audience=body.get("audience"),
+        redirect_uris=body.get("redirect_uris", []),
+        post_logout_redirect_uris=body.get("post_logout_redirect_uris", []),
+        allowed_origins=body.get("allowed_origins"),
+        metadata={k: body[k] for k in directory.CLIENT_METADATA if k in body},
+    )
+    client.registration_access_token_hash = registration_access_token_hash
+    return client, secret
+
+
+def remove(client_id: str, actor_type: str, actor_id: str | None) -> None:
+    """Delete a client after revoking its live sessions (the admin API's and RFC 7592's)."""
+    live = select(Session).where(Session.client_id == client_id, Session.revoked_at.is_(None))
+    sessions = list(db.session.scalars(live))
+    # Every customer at once, in id order (one by one, two deletions could deadlock). A login
+    # racing this waits for the client's row, locked above, then fails its foreign key: it
+    # writes no session and answers no token.
+    fence_issuance({session.customer_id for session in sessions})
+    for session in sessions:
+        revoke_session(session, "client_deleted", actor_type=actor_type, actor_id=actor_id)
+    directory.delete_client(client_id)
 
 
 def _limits() -> dict:
@@ -108,19 +229,10 @@ def _limits() -> dict:
     conflicts=True,
 )
 def create_client(body: dict):
-    """A confidential client's secret is in this response only: it is stored as a hash."""
-    client, secret = directory.create_client(
-        body["client_id"],
-        name=body.get("name", ""),
-        confidential=body.get("confidential", True),
-        grant_types=list(dict.fromkeys(body["grant_types"])),
-        scope=body.get("scope", ""),
-        first_party=body.get("first_party", False),
-        audience=body.get("audience"),
-        redirect_uris=body.get("redirect_uris", []),
-        post_logout_redirect_uris=body.get("post_logout_redirect_uris", []),
-        allowed_origins=body.get("allowed_origins"),
-    )
+    """RFC 7591 §2 metadata in, RFC 7591 §3.2.1 out. A confidential client's secret is in
+    this response only: it is stored as a hash."""
+    body = internal(body)
+    client, secret = create(body, first_party=body.get("first_party", False))
     directory.set_client_lifetimes(client, body, **_limits())
     record("client.created", target=client.client_id, grant_types=client.grant_types.split())
     db.session.flush()
@@ -166,8 +278,10 @@ def get_client(client_id: str):
 def update_client(client_id: str, body: dict):
     """A narrower ceiling applies to new logins; existing sessions keep the ceiling they
     started with (DESIGN section 3)."""
-    for_change(Client, client_id, "client")
-    client = directory.update_client(client_id, body, **_limits())
+    existing = for_change(Client, client_id, "client")
+    changes = internal(body, public=existing.is_public)
+    changes.pop("confidential", None)  # agrees with the client (checked by `internal`)
+    client = directory.update_client(client_id, changes, **_limits())
     record("client.updated", target=client_id, changed=sorted(body))
     return respond(rep.client(client), version=client.version)
 
@@ -205,14 +319,6 @@ def delete_client(client_id: str):
     if client_id == principal().client_id:
         raise ApiError.of(409, "a client cannot delete itself")
     kind, who = actor()
-    live = select(Session).where(Session.client_id == client_id, Session.revoked_at.is_(None))
-    sessions = list(db.session.scalars(live))
-    # Every customer at once, in id order (one by one, two deletions could deadlock). A login
-    # racing this waits for the client's row, locked above, then fails its foreign key: it
-    # writes no session and answers no token.
-    fence_issuance({session.customer_id for session in sessions})
-    for session in sessions:
-        revoke_session(session, "client_deleted", actor_type=kind, actor_id=who)
-    directory.delete_client(client_id)
+    remove(client_id, kind, who)
     record("client.deleted", target=client_id)
     return no_content()

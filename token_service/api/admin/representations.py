@@ -138,11 +138,30 @@ def scope(row: orm.Scope) -> dict:
 
 
 class Client(Representation):
-    """An OAuth client. Its secret is never returned."""
+    """An OAuth client, with its RFC 7591 §2 metadata by their names (RFC 7591 §3.2.1);
+    `name` and `confidential` are the older names of `client_name` and
+    `token_endpoint_auth_method`. Its secret is never returned."""
 
     client_id: str
+    client_name: str
     name: str
+    token_endpoint_auth_method: Annotated[
+        Literal["none", "client_secret_basic"],
+        Field(description="A confidential client may also use client_secret_post."),
+    ]
     confidential: bool
+    response_types: list[Literal["code"]]
+    client_uri: str | None
+    logo_uri: str | None
+    policy_uri: str | None
+    tos_uri: str | None
+    contacts: list[str]
+    backchannel_logout_uri: str | None
+    backchannel_logout_session_required: bool
+    client_id_issued_at: Annotated[int, Field(description="Unix time of its registration.")]
+    client_secret_expires_at: Annotated[
+        Literal[0], Field(description="0: its secret (if any) never expires.")
+    ]
     grant_types: list[GrantType]
     scope: Annotated[str, Field(description="The scope ceiling, space-separated.")]
     first_party: bool
@@ -168,9 +187,17 @@ class ClientWithSecret(Client):
 
 def _client_fields(row: orm.Client) -> dict:
     """The fields of a client that are not its row's attributes as they are."""
+    grant_types = row.grant_types.split()
     return {
+        "client_name": row.name,
+        "token_endpoint_auth_method": "none" if row.is_public else "client_secret_basic",
         "confidential": not row.is_public,
-        "grant_types": row.grant_types.split(),
+        "response_types": ["code"] if "authorization_code" in grant_types else [],
+        "grant_types": grant_types,
+        "contacts": list(row.contacts or []),
+        "backchannel_logout_session_required": bool(row.backchannel_logout_session_required),
+        "client_id_issued_at": int(row.created_at.timestamp()),
+        "client_secret_expires_at": 0,
         "redirect_uris": list(row.redirect_uris or []),
         "post_logout_redirect_uris": list(row.post_logout_redirect_uris or []),
     }
@@ -183,6 +210,16 @@ def client(row: orm.Client) -> dict:
 def client_with_secret(row: orm.Client, secret: str | None) -> dict:
     """The client and its new secret (None for a public client)."""
     return _build(ClientWithSecret, row, **_client_fields(row), client_secret=secret)
+
+
+class InitialAccessToken(Representation):
+    """An initial access token for POST /oauth/register (RFC 7591 §3): store `token` now, it
+    is never shown again."""
+
+    id: str
+    token: str
+    expires_at: Time
+    uses_left: int
 
 
 class Session(Representation):
