@@ -10,9 +10,8 @@ points at it, for this process and its children (pytest-xdist's workers), and it
 removed when the run ends (pytest_unconfigure; if pytest dies, the parent-death signal stops it).
 
 `make test` first runs `python tests/services.py --install`: as root with apt, it installs what
-is missing (Debian's `chromium` for the browser tests; `postgresql` or `redis-server` when none
-answers and the binaries are absent); otherwise, and for Node 20+, it says in one line what to
-run.
+is missing (Debian's `chromium`, `postgresql` and `redis-server`: the binaries, which the suite
+starts throwaway servers from); otherwise, and for Node 20+, it says in one line what to run.
 
     python tests/services.py --check     # what a run would use; starts and installs nothing
     python tests/services.py --install   # install what is missing (apt, as root)
@@ -325,27 +324,19 @@ def _apt_install(packages: list[str], updated: list[bool]) -> bool:
     return done.returncode == 0
 
 
-def install_missing(environ=os.environ) -> int:
+def install_missing() -> int:
     """Install with apt what the suite needs and lacks; one line per thing it cannot."""
     missing = 0
     updated: list[bool] = []
+    # The servers' binaries even where servers answer: tests/test_services.py starts throwaway
+    # ones to prove that a fresh machine's run can.
     wanted = [
-        ("chromium", lambda: os.access(CHROMIUM, os.X_OK), None, "the browser tests fail"),
-        (
-            "postgresql",
-            lambda: postgres_bindir() is not None,
-            lambda: postgres_problem(postgres_url(environ)),
-            "the suite stops at its start",
-        ),
-        (
-            "redis-server",
-            lambda: redis_binary() is not None,
-            lambda: redis_problem(redis_url(environ)),
-            "the suite stops at its start",
-        ),
+        ("chromium", lambda: os.access(CHROMIUM, os.X_OK), "the browser tests fail"),
+        ("postgresql", lambda: postgres_bindir() is not None, "the PostgreSQL tests fail"),
+        ("redis-server", lambda: redis_binary() is not None, "the Redis tests fail"),
     ]
-    for package, present, needed, otherwise in wanted:
-        if present() or (needed is not None and needed() is None):
+    for package, present, otherwise in wanted:
+        if present():
             continue
         if _can_apt() and _apt_install([package], updated) and present():
             continue

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import psycopg
-import pytest
 import redis
 import services
 
@@ -38,7 +37,6 @@ def test_throwaway_redis_starts_on_a_free_port_and_stops():
     assert services.redis_problem(server.url) is not None
 
 
-@pytest.mark.skipif(services.postgres_bindir() is None, reason="no PostgreSQL binaries")
 def test_throwaway_postgres_starts_on_a_free_port_and_stops():
     server = services.start_postgres()
     try:
