@@ -39,7 +39,7 @@ from werkzeug.exceptions import HTTPException
 from .. import logs
 from ..clients import any_client_origins, load_client
 from ..extensions import db
-from ..oauth2.request import TokenRequest, _basic_credentials
+from ..oauth2.request import TokenRequest, basic_credentials
 
 PUBLIC = "public"  # any origin: `*`
 TOKEN = "token"  # the origins of the client named in the request
@@ -91,7 +91,7 @@ def named_client(request: TokenRequest | None) -> str | None:
     client_id = request.params.get("client_id")
     if client_id is None and request.authorization:
         try:
-            client_id = _basic_credentials(request.authorization)[0]
+            client_id = basic_credentials(request.authorization)[0]
         except Exception:  # malformed credentials: the answer is an error anyway
             return None
     return client_id

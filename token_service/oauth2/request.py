@@ -92,7 +92,7 @@ def parse_form(content_type: str | None, body: bytes, max_bytes: int) -> dict[st
     return {name: value for name, value in params.items() if value != ""}
 
 
-def _basic_credentials(authorization: str) -> tuple[str, str]:
+def basic_credentials(authorization: str) -> tuple[str, str]:
     """RFC 6749 §2.3.1: id and secret are form-urlencoded, then joined by ':' and base64ed."""
     scheme, _, encoded = authorization.partition(" ")
     if scheme.lower() != "basic" or not encoded:
@@ -125,7 +125,7 @@ def authenticate_client(request: TokenRequest, load_client):
         # "The client MUST NOT use more than one authentication method in each request." (§2.3)
         if form_secret is not None:
             raise InvalidRequestError("Use one client authentication method, not two.")
-        client_id, secret = _basic_credentials(request.authorization)
+        client_id, secret = basic_credentials(request.authorization)
         if form_id is not None and form_id != client_id:
             raise InvalidRequestError("'client_id' does not match the Authorization header.")
         method = "client_secret_basic"
