@@ -85,7 +85,7 @@ LAYERS = [
     ("metrics (prometheus_client)", r"token_service/metrics\.py|prometheus_client/"),
     ("request log line (logs, orjson, write)", r"token_service/logs\.py|structlog/"),
     ("audit", r"token_service/audit\.py"),
-    ("deny-list copy, Redis, store file", r"revocation\.py|token_service/store\.py|redis/"),
+    ("deny-list copy, Redis, store file", r"revocation\.py|token_service/kv/|redis/"),
     (
         "SQL: statements and driver",
         r"hotpath\.py|oauth2/sessions/|psycopg|sqlite3|_sqlite|token_service/database\.py",

@@ -35,10 +35,10 @@ from token_service import create_app
 from token_service.config import Settings
 from token_service.database import upgrade
 from token_service.demo import load_demo
-from token_service.directory import seed_catalogue
 from token_service.extensions import db
+from token_service.kv import MemoryStore
 from token_service.maintenance import PruneResult, prune
-from token_service.store import MemoryStore
+from token_service.services.catalogue import seed_catalogue
 
 LIVE, EXPIRED, REVOKED = 0, 1, 2
 CUSTOMERS = ("cus_alice", "cus_bob")

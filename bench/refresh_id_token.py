@@ -50,10 +50,10 @@ def measure(args) -> None:
     from token_service import create_app
     from token_service.database import upgrade
     from token_service.demo import DEMO_PASSWORD, load_demo
-    from token_service.directory import create_client
     from token_service.extensions import db
     from token_service.keys import KeyRing
     from token_service.models import Client
+    from token_service.services.clients import create_client
 
     KeyRing(Path(os.environ["TOKEN_SERVICE_KEYS_DIR"]), 3660).generate("RS256")
     app = create_app()

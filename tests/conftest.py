@@ -24,7 +24,7 @@ from token_service.database import upgrade
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
 from token_service.keys import KeyRing
-from token_service.store import RedisStore, SqliteStore, embedded_store_path
+from token_service.kv import MemoryStore, RedisStore, SqliteStore, embedded_store_path
 
 # PostgreSQL and Redis of the "postgres" backend: those at TEST_POSTGRES_URL / TEST_REDIS_URL,
 # or, when none answers there, throwaway ones started now for this run and stopped after it
@@ -97,6 +97,20 @@ def build_app(settings: Settings):
     with app.app_context():
         upgrade(db.engine)
     return app
+
+
+@pytest.fixture(params=["memory", "store-file", "redis"])
+def kv_store(request, tmp_path):
+    """The shared key-value store (token_service/kv) on each of its backends, empty: the ports'
+    contract suites run against every implementation through it."""
+    if request.param == "memory":
+        store = MemoryStore()
+    elif request.param == "store-file":
+        store = SqliteStore(tmp_path / "x.store.sqlite3")
+    else:
+        store = RedisStore(REDIS_URL, prefix=f"ts-test:{os.getpid()}:{uuid.uuid4().hex[:6]}:")
+    yield store
+    store.flush()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -12,8 +12,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from token_service.clients import forget_client
 from token_service.demo import DEMO_PASSWORD
-from token_service.directory import create_client
 from token_service.extensions import db
+from token_service.services.clients import create_client
 
 REDIRECT_URI = "http://127.0.0.1:9999/callback"
 

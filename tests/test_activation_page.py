@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from token_service.api.demo_page import DEMO_CLIENT_ID
 from token_service.demo import DEMO_PASSWORD
-from token_service.directory import create_client
 from token_service.extensions import db
 from token_service.models import Customer, Invitation, OutboxMessage
+from token_service.services.clients import create_client
 
 NEW_PASSWORD = "carol's new password"
 FIELDS = {"csrf_token", "token", "password", "confirm_password"}

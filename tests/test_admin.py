@@ -10,11 +10,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from token_service import directory
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
-from token_service.models import AuditEvent, Customer
-from token_service.store import StoreUnavailable
+from token_service.kv import StoreUnavailable
+from token_service.models import AuditEvent, Client, Customer
+from token_service.services import groups
 
 INACTIVE = {"active": False}
 
@@ -77,7 +77,7 @@ def customer_id(app, email: str) -> str:
 
 def group_id(app, entity: str, code: str) -> str:
     with app.app_context():
-        return directory.group_of(entity, code).id
+        return groups.group_of(entity, code).id
 
 
 def audit_actions(app, **where) -> list[tuple[str, str, str]]:
@@ -165,9 +165,9 @@ def test_other_clients_tokens_are_forbidden(app, client):
 def test_customer_token_never_reaches_admin_even_with_admin_scopes(app, client, storefront):
     # Give alice's ADMIN group and the storefront the admin scopes: still a customer token.
     with app.app_context():
-        group = directory.group_of("acme", "ADMIN").id
-        directory.set_group_scopes(group, ["admin.read", "admin.manage", "order.order_read_le"])
-        storefront_client = db.session.get(directory.Client, "storefront")
+        group = groups.group_of("acme", "ADMIN").id
+        groups.set_group_scopes(group, ["admin.read", "admin.manage", "order.order_read_le"])
+        storefront_client = db.session.get(Client, "storefront")
         storefront_client.scope += " admin.read admin.manage"
         db.session.commit()
     login = storefront.login()

@@ -11,10 +11,11 @@ import pytest
 from conftest import basic_auth
 from sqlalchemy import select
 
-from token_service import cli, directory
+from token_service import cli
 from token_service.extensions import db
 from token_service.keys import KeyRing
 from token_service.models import Assignment, AuditEvent, Customer, LegalEntity, OutboxMessage
+from token_service.services import groups
 
 INACTIVE = {"active": False}
 
@@ -43,7 +44,7 @@ def test_companies_create_and_list(app, runner):
     with app.app_context():
         sub = db.session.get(LegalEntity, "initech-uk")
         assert (sub.type, sub.parent_id) == ("SUBSIDIARY", "initech")
-        assert directory.group_of("initech-uk", "ADMIN").predefined
+        assert groups.group_of("initech-uk", "ADMIN").predefined
         actors = db.session.execute(
             select(AuditEvent.actor_type, AuditEvent.actor_id).where(
                 AuditEvent.action == "legal_entity.created"
@@ -91,7 +92,7 @@ def test_groups_set_scopes_stops_live_tokens(app, runner, storefront, introspect
     refreshed = storefront.refresh(login.json["refresh_token"])
     assert "order.order_read_le" in refreshed.json["scope"].split()
     with app.app_context():
-        group = directory.group_of("acme", "BUYER").id
+        group = groups.group_of("acme", "BUYER").id
     r = runner.invoke(args=["admin", "groups", "set-scopes", group, "no.such_scope"])
     assert r.exit_code != 0 and "unknown scopes" in r.output
     r = runner.invoke(args=["admin", "groups", "set-scopes"])

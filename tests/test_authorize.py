@@ -10,10 +10,10 @@ from conftest import basic_auth
 from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback, register, text
 
 from token_service.clients import forget_client
-from token_service.directory import create_client
 from token_service.extensions import db
 from token_service.maintenance import prune
 from token_service.models import AuditEvent, AuthorizationCode, BrowserSession, utcnow
+from token_service.services.clients import create_client
 
 
 def exchange(client, params, code, **extra):

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from token_service.config import DEFAULT_GROUP_TEMPLATES, ConfigError, Settings
+from token_service.services import groups, legal_entities
 
 
 def test_defaults():
@@ -33,11 +34,18 @@ def test_issuer_follows_port_and_postgres_urls_use_psycopg():
         {"TOKEN_SERVICE_REFRESH_IDLE_TTL": "100", "TOKEN_SERVICE_REFRESH_ABSOLUTE_TTL": "50"},
         {"TOKEN_SERVICE_ACCESS_TOKEN_TTL": "7200"},
         {"TOKEN_SERVICE_SCOPE_TEMPLATES": "/nonexistent.json"},
+        {"TOKEN_SERVICE_BACKCHANNEL_NETWORKS": "10.0.0.0/8, intranet"},
     ],
 )
 def test_bad_values_fail_fast(env):
     with pytest.raises(ConfigError):
         Settings.from_env(env)
+
+
+def test_back_channel_networks_are_cidrs():
+    settings = Settings.from_env({"TOKEN_SERVICE_BACKCHANNEL_NETWORKS": "10.0.0.0/8, fd00::/8"})
+    assert [str(n) for n in settings.backchannel_networks] == ["10.0.0.0/8", "fd00::/8"]
+    assert Settings.from_env({}).backchannel_networks == ()
 
 
 def test_scope_templates_from_file(tmp_path):
@@ -55,7 +63,6 @@ def test_scope_templates_from_file(tmp_path):
 def test_created_entity_gets_template_bundles(app):
     from dataclasses import replace
 
-    from token_service import directory
     from token_service.extensions import db
     from token_service.models import GroupScope
 
@@ -64,8 +71,8 @@ def test_created_entity_gets_template_bundles(app):
     app.config["SETTINGS"] = replace(settings, group_templates=custom)
     try:
         with app.app_context():
-            directory.create_legal_entity("Initech", id="initech")
-            group = directory.group_of("initech", "REQUESTER")
+            legal_entities.create_legal_entity("Initech", id="initech")
+            group = groups.group_of("initech", "REQUESTER")
             held = set(
                 db.session.scalars(
                     db.select(GroupScope.scope).where(GroupScope.group_id == group.id)

@@ -12,9 +12,10 @@ from test_admin import Admin
 from token_service.api import cors
 from token_service.clients import any_client_origins, forget_client, origin_of
 from token_service.demo import DEMO_PASSWORD
-from token_service.directory import DirectoryError, check_allowed_origins, create_client
 from token_service.extensions import db
 from token_service.models import Client
+from token_service.services.base import ServiceError
+from token_service.services.clients import check_allowed_origins, create_client
 
 SHOP = "https://shop.example"  # spa's, from its redirect URI (the default)
 PARTNER = "https://partner.example"  # partner's, registered (its redirect URI's is not)
@@ -404,7 +405,7 @@ def test_origins_are_kept_as_browsers_send_them(given, stored):
     ],
 )
 def test_what_is_not_an_origin_is_refused(given):
-    with pytest.raises(DirectoryError) as refused:
+    with pytest.raises(ServiceError) as refused:
         check_allowed_origins([given])
     assert refused.value.field == "allowed_origins"
 

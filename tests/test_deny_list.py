@@ -10,9 +10,9 @@ import uuid
 import pytest
 from conftest import REDIS_URL
 
-from token_service import store as store_module
+from token_service.kv import REVOCATION_CHANNEL, RedisStore, StoreUnavailable
+from token_service.kv import redis as redis_module
 from token_service.revocation import DenyList
-from token_service.store import REVOCATION_CHANNEL, RedisStore, StoreUnavailable
 
 KEYS = ["deny:jti:j1", "deny:sid:s1"]
 
@@ -99,7 +99,7 @@ def test_a_lost_subscription_sends_every_read_to_the_store(deny_list, store, mon
 def test_a_silent_subscription_is_not_trusted(deny_list, store, monkeypatch):
     """A partition sends no reset: the connection looks open and quiet. Without an answer to
     its PING the subscription stops counting as live, and is replaced."""
-    monkeypatch.setattr(store_module, "PING_SECONDS", 0.05)
+    monkeypatch.setattr(redis_module, "PING_SECONDS", 0.05)
     copied(deny_list)
     subscription = deny_list.subscription
     generation = subscription.generation

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from token_service.config import ConfigError, Settings
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
+from token_service.kv import StoreUnavailable
 from token_service.models import CustomerGroup
-from token_service.store import StoreUnavailable
 
 TENANT = "demo"
 ALICE, BOB = "cus_alice", "cus_bob"
@@ -587,8 +587,8 @@ def partner_tokens(app, client, scope: str, email="bob@acme.test", entity="acme"
     from frontdoor import REDIRECT_URI, Browser, Form, authorize_params, callback
 
     from token_service.clients import forget_client
-    from token_service.directory import create_client
     from token_service.models import Client
+    from token_service.services.clients import create_client
 
     with app.app_context():
         if db.session.get(Client, PARTNER) is None:

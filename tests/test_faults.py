@@ -11,11 +11,11 @@ import pytest
 from conftest import Storefront, basic_auth, build_app, reset, settings_for
 from faults import CuttableProxy, ThrowawayRedis
 
-from token_service import directory
 from token_service.extensions import db
+from token_service.kv import RedisStore
 from token_service.models import Session
 from token_service.revocation import deny_session
-from token_service.store import RedisStore
+from token_service.services import groups
 
 INACTIVE = {"active": False}
 
@@ -114,7 +114,7 @@ def test_admin_api_works_while_redis_is_down(redis_app, redis_server):
     alice = storefront.login()
     bob = storefront.login("bob@acme.test")
     with redis_app.app_context():
-        group = directory.group_of("acme", "ADMIN").id
+        group = groups.group_of("acme", "ADMIN").id
 
     redis_server.stop()
     for path in ("/admin/customers", "/admin/audit-events", "/admin/customers/cus_alice/sessions"):

@@ -12,12 +12,13 @@ import pytest
 from conftest import REDIS_URL, Storefront, basic_auth, forget_deny_list
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from token_service import create_app, directory, lifecycle
+from token_service import create_app
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
+from token_service.kv import REVOCATION_CHANNEL, RedisStore
 from token_service.models import Client
 from token_service.oauth2.introspect import SESSION_STATE_SECONDS
-from token_service.store import REVOCATION_CHANNEL, RedisStore
+from token_service.services import clients, customers, groups, legal_entities
 
 INACTIVE = {"active": False}
 
@@ -50,7 +51,7 @@ def web_shop(app, client):
     """A confidential first-party client (a storefront's back end) that may introspect: the
     one kind of caller that is told about its own refresh tokens."""
     with app.app_context():
-        _, secret = directory.create_client(
+        _, secret = clients.create_client(
             "web-shop",
             confidential=True,
             grant_types=["password", "refresh_token"],
@@ -115,8 +116,8 @@ def test_refresh_token_scope_is_what_the_customer_holds_now(app, web_shop):
     alice = web_shop.login()
     assert "order.order_read_le" in web_shop.introspect(alice.json["refresh_token"])["scope"]
     with app.app_context():
-        group = directory.group_of("acme", "ADMIN").id
-        lifecycle.remove_membership(group, "cus_alice", actor=("client", "admin-cli"))
+        group = groups.group_of("acme", "ADMIN").id
+        groups.remove_membership(group, "cus_alice", actor=("client", "admin-cli"))
         db.session.commit()
     now = web_shop.introspect(alice.json["refresh_token"])
     assert now["active"] is True and "order.order_read_le" not in now["scope"].split()
@@ -126,8 +127,10 @@ def test_refresh_token_scope_is_what_the_customer_holds_now(app, web_shop):
 @pytest.mark.parametrize(
     "change",
     [
-        lambda: lifecycle.block_customer("cus_alice", actor=("client", "admin-cli")),
-        lambda: lifecycle.remove_assignment("cus_alice", "acme", actor=("client", "admin-cli")),
+        lambda: customers.block_customer("cus_alice", actor=("client", "admin-cli")),
+        lambda: legal_entities.remove_assignment(
+            "cus_alice", "acme", actor=("client", "admin-cli")
+        ),
     ],
     ids=["blocked", "unassigned"],
 )

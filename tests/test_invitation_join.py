@@ -30,11 +30,12 @@ from test_self_service import (  # noqa: F401 (database_at_0001 is a fixture)
     set_settings,
 )
 
-from token_service import company, create_app, directory
+from token_service import create_app
 from token_service.config import Settings
 from token_service.database import alembic_config, upgrade
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
+from token_service.kv import MemoryStore
 from token_service.models import (
     Assignment,
     AuditEvent,
@@ -42,7 +43,7 @@ from token_service.models import (
     Invitation,
     OutboxMessage,
 )
-from token_service.store import MemoryStore
+from token_service.services import company, groups
 
 GINA = "gina@globex.test"
 
@@ -231,7 +232,7 @@ def test_join_on_the_page_after_signing_in(app, alice, gina, storefront):
     assert "You joined ACME Corp" in text(done)
     with app.app_context():
         assert db.session.get(Assignment, (gina, "acme")).type == "CONTACT"
-        contact = directory.group_of("acme", "CONTACT").id
+        contact = groups.group_of("acme", "CONTACT").id
         assert db.session.get(GroupMember, (contact, gina)) is not None
         invitation = db.session.scalars(select(Invitation)).one()
         assert invitation.accepted_at is not None and invitation.token_hash is None

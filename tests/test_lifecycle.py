@@ -7,9 +7,9 @@ import pytest
 from conftest import deny_listed
 from sqlalchemy import select
 
-from token_service import directory, lifecycle
 from token_service.extensions import db
 from token_service.models import AuditEvent, Customer, GroupScope
+from token_service.services import base, customers, groups, legal_entities
 
 ACTOR = ("client", "admin-cli")
 INACTIVE = {"active": False}
@@ -56,7 +56,7 @@ def _delete_entity(app, client, customer):
 
 def admin_group(app) -> str:
     with app.app_context():
-        return directory.group_of("acme", "ADMIN").id
+        return groups.group_of("acme", "ADMIN").id
 
 
 @pytest.mark.parametrize(
@@ -113,8 +113,8 @@ def test_removing_membership_denies_live_token_and_next_refresh_reflects_it(
     login = storefront.login()
     customer = alice(app)
     with app.app_context():
-        admin_group = directory.group_of("acme", "ADMIN").id
-        lifecycle.remove_membership(admin_group, customer, actor=ACTOR)
+        admin_group = groups.group_of("acme", "ADMIN").id
+        groups.remove_membership(admin_group, customer, actor=ACTOR)
         db.session.commit()
     assert introspect(login.json["access_token"]) == INACTIVE
     r = storefront.refresh(login.json["refresh_token"])
@@ -128,7 +128,7 @@ def test_membership_change_elsewhere_leaves_token_alone(app, storefront, introsp
     login = storefront.login(legal_entity_id="globex")
     customer = alice(app)
     with app.app_context():
-        lifecycle.remove_membership(directory.group_of("acme", "ADMIN").id, customer, actor=ACTOR)
+        groups.remove_membership(groups.group_of("acme", "ADMIN").id, customer, actor=ACTOR)
         db.session.commit()
     assert introspect(login.json["access_token"])["active"] is True
 
@@ -137,7 +137,7 @@ def test_removing_assignment(app, storefront, introspect):
     login = storefront.login()
     customer = alice(app)
     with app.app_context():
-        lifecycle.remove_assignment(customer, "acme", actor=ACTOR)
+        legal_entities.remove_assignment(customer, "acme", actor=ACTOR)
         db.session.commit()
         assert db.session.get(Customer, customer).default_legal_entity_id is None
     assert introspect(login.json["access_token"]) == INACTIVE
@@ -153,14 +153,14 @@ def test_blocking_revokes_every_session(app, storefront, introspect):
     first, second = storefront.login(), storefront.login(legal_entity_id="globex")
     customer = alice(app)
     with app.app_context():
-        lifecycle.block_customer(customer, actor=ACTOR)
+        customers.block_customer(customer, actor=ACTOR)
         db.session.commit()
     for login in (first, second):
         assert introspect(login.json["access_token"]) == INACTIVE
         assert storefront.refresh(login.json["refresh_token"]).json["error"] == "invalid_grant"
     assert storefront.login().json["error"] == "invalid_grant"
     with app.app_context():
-        lifecycle.unblock_customer(customer, actor=ACTOR)
+        customers.unblock_customer(customer, actor=ACTOR)
         db.session.commit()
     assert storefront.login().status_code == 200
     # Revoked sessions stay revoked.
@@ -170,10 +170,10 @@ def test_blocking_revokes_every_session(app, storefront, introspect):
 def test_deleting_entity(app, storefront, introspect):
     login = storefront.login(legal_entity_id="globex")
     with app.app_context():
-        with pytest.raises(directory.DirectoryError) as refused:
-            lifecycle.delete_legal_entity("globex", actor=ACTOR)
+        with pytest.raises(base.ServiceError) as refused:
+            legal_entities.delete_legal_entity("globex", actor=ACTOR)
         assert refused.value.status == 409
-        lifecycle.delete_legal_entity("globex", cascade=True, actor=ACTOR)
+        legal_entities.delete_legal_entity("globex", cascade=True, actor=ACTOR)
         db.session.commit()
     assert introspect(login.json["access_token"]) == INACTIVE
     r = storefront.refresh(login.json["refresh_token"])
@@ -183,9 +183,9 @@ def test_deleting_entity(app, storefront, introspect):
 
 def test_deleting_company_with_subsidiary_needs_cascade(app):
     with app.app_context():
-        with pytest.raises(directory.DirectoryError):
-            lifecycle.delete_legal_entity("acme", actor=ACTOR)
-        deleted = lifecycle.delete_legal_entity("acme", cascade=True, actor=ACTOR)
+        with pytest.raises(base.ServiceError):
+            legal_entities.delete_legal_entity("acme", actor=ACTOR)
+        deleted = legal_entities.delete_legal_entity("acme", cascade=True, actor=ACTOR)
         db.session.commit()
     assert set(deleted) == {"acme", "acme-logistics"}
 
@@ -193,8 +193,8 @@ def test_deleting_company_with_subsidiary_needs_cascade(app):
 def test_membership_requires_assignment(app):
     with app.app_context():
         bob = db.session.scalar(select(Customer.id).where(Customer.email == "bob@acme.test"))
-        with pytest.raises(directory.DirectoryError) as err:
-            directory.add_member(directory.group_of("globex", "BUYER").id, bob)
+        with pytest.raises(base.ServiceError) as err:
+            groups.add_member(groups.group_of("globex", "BUYER").id, bob)
         assert err.value.status == 409
 
 
@@ -202,8 +202,8 @@ def test_group_scope_change_denies_members_tokens(app, storefront, introspect):
     login = storefront.login()
     bob = storefront.login("bob@acme.test")
     with app.app_context():
-        group = directory.group_of("acme", "ADMIN").id
-        lifecycle.set_group_scopes_now(group, ["order.order_read_le"], actor=ACTOR)
+        group = groups.group_of("acme", "ADMIN").id
+        groups.set_group_scopes_now(group, ["order.order_read_le"], actor=ACTOR)
         db.session.commit()
     assert introspect(login.json["access_token"]) == INACTIVE
     assert introspect(bob.json["access_token"])["active"] is True  # not a member
@@ -280,9 +280,7 @@ def test_lock_written_before_locks_held_their_expiry_still_holds(app, storefront
 
 
 def test_backoff_is_capped(app):
-    from token_service.throttle import LoginThrottle
-
-    throttle = LoginThrottle(app.extensions["token_store"], app.config["SETTINGS"])
+    throttle = app.extensions["login_throttle"]
     delays = [throttle.failed("victim@acme.test", None) for _ in range(40)]
     assert delays[: throttle.free] == [0] * throttle.free
     assert delays[throttle.free : throttle.free + 4] == [1, 2, 4, 8]

@@ -14,10 +14,11 @@ from datetime import timedelta
 import pytest
 from conftest import basic_auth
 
-from token_service import directory, logs
+from token_service import logs
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
 from token_service.models import RefreshToken, utcnow
+from token_service.services import customers
 
 
 class Captured:
@@ -241,7 +242,7 @@ def test_no_token_code_password_or_secret_reaches_a_log_line(
         logging.getLogger("token_service.test").warning("creating %s with %s", email, password)
         raise RuntimeError(f"cannot create {email}: {password!r} rejected")
 
-    monkeypatch.setattr(directory, "create_customer", leaky_directory)
+    monkeypatch.setattr(customers, "create_customer", leaky_directory)
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)  # a 500, as when deployed
     leaky = client.post(
         "/admin/customers",

@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from token_service.services import clients
+
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -151,11 +153,10 @@ def test_two_authentication_methods_are_refused(app, client):
 
 def test_basic_credentials_are_form_urldecoded(app, client):
     # RFC 6749 §2.3.1: the id and secret are application/x-www-form-urlencoded before Basic.
-    from token_service import directory
     from token_service.extensions import db
 
     with app.app_context():
-        _, secret = directory.create_client(
+        _, secret = clients.create_client(
             "svc:with space", confidential=True, grant_types=["client_credentials"], scope=""
         )
         db.session.commit()

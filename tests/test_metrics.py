@@ -15,8 +15,8 @@ from token_service import metrics
 from token_service.api.observe import Observed
 from token_service.config import ConfigError, Settings
 from token_service.extensions import db
+from token_service.kv import RedisStore, StoreUnavailable
 from token_service.models import RefreshToken, utcnow
-from token_service.store import RedisStore, StoreUnavailable
 
 
 def scrape(client, **headers) -> dict[tuple, float]:

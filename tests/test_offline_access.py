@@ -13,10 +13,10 @@ from conftest import basic_auth, claims_of
 from frontdoor import REDIRECT_URI, Form, authorize_params, callback, register, text
 
 from token_service.clients import forget_client
-from token_service.directory import create_client
 from token_service.extensions import db
 from token_service.keys import SigningKey
 from token_service.models import Scope
+from token_service.services.clients import create_client
 
 PARTNER = "partner"
 STAY_SIGNED_IN = "Stay signed in: keep access when you are away"

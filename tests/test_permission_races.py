@@ -20,13 +20,13 @@ import pytest
 from conftest import claims_of, deny_listed
 from sqlalchemy import select
 
-from token_service import directory, lifecycle
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
 from token_service.models import Customer, GroupMember, Session, utcnow
 from token_service.oauth2.sessions import NewSession, Rotation, Superseded
 from token_service.revocation import fence_issuance, revoke_session
 from token_service.security import hash_token
+from token_service.services import customers, groups, legal_entities
 from token_service.throttle import _keys as throttle_keys
 
 ACTOR = ("client", "admin-cli")
@@ -87,9 +87,9 @@ def alice(app) -> str:
 
 def _rejoin_admin_group(app, customer: str) -> str:
     with app.app_context():
-        group = directory.group_of("acme", "ADMIN").id
+        group = groups.group_of("acme", "ADMIN").id
         if db.session.get(GroupMember, (group, customer)) is None:
-            directory.add_member(group, customer)
+            groups.add_member(group, customer)
             db.session.commit()
         return group
 
@@ -115,7 +115,7 @@ def test_login_racing_membership_removal(app, introspect):
         response, after = _race(
             app,
             lambda client: _login(client, legal_entity_id="acme"),
-            lambda group=group: lifecycle.remove_membership(group, customer, actor=ACTOR),
+            lambda group=group: groups.remove_membership(group, customer, actor=ACTOR),
             delay,
         )
         assert response.status_code == 200, response.json
@@ -140,7 +140,7 @@ def test_switch_racing_membership_removal(app, introspect):
         response, after = _race(
             app,
             lambda client, token=refresh_token: _refresh(client, token, legal_entity_id="acme"),
-            lambda group=group: lifecycle.remove_membership(group, customer, actor=ACTOR),
+            lambda group=group: groups.remove_membership(group, customer, actor=ACTOR),
             delay,
         )
         assert response.status_code == 200, response.json
@@ -157,7 +157,7 @@ def test_login_racing_block(app, introspect):
         response, after = _race(
             app,
             lambda client: _login(client),
-            lambda: lifecycle.block_customer(customer, actor=ACTOR),
+            lambda: customers.block_customer(customer, actor=ACTOR),
             delay,
         )
         assert response.status_code in (200, 400), response.json
@@ -166,7 +166,7 @@ def test_login_racing_block(app, introspect):
         else:
             assert after, "refused as blocked only once the block committed"
         with app.app_context():
-            lifecycle.unblock_customer(customer, actor=ACTOR)
+            customers.unblock_customer(customer, actor=ACTOR)
             db.session.commit()
         # A login refused as blocked counts as a failed login: start each race unthrottled.
         store = app.extensions["token_store"]
@@ -289,7 +289,7 @@ def test_grant_reads_again_after_a_change_between_its_read_and_write(
     def remove_in_between(*args, **kwargs):
         if not calls:  # another connection, committed: the real race, on both backends
             with app.app_context():
-                lifecycle.remove_membership(group, customer, actor=ACTOR)
+                groups.remove_membership(group, customer, actor=ACTOR)
                 db.session.commit()
         calls.append(1)
         return original(*args, **kwargs)
@@ -313,8 +313,8 @@ def test_login_and_refresh_racing_customer_deletion(app, introspect):
     for i, delay in enumerate(_delays(60)[:16]):
         email = f"doomed{i}@acme.test"
         with app.app_context():
-            customer = directory.create_customer(email, DEMO_PASSWORD).id
-            directory.assign(customer, "acme")
+            customer = customers.create_customer(email, DEMO_PASSWORD).id
+            legal_entities.assign(customer, "acme")
             db.session.commit()
         with app.test_client() as client:
             refresh_token = _login(client, username=email).json["refresh_token"]

@@ -10,7 +10,7 @@ from conftest import Storefront, basic_auth, forget_deny_list
 from token_service import create_app
 from token_service.demo import DEMO_PASSWORD
 from token_service.extensions import db
-from token_service.store import RedisStore
+from token_service.kv import RedisStore
 
 INACTIVE = {"active": False}
 

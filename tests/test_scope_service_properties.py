@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_scope_properties import oracle
 
-from token_service import directory
 from token_service.extensions import db
 from token_service.models import Client
 from token_service.scopes import split_scopes
+from token_service.services import catalogue, customers, legal_entities
+from token_service.services.groups import add_member, create_group
 
 CATALOGUE = [f"shop{i}.item_act{j}" for i in range(3) for j in range(3)]
 PASSWORD = "property-test-password"
@@ -43,12 +44,12 @@ def build(app, world):
     parents, assigned, groups = world
     run = next(_ids)
     with app.app_context():
-        directory.ensure_scopes(CATALOGUE)
+        catalogue.ensure_scopes(CATALOGUE)
         storefront = db.session.get(Client, "storefront")
         storefront.scope = " ".join(sorted(split_scopes(storefront.scope) | set(CATALOGUE)))
         entities = []
         for i, parent in enumerate(parents):
-            entity = directory.create_legal_entity(
+            entity = legal_entities.create_legal_entity(
                 f"Company {run}-{i}",
                 id=f"p{run}-{i}",
                 type="COMPANY" if parent is None else "SUBSIDIARY",
@@ -56,9 +57,9 @@ def build(app, world):
             )
             entities.append(entity.id)
         email = f"prop{run}@example.test"
-        customer = directory.create_customer(email, PASSWORD)
+        customer = customers.create_customer(email, PASSWORD)
         for i in sorted(assigned):
-            directory.assign(customer.id, entities[i])
+            legal_entities.assign(customer.id, entities[i])
         model, member_of = [], set()
         # Predefined CONTACT groups of assigned entities hold their template scopes.
         contact = split_scopes(app.config["SETTINGS"].group_templates["CONTACT"])
@@ -67,9 +68,9 @@ def build(app, world):
             model.append((entities[i], contact))
         for entity_index, scopes, member in groups:
             entity_id = None if entity_index is None else entities[entity_index]
-            group = directory.create_group("g", scopes, legal_entity_id=entity_id)
+            group = create_group("g", scopes, legal_entity_id=entity_id)
             if member and (entity_index is None or entity_index in assigned):
-                directory.add_member(group.id, customer.id)
+                add_member(group.id, customer.id)
                 member_of.add(len(model))
             model.append((entity_id, scopes))
         ceiling = split_scopes(storefront.scope)

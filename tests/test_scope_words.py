@@ -9,9 +9,10 @@ from conftest import basic_auth
 from frontdoor import REDIRECT_URI, Form, authorize_params
 
 from token_service.clients import forget_client
-from token_service.directory import SCOPE_DESCRIPTIONS, create_client, seed_catalogue
 from token_service.extensions import db
 from token_service.models import Client, Scope
+from token_service.services.catalogue import SCOPE_DESCRIPTIONS, seed_catalogue
+from token_service.services.clients import create_client
 
 SCOPE_NAME = re.compile(r"\b[a-z][a-z0-9]*\.[a-z][a-z0-9_]*\b")
 

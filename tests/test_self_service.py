@@ -1,4 +1,4 @@
-"""Company self-service (/self-service, token_service.company): every rule on both backends.
+"""Company self-service (/self-service, services/company.py): every rule on both backends.
 
 alice@acme.test is in ACME's ADMIN group (and a CONTACT of Globex), bob@acme.test in ACME's
 BUYER group (demo data)."""
@@ -20,11 +20,12 @@ from alembic import command
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from token_service import company, create_app, directory, lifecycle
+from token_service import create_app
 from token_service.config import ConfigError, Settings
 from token_service.database import alembic_config, upgrade
 from token_service.demo import DEMO_PASSWORD, load_demo
 from token_service.extensions import db
+from token_service.kv import MemoryStore
 from token_service.models import (
     Assignment,
     AuditEvent,
@@ -36,7 +37,8 @@ from token_service.models import (
     Invitation,
     OutboxMessage,
 )
-from token_service.store import MemoryStore
+from token_service.services import company, customers, groups, legal_entities
+from token_service.services.groups import add_member, group_of
 
 ALICE, BOB = "cus_alice", "cus_bob"
 PG_ADMIN_URL = os.environ.get(
@@ -99,7 +101,7 @@ def alice(login):
 
 def group(app, entity: str, code: str) -> str:
     with app.app_context():
-        return directory.group_of(entity, code).id
+        return groups.group_of(entity, code).id
 
 
 def run(app, fn, *args, **kwargs):
@@ -112,18 +114,18 @@ def run(app, fn, *args, **kwargs):
 
 def make_customer(app, email, entity=None, groups=(), password=None):
     with app.app_context():
-        customer = directory.create_customer(email, password)
+        customer = customers.create_customer(email, password)
         if entity:
-            directory.assign(customer.id, entity)
+            legal_entities.assign(customer.id, entity)
         for code in groups:
-            directory.add_member(directory.group_of(entity, code).id, customer.id)
+            add_member(group_of(entity, code).id, customer.id)
         db.session.commit()
         return customer.id
 
 
 def custom_group(app, entity, scopes, name="Helpers"):
     with app.app_context():
-        group_id = directory.create_group(name, scopes, legal_entity_id=entity).id
+        group_id = groups.create_group(name, scopes, legal_entity_id=entity).id
         db.session.commit()
         return group_id
 
@@ -525,7 +527,7 @@ def test_no_group_beyond_the_actors_own_scopes(app, login):
             "iam.assignment_delete_own",
         ],
     )
-    run(app, directory.add_member, helpers, BOB)
+    run(app, groups.add_member, helpers, BOB)
     bob, _ = login("bob@acme.test")
     r = bob.add(group(app, "acme", "ADMIN"), BOB)
     assert r.status_code == 403 and "approval.approval_manage" in r.json["message"]
@@ -537,7 +539,7 @@ def test_no_group_beyond_the_actors_own_scopes(app, login):
     assert bob.add(group(app, "acme", "BUYER"), carol).status_code == 201
     assert bob.add(helpers, carol).status_code == 201
     with app.app_context():
-        admin = directory.group_of("acme", "ADMIN").id
+        admin = groups.group_of("acme", "ADMIN").id
         assert db.session.get(GroupMember, (admin, BOB)) is None
 
 
@@ -566,9 +568,9 @@ def test_the_last_admin_cannot_leave(app, alice, login):
     assert alice.unassign(ALICE).status_code == 409
     # A second admin who is blocked does not count.
     dora = make_customer(app, "dora@acme.test", "acme", ["ADMIN"], password=DEMO_PASSWORD)
-    run(app, lifecycle.block_customer, dora, actor=("system", None))
+    run(app, customers.block_customer, dora, actor=("system", None))
     assert alice.remove(admin, ALICE).status_code == 409
-    run(app, lifecycle.unblock_customer, dora, actor=("system", None))
+    run(app, customers.unblock_customer, dora, actor=("system", None))
     # With another active admin, alice may go, and then dora is the last.
     dora_api, _ = login("dora@acme.test")
     assert alice.remove(admin, ALICE).status_code == 204
@@ -583,7 +585,7 @@ def test_the_last_admin_cannot_leave(app, alice, login):
 
 def test_a_blocked_actor_is_refused_at_once(app, alice):
     assert alice.get("/members").status_code == 200
-    run(app, lifecycle.block_customer, ALICE, actor=("client", "admin-cli"))
+    run(app, customers.block_customer, ALICE, actor=("client", "admin-cli"))
     r = alice.get("/members")
     assert r.status_code == 401 and r.json["error"] == "invalid_token"
     assert alice.invite("x@example.test").status_code == 401
@@ -800,10 +802,10 @@ def test_migration_0003_keeps_the_data_and_grants_the_invite_scope(database_at_0
         assert admins == 3  # ACME, ACME Logistics, Globex
         assert after == {**counts, "group_scopes": counts["group_scopes"] + 3}
         assert company.MANAGE_OWN in db.session.get(Client, "storefront").scope.split()
-        customer = directory.create_customer("new@example.test", None)
+        customer = customers.create_customer("new@example.test", None)
         customer.status = "invited"
         db.session.commit()
-        bad = directory.create_customer("bad@example.test", None)
+        bad = customers.create_customer("bad@example.test", None)
         bad.status = "unknown"
         with pytest.raises(IntegrityError):
             db.session.commit()

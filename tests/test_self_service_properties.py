@@ -26,9 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, literal_column, null, or_, select, union_all
 
-from token_service import company, directory
 from token_service.clients import forget_client
-from token_service.directory import DirectoryError
 from token_service.extensions import db
 from token_service.models import (
     Assignment,
@@ -46,6 +44,8 @@ from token_service.models import (
 )
 from token_service.scopes import join_scopes, split_scopes
 from token_service.security import new_token
+from token_service.services import clients, company, legal_entities
+from token_service.services.base import ServiceError
 
 #: At least 2,000 across the suite (issue 13), within about a minute on two workers.
 EXAMPLES = {"embedded": 1300, "postgres": 700}
@@ -111,13 +111,13 @@ def entities() -> list[str]:
     if db.session.get(LegalEntity, ids[0]) is None:
         for name, entity_id in zip(ENTITIES, ids, strict=True):
             parent = PARENT.get(name)
-            directory.create_legal_entity(
+            legal_entities.create_legal_entity(
                 name,
                 id=entity_id,
                 type="SUBSIDIARY" if parent else "COMPANY",
                 parent_id=f"prop-{parent}" if parent else None,
             )
-        directory.create_client(
+        clients.create_client(
             CLIENT,
             confidential=False,
             grant_types=["password", "refresh_token"],
@@ -401,7 +401,7 @@ def service_call(actor: company.Actor, kind: str, target, group, email: str) -> 
             company.add_to_group(actor, group, target)
         else:
             company.remove_from_group(actor, group, target)
-    except DirectoryError as error:
+    except ServiceError as error:
         return error.status
     return 200
 

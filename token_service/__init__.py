@@ -20,12 +20,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .database import configure_engine
     from .extensions import db
     from .keys import KeyRing
+    from .kv import embedded_store_path, make_store
+    from .oauth2 import grace
     from .oauth2.grants import TokenEndpoint
     from .oauth2.introspect import Introspection
     from .oauth2.sessions import for_database
+    from .rate import KeyValueRateCounter
     from .revocation import DenyList
-    from .store import embedded_store_path, make_store
-    from .throttle import LoginThrottle
+    from .throttle import KeyValueLoginThrottle
 
     app = Flask(__name__, instance_relative_config=True)
     app.json.sort_keys = False
@@ -53,14 +55,21 @@ def create_app(test_config: dict | None = None) -> Flask:
         embedded_store_path(settings.database_url, app.instance_path),
     )
     keyring = KeyRing(settings.keys_dir, settings.access_token_ttl_max + 60)
-    throttle = LoginThrottle(store, settings)
+    # The ports of the protocol code, each on its backend: the session store on the
+    # database, the others on the shared key-value store (kv/).
+    sessions = for_database(settings.database_url)
+    grace_store = grace.for_store(store)
+    throttle = KeyValueLoginThrottle(store, settings)
     app.extensions["token_store"] = store
     app.extensions["deny_list"] = DenyList(store)
     app.extensions["keyring"] = keyring
-    app.extensions["login_throttle"] = throttle
-    sessions = for_database(settings.database_url)
     app.extensions["sessions"] = sessions
-    app.extensions["token_endpoint"] = TokenEndpoint(settings, keyring, store, sessions, throttle)
+    app.extensions["grace_store"] = grace_store
+    app.extensions["login_throttle"] = throttle
+    app.extensions["rate_counter"] = KeyValueRateCounter(store)
+    app.extensions["token_endpoint"] = TokenEndpoint(
+        settings, keyring, grace_store, sessions, throttle
+    )
     app.extensions["introspection"] = Introspection(settings, keyring, sessions)
 
     from .api import (

@@ -15,10 +15,11 @@ from flask import Flask
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from . import audit, directory, lifecycle
+from . import audit
 from .extensions import db
 from .inputs import email_key
 from .models import Customer, LegalEntity
+from .services import base, groups, legal_entities
 
 
 def cli_actor() -> tuple[str, str]:
@@ -42,7 +43,7 @@ def refusals() -> Iterator[None]:
     """A change the directory refuses ends the command with its reason (exit status 1)."""
     try:
         yield
-    except directory.DirectoryError as exc:
+    except base.ServiceError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -77,7 +78,7 @@ def companies_group() -> None:
 def companies_create(name: str, entity_id: str | None, parent: str | None) -> None:
     """Create a company (or a subsidiary with --parent) with its predefined groups."""
     with refusals():
-        entity = directory.create_legal_entity(
+        entity = legal_entities.create_legal_entity(
             name, type="SUBSIDIARY" if parent else "COMPANY", parent_id=parent, id=entity_id
         )
     record("legal_entity.created", target=entity.id, type=entity.type, parent_id=entity.parent_id)
@@ -117,7 +118,7 @@ def customers_assign(customer: str, legal_entity_id: str, type_: str) -> None:
     """Assign CUSTOMER (email or id) to a legal entity; they join its CONTACT group."""
     customer_id = customer_id_of(customer)
     with refusals():
-        directory.assign(customer_id, legal_entity_id, type_)
+        legal_entities.assign(customer_id, legal_entity_id, type_)
     record("assignment.created", customer_id=customer_id, target=legal_entity_id, type=type_)
     db.session.commit()
     click.echo(f"assigned {customer_id} to {legal_entity_id} ({type_})")
@@ -143,11 +144,11 @@ def groups_set_scopes(group, scopes, legal_entity, code) -> None:
                 raise click.UsageError("--legal-entity and --code go together")
             if group:
                 scopes = (group, *scopes)  # no GROUP argument: the first word is a scope
-            group = directory.group_of(legal_entity, code).id
+            group = groups.group_of(legal_entity, code).id
         elif not group:
             raise click.UsageError("give a GROUP id, or --legal-entity and --code")
         names = sorted({name for word in scopes for name in word.split()})
-        lifecycle.set_group_scopes_now(group, names, actor=cli_actor())
+        groups.set_group_scopes_now(group, names, actor=cli_actor())
     db.session.commit()
     click.echo(f"group {group}: {' '.join(names) or '(no scopes)'}")
 

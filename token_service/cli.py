@@ -11,6 +11,7 @@ from flask.cli import FlaskGroup, with_appcontext
 
 from .extensions import db
 from .notifications import deliver_pending
+from .services import customers
 
 
 def _settings():
@@ -32,7 +33,7 @@ def _me() -> str:
 def migrate_command() -> None:
     """Create or upgrade the database schema (Alembic) and seed the scope catalogue."""
     from .database import upgrade
-    from .directory import seed_catalogue
+    from .services.catalogue import seed_catalogue
 
     upgrade(db.engine)
     seed_catalogue()
@@ -151,7 +152,7 @@ def _at_terminal() -> bool:
 def _password(password: str | None, password_stdin: bool) -> str | None:
     """The password given (the first line of standard input with --password-stdin), else one
     typed twice at a terminal; None without a terminal. Held to the admin API's rule."""
-    from .company import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+    from .services.company import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
     if password is not None and password_stdin:
         raise click.UsageError("--password and --password-stdin exclude each other")
@@ -176,13 +177,15 @@ def _invite(customer, entity_id: str) -> None:
     from datetime import timedelta
 
     from .admin_cli import record
-    from .company import _send_link  # the link's token and its email, as for any invitation
-    from .directory import DirectoryError
     from .models import Invitation, LegalEntity, new_id, utcnow
+    from .services.base import ServiceError
+    from .services.company import (
+        _send_link,  # the link's token and its email, as for any invitation
+    )
 
     entity = db.session.get(LegalEntity, entity_id)
     if entity is None:
-        raise DirectoryError(f"legal entity {entity_id} not found", status=404)
+        raise ServiceError(f"legal entity {entity_id} not found", status=404)
     now = utcnow()
     invitation = Invitation(
         id=new_id("inv"),
@@ -213,8 +216,9 @@ def customers_create(
     the outbox) lets them set their password and join; with no --legal-entity, created without
     a password (`customers set-password` sets one)."""
     from .admin_cli import record, refusals
-    from .directory import assign, create_customer
     from .notifications import deliver_pending
+    from .services.customers import create_customer
+    from .services.legal_entities import assign
 
     password = _password(password, password_stdin)
     invited = password is None and bool(legal_entities)
@@ -257,7 +261,6 @@ def customers_create(
 def customers_set_password(customer: str, password_stdin: bool) -> None:
     """Set the password of CUSTOMER (email or id), as the admin API's PATCH does: they are
     signed out everywhere. An invited customer sets theirs with their activation link."""
-    from . import lifecycle
     from .admin_cli import cli_actor, customer_id_of, record, refusals
     from .models import Customer
 
@@ -270,7 +273,7 @@ def customers_set_password(customer: str, password_stdin: bool) -> None:
     if password is None:
         raise click.UsageError("no terminal to type the password at: use --password-stdin")
     with refusals():
-        lifecycle.update_customer(customer_id, {"password": password}, actor=cli_actor())
+        customers.update_customer(customer_id, {"password": password}, actor=cli_actor())
     record("customer.updated", customer_id=customer_id, changed=["password"])
     db.session.commit()
     click.echo(f"customer {customer_id}: password set")
@@ -318,7 +321,8 @@ def clients_create(
     allowed_origins,
 ) -> None:
     """Register a client; a confidential client's secret is printed once."""
-    from .directory import DirectoryError, create_client
+    from .services.base import ServiceError
+    from .services.clients import create_client
 
     try:
         client, secret = create_client(
@@ -332,7 +336,7 @@ def clients_create(
             post_logout_redirect_uris=post_logout,
             allowed_origins=allowed_origins or None,
         )
-    except DirectoryError as exc:
+    except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     db.session.commit()
     click.echo(f"client {client.client_id}" + (f" secret: {secret}" if secret else " (public)"))
@@ -345,7 +349,7 @@ def clients_rotate_secret(client_id: str) -> None:
     """Set a new secret for a confidential client and print it, once: the old one stops
     working now (as the admin API's rotate-secret, and audited the same way)."""
     from .admin_cli import record, refusals
-    from .directory import rotate_client_secret
+    from .services.clients import rotate_client_secret
 
     with refusals():
         secret = rotate_client_secret(client_id)

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from .directory import (
-    DirectoryError,
-    add_member,
-    assign,
-    check_redirect_uris,
-    create_client,
-    create_customer,
-    create_legal_entity,
-    group_of,
-    rotate_client_secret,
-    seed_catalogue,
-)
 from .extensions import db
 from .models import Assignment, Client, Customer, GroupMember, LegalEntity
+from .services.base import ServiceError
+from .services.catalogue import seed_catalogue
+from .services.clients import check_redirect_uris, create_client, rotate_client_secret
+from .services.customers import create_customer
+from .services.groups import add_member, group_of
+from .services.legal_entities import assign, create_legal_entity
 
 DEMO_PASSWORD = "correct horse battery staple"  # documented in README; demo only
 
@@ -125,7 +119,7 @@ def load_demo() -> dict[str, str]:
     secrets = {}
     try:
         check_redirect_uris([f"{_issuer()}/demo"], "redirect_uris")
-    except DirectoryError:
+    except ServiceError:
         # Plain http on a public host: no browser client may be sent there (the demo page
         # works on http://127.0.0.1 and on https).
         clients = [c for c in clients if c["client_id"] != "demo-web"]

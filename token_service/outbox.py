@@ -13,7 +13,7 @@ import math
 import threading
 import time
 
-from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
+from .kv import REVOCATION_CHANNEL, KeyValueStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Outbox:
 
     RETRY_SECONDS = 1.0
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: KeyValueStore) -> None:
         self.store = store
         self._pending: dict[str, tuple[bytes, float, dict]] = {}
         self._lock = threading.Lock()

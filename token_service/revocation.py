@@ -24,9 +24,9 @@ from sqlalchemy import select, update
 from . import audit, backchannel, metrics
 from .expiring import ExpiringMap
 from .extensions import db
+from .kv import REVOCATION_CHANNEL, KeyValueStore, StoreUnavailable
 from .models import Customer, Session, utcnow
 from .outbox import Outbox
-from .store import REVOCATION_CHANNEL, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,14 @@ class DenyList:
     subscription (or is on the wire to another host, ahead of anything the revoking caller does
     next), and reading what waits there before answering from the copy shows the revocation at
     once, as asking the store would. While the subscription is not live (starting, failed, or
-    silent: see store.Subscription) every answer comes from the store and nothing is copied.
+    silent: see kv.Subscription) every answer comes from the store and nothing is copied.
     The in-process store has no subscription and is read directly: it is memory already.
     """
 
     #: A bound on how long a copied entry is used, should a message ever go missing anyway.
     KEEP_SECONDS = 60.0
 
-    def __init__(self, store: Store, max_entries: int = 50_000) -> None:
+    def __init__(self, store: KeyValueStore, max_entries: int = 50_000) -> None:
         self.store = store
         self.subscription = store.subscribe(REVOCATION_CHANNEL)
         self._copy = ExpiringMap(maxsize=max_entries, ttl=self.KEEP_SECONDS)

@@ -1,4 +1,6 @@
-"""Login throttling per account and per client address, in the shared store.
+"""Login throttling per account and per client address: the `LoginThrottle` port, which the
+one credentials check (oauth2/login.py) sees, and its implementation on the shared key-value
+store (kv/: memory, the store file, Redis).
 
 After a few free failures, each further failure locks the key for 2^n seconds, capped
 (`login_throttle_max_delay`, default 15 min): an attacker can slow a victim's logins down,
@@ -15,12 +17,13 @@ import hashlib
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from . import metrics
 from .inputs import email_key
-from .store import Store, StoreUnavailable
+from .kv import KeyValueStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +56,35 @@ def _keys(username: str, address: str | None) -> list[tuple[str, int]]:
     return keys
 
 
-class LoginThrottle:
-    def __init__(self, store: Store, settings) -> None:
+class LoginThrottle(ABC):
+    """What the credentials check asks before and tells after verifying a password. Every
+    method fails open: with the store down it throttles nothing, and logs so."""
+
+    @abstractmethod
+    def check(self, username: str, address: str | None) -> bool:
+        """Raise TooManyAttempts while the account or the address is locked; else say whether
+        the account has failures (or a lock) on record."""
+
+    @abstractmethod
+    def failed(self, username: str, address: str | None) -> int:
+        """Count a failure; returns the lock in seconds now in force (0 if none)."""
+
+    @abstractmethod
+    def succeeded(self, username: str, address: str | None, on_record: bool = True) -> None:
+        """Reset the account's counter, if `check` found one (`on_record`)."""
+
+
+class KeyValueLoginThrottle(LoginThrottle):
+    """The throttle on the shared key-value store, whichever backend: a counter per key
+    (`incr`, which keeps its first expiry on every backend) and a lock beside it that holds
+    its own expiry time, so that `check` reads both keys' locks in one round trip."""
+
+    def __init__(self, store: KeyValueStore, settings) -> None:
         self.store = store
         self.free = settings.login_throttle_free_attempts
         self.cap = settings.login_throttle_max_delay
 
     def check(self, username: str, address: str | None) -> bool:
-        """Raise TooManyAttempts while either key is locked; else say whether the account has
-        failures (or a lock) on record (one round trip: the locks hold their expiry time)."""
         keys = _keys(username, address)
         try:
             values = self.store.get_many([key + ":lock" for key, _ in keys] + [keys[0][0]])
@@ -81,7 +104,6 @@ class LoginThrottle:
         return values[0] is not None or values[-1] is not None  # the account's lock, counter
 
     def failed(self, username: str, address: str | None) -> int:
-        """Count a failure; returns the lock in seconds now in force (0 if none)."""
         longest = 0
         try:
             for key, factor in _keys(username, address):
@@ -97,7 +119,6 @@ class LoginThrottle:
         return longest
 
     def succeeded(self, username: str, address: str | None, on_record: bool = True) -> None:
-        """Reset the account's counter, if `check` found one (`on_record`)."""
         if not on_record:
             return
         key = _keys(username, None)[0][0]

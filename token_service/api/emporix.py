@@ -37,12 +37,12 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from .. import company, entitlements
+from .. import entitlements
 from ..clients import load_client
-from ..directory import DirectoryError
 from ..extensions import db
 from ..inputs import InvalidJson, parse_json, text_problem
 from ..keys import NoSigningKey
+from ..kv import StoreUnavailable
 from ..models import Customer, Session, new_id
 from ..oauth2.introspect import TemporarilyUnavailable
 from ..oauth2.oidc import profile_claims
@@ -50,7 +50,8 @@ from ..oauth2.request import TokenRequest
 from ..revocation import revoke_session
 from ..scopes import COMPANIES_SCOPE, split_scopes
 from ..security import hash_token, new_token
-from ..store import StoreUnavailable
+from ..services import company
+from ..services.base import ServiceError
 from ..throttle import TooManyAttempts
 from . import emporix_models as schema
 from .admin.errors import ApiError
@@ -142,8 +143,8 @@ def api_error(error: ApiError):
     return _error_response(EmporixError(error.status, error.message, headers=headers))
 
 
-@bp.errorhandler(DirectoryError)
-def directory_error(error: DirectoryError):
+@bp.errorhandler(ServiceError)
+def directory_error(error: ServiceError):
     """company's rules: 403 (scope, escalation), 404 (not in the company), 409 (last admin),
     429 and 503 from the invitation limiter."""
     headers = {}
@@ -571,14 +572,15 @@ def _count_anonymous() -> None:
     limit = _settings().anonymous_rate_limit
     if not limit:
         return
-    store = current_app.extensions["token_store"]
-    key = f"emporix:anonymous-rate:{_client_address()}"
+    counter = current_app.extensions["rate_counter"]
     try:
-        if store.incr(key, ANONYMOUS_RATE_WINDOW) <= limit:
-            return
-        retry_after = min(max(1, store.ttl(key)), ANONYMOUS_RATE_WINDOW)
+        retry_after = counter.over(
+            f"emporix:anonymous-rate:{_client_address()}", limit, ANONYMOUS_RATE_WINDOW
+        )
     except StoreUnavailable:
         log.error("store unavailable: anonymous tokens are not rate-limited")
+        return
+    if not retry_after:
         return
     raise EmporixError(
         429,
@@ -927,7 +929,7 @@ def remove_group_user(tenant: str, group_id: str, customer_id: str):
     try:
         group_id = _path_id(group_id, "group")
         company.remove_from_group(actor, group_id, _path_id(customer_id, "user"))
-    except (DirectoryError, EmporixError) as error:
+    except (ServiceError, EmporixError) as error:
         if error.status != 404:
             raise
         raise EmporixError(

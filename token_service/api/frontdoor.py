@@ -32,8 +32,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .. import company, entitlements, notifications
-from ..directory import DirectoryError, describe_scope
+from .. import entitlements, notifications
 from ..extensions import db
 from ..inputs import text_problem
 from ..models import Client, Customer, LegalEntity, Scope, Session, utcnow
@@ -50,6 +49,9 @@ from ..oauth2.oidc import profile_claims
 from ..oauth2.sessions import NewCode
 from ..scopes import join_scopes, split_scopes
 from ..security import new_token
+from ..services import company
+from ..services.base import ServiceError
+from ..services.catalogue import describe_scope
 from ..throttle import TooManyAttempts
 from .demo_page import DEMO_CLIENT_ID
 from .errors import oauth_error_parts
@@ -535,7 +537,7 @@ def activate():
         return _activation_form(token, "The password must not contain control characters.")
     try:
         customer = company.accept_invitation(token, password)
-    except DirectoryError as error:
+    except ServiceError as error:
         db.session.rollback()
         if error.field == "password":
             return _activation_form(token, str(error).capitalize() + ".")
@@ -550,7 +552,7 @@ def _activation_form(token: str, error: str | None = None):
     says the link is gone."""
     try:
         invitation, customer = company.standing_invitation(token)
-    except DirectoryError:
+    except ServiceError:
         return _activation_gone()
     page = _render(
         "activate.html",
@@ -617,7 +619,7 @@ def join():
     decide = company.join_invitation if decision == "join" else company.decline_invitation
     try:
         invitation = decide(token, customer.id)
-    except DirectoryError:
+    except ServiceError:
         return _invitation_gone()
     name = db.session.get(LegalEntity, invitation.legal_entity_id).name
     db.session.commit()
@@ -674,7 +676,7 @@ def _join_form(token: str, customer: Customer):
     """Join / Decline for the invitee, else the page that says the link does not work."""
     try:
         invitation = company.invitation_for(token, customer.id)
-    except DirectoryError:
+    except ServiceError:
         return _invitation_gone()
     inviter = db.session.get(Customer, invitation.invited_by) if invitation.invited_by else None
     page = _render(

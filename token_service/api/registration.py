@@ -9,7 +9,7 @@ service accounts or password logins by self-registration), and its `scope` (defa
 `openid`) must be in the catalogue, without `admin.*` or `token.introspect`. It answers with a
 registration access token (stored as a hash) for RFC 7592 at `registration_client_uri`; an
 update replaces the metadata and keeps the secret. The same checks as the admin API's
-(api/admin/clients.py, token_service.directory): one implementation of each rule.
+(api/admin/clients.py, token_service.services.clients): one implementation of each rule.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .. import audit, registration_tokens
-from ..directory import DirectoryError
 from ..extensions import db
 from ..models import new_id
 from ..scopes import split_scopes
 from ..security import hash_token, new_token
+from ..services import clients
+from ..services.base import ServiceError
 from .admin import clients as admin_clients
 from .admin import representations as rep
 from .admin.errors import ApiError
@@ -213,7 +214,7 @@ def register():
             first_party=False,
             registration_access_token_hash=hash_token(management_token),
         )
-    except DirectoryError as exc:
+    except ServiceError as exc:
         raise _metadata_error(str(exc), exc.field) from None
     audit.record(
         "client.registered",
@@ -265,8 +266,8 @@ def update_registration(client_id: str):
         **changes,
     }
     try:
-        client = admin_clients.directory.update_client(client_id, replaced, **_lifetimes())
-    except DirectoryError as exc:
+        client = clients.update_client(client_id, replaced, **_lifetimes())
+    except ServiceError as exc:
         raise _metadata_error(str(exc), exc.field) from None
     audit.record(
         "client.updated",

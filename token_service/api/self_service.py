@@ -1,4 +1,4 @@
-"""/self-service: a company's own admins manage its members and groups (token_service.company).
+"""/self-service: a company's own admins manage its members and groups (services/company.py).
 
 Authorized by a customer access token, checked as introspection checks it (signature, expiry,
 deny-list, session, customer status, assignment), and confined to the token's legal entity.
@@ -19,12 +19,13 @@ from typing import Annotated, Literal
 from flask import Blueprint, current_app, g, jsonify
 from pydantic import Field
 
-from .. import company, notifications
+from .. import notifications
 from ..extensions import db
 from ..inputs import text_problem
 from ..models import AuditEvent, Customer, Session
 from ..oauth2.introspect import TemporarilyUnavailable
 from ..scopes import split_scopes
+from ..services import company
 from .admin import errors as admin_errors
 from .admin import representations as rep
 from .admin.auth import bearer_token

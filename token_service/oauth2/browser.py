@@ -21,7 +21,7 @@ BROWSER_SESSION_SECONDS = 12 * 3600
 def start_browser_session(customer_id: str, client_id: str) -> tuple[BrowserSession, str]:
     """Record a sign-in; returns the row and the cookie's value (shown once)."""
     # Held until commit: a revocation of all the customer's sessions (which updates this row
-    # first, lifecycle.revoke_all_sessions) either waits for this sign-in and ends it, or
+    # first, sessions.revoke_all_sessions) either waits for this sign-in and ends it, or
     # committed before it and this is a new sign-in after it (PostgreSQL: FOR SHARE; SQLite
     # gets the same order from its one writer).
     db.session.execute(

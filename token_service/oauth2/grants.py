@@ -1,6 +1,7 @@
 """The token endpoint's grants (RFC 6749 §4.1.3, §4.3, §4.4, §6) and the access tokens they
-issue (RFC 9068). Protocol only: every read and write goes through the session store
-(oauth2/sessions), whose operations each commit what they write."""
+issue (RFC 9068). Protocol only: every read and write goes through a port: the session store
+(oauth2/sessions), whose operations each commit what they write, the grace store
+(oauth2/grace.py) and the login throttle (throttle.py)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from ..clients import ClientInfo
 from ..config import Settings
 from ..entitlements import Entitlements
 from ..keys import KeyRing
+from ..kv import Pending, StoreUnavailable
 from ..models import new_id, utcnow
 from ..scopes import COMPANIES_SCOPE, effective_scopes, join_scopes, split_scopes
 from ..security import hash_token, new_token
-from ..store import Pending, Store, StoreUnavailable
+from ..throttle import LoginThrottle
 from . import grace, login
+from .grace import GraceStore
 from .introspect import TemporarilyUnavailable
 from .oidc import profile_claims
 from .request import TokenRequest, authenticate_client
@@ -92,13 +95,13 @@ class TokenEndpoint:
         self,
         settings: Settings,
         keyring: KeyRing,
-        store: Store,
+        grace_store: GraceStore,
         sessions: SessionStore,
-        throttle=None,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.settings = settings
         self.keyring = keyring
-        self.store = store  # grace responses
+        self.grace_store = grace_store
         self.sessions = sessions
         self.throttle = throttle
         self.baseline = split_scopes(settings.baseline_scopes)
@@ -479,24 +482,19 @@ class TokenEndpoint:
         raise InvalidGrantError("The refresh token was already used.")
 
     def _grace_response(self, key: str, age: float) -> bytes | None:
-        """The winner's sealed response. Its write was sent before the rotation committed,
-        but travels on another connection: a loser that raced it asks once more."""
+        """The winner's sealed response, kept before its rotation committed."""
         try:
-            blob = self.store.get(key)
-            if blob is None and age <= 1.0:
-                time.sleep(0.02)
-                blob = self.store.get(key)
+            return self.grace_store.fetch(key, age)
         except StoreUnavailable:
             return None
-        return blob
 
     def _keep_for_grace(
         self, presented: str, successor_hash: str, params: str, response: dict
     ) -> Pending | None:
-        """Send the grace response to the store; the rotation runs while it travels."""
+        """Keep the grace response; the rotation may run while its write travels."""
         if self.settings.refresh_grace_seconds <= 0:
             return None
-        return self.store.send_set(
+        return self.grace_store.keep(
             grace.store_key(presented, successor_hash),
             grace.seal(presented, params, response),
             self.settings.refresh_grace_seconds + 1,

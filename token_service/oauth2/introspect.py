@@ -9,10 +9,10 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error
 from ..clients import ClientInfo
 from ..expiring import ExpiringMap
 from ..keys import KeyRing
+from ..kv import StoreUnavailable
 from ..models import utcnow
 from ..scopes import effective_scopes, split_scopes
 from ..security import hash_token
-from ..store import StoreUnavailable
 from .request import TokenRequest, authenticate_client
 from .sessions import SessionStore, refusal
 

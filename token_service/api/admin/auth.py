@@ -17,10 +17,10 @@ from sqlalchemy import select
 
 from ... import logs
 from ...extensions import db
+from ...kv import StoreUnavailable
 from ...models import AuditEvent, Client
 from ...revocation import is_denied
 from ...scopes import split_scopes
-from ...store import StoreUnavailable
 from .errors import ApiError
 
 READ_SCOPE = "admin.read"

@@ -8,8 +8,8 @@ from flask import url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import directory
 from ...models import Scope
+from ...services import catalogue
 from . import representations as rep
 from .query import Param, arg_choice, page
 from .routing import found, operation, record, respond
@@ -75,7 +75,7 @@ def list_scopes():
 def create_scope(body: dict):
     """A description is required (422 without one): the consent page shows it to customers.
     409 if the name is taken."""
-    scope = directory.add_scope(body["name"], body["description"])
+    scope = catalogue.add_scope(body["name"], body["description"])
     record("scope.created", target=scope.name)
     return respond(rep.scope(scope), 201, location=url_for("admin.get_scope", name=scope.name))
 
@@ -102,6 +102,6 @@ def get_scope(name: str):
 def describe_scope(name: str, body: dict):
     """Set the words the consent page shows for a scope, predefined ones included (`migrate`
     never overwrites a description)."""
-    scope = directory.describe_catalogue_scope(name, body["description"])
+    scope = catalogue.describe_catalogue_scope(name, body["description"])
     record("scope.updated", target=scope.name)
     return respond(rep.scope(scope))

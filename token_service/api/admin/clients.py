@@ -8,10 +8,10 @@ from flask import current_app, url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import directory
 from ...extensions import db
 from ...models import Client, Session
 from ...revocation import fence_issuance, revoke_session
+from ...services import clients
 from . import representations as rep
 from .errors import ApiError
 from .query import page
@@ -22,7 +22,7 @@ TAG = "Clients"
 CLIENT_ID = "<client_id>"
 INT32 = 2**31 - 1
 GrantTypes = Annotated[
-    list[Literal[directory.GRANT_TYPES]],
+    list[Literal[clients.GRANT_TYPES]],
     Field(
         min_length=1,
         max_length=4,
@@ -181,7 +181,7 @@ def internal(body: dict, *, public: bool | None = None) -> dict:
 def create(body: dict, *, first_party: bool, registration_access_token_hash=None):
     """A client from a body in the directory's names (see `internal`): the admin API's and
     the registration endpoint's one way of creating one."""
-    client, secret = directory.create_client(
+    client, secret = clients.create_client(
         body["client_id"],
         name=body.get("name", ""),
         confidential=body.get("confidential", True),
@@ -192,7 +192,7 @@ def create(body: dict, *, first_party: bool, registration_access_token_hash=None
         redirect_uris=body.get("redirect_uris", []),
         post_logout_redirect_uris=body.get("post_logout_redirect_uris", []),
         allowed_origins=body.get("allowed_origins"),
-        metadata={k: body[k] for k in directory.CLIENT_METADATA if k in body},
+        metadata={k: body[k] for k in clients.CLIENT_METADATA if k in body},
     )
     client.registration_access_token_hash = registration_access_token_hash
     return client, secret
@@ -208,7 +208,7 @@ def remove(client_id: str, actor_type: str, actor_id: str | None) -> None:
     fence_issuance({session.customer_id for session in sessions})
     for session in sessions:
         revoke_session(session, "client_deleted", actor_type=actor_type, actor_id=actor_id)
-    directory.delete_client(client_id)
+    clients.delete_client(client_id)
 
 
 def _limits() -> dict:
@@ -233,7 +233,7 @@ def create_client(body: dict):
     this response only: it is stored as a hash."""
     body = internal(body)
     client, secret = create(body, first_party=body.get("first_party", False))
-    directory.set_client_lifetimes(client, body, **_limits())
+    clients.set_client_lifetimes(client, body, **_limits())
     record("client.created", target=client.client_id, grant_types=client.grant_types.split())
     db.session.flush()
     location = url_for("admin.get_client", client_id=client.client_id)
@@ -281,7 +281,7 @@ def update_client(client_id: str, body: dict):
     existing = for_change(Client, client_id, "client")
     changes = internal(body, public=existing.is_public)
     changes.pop("confidential", None)  # agrees with the client (checked by `internal`)
-    client = directory.update_client(client_id, changes, **_limits())
+    client = clients.update_client(client_id, changes, **_limits())
     record("client.updated", target=client_id, changed=sorted(body))
     return respond(rep.client(client), version=client.version)
 
@@ -298,7 +298,7 @@ def update_client(client_id: str, body: dict):
 def rotate_secret(client_id: str):
     """The old secret stops working now; the new one is in this response only."""
     client = for_change(Client, client_id, "client")
-    secret = directory.rotate_client_secret(client_id)
+    secret = clients.rotate_client_secret(client_id)
     record("client.secret_rotated", target=client_id)
     return respond(rep.client_with_secret(client, secret), version=client.version)
 

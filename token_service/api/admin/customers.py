@@ -9,7 +9,7 @@ from flask import current_app, url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import directory, entitlements, lifecycle
+from ... import entitlements
 from ...extensions import db
 from ...models import (
     ASSIGNMENT_TYPES,
@@ -24,6 +24,7 @@ from ...models import (
     utcnow,
 )
 from ...scopes import effective_scopes, split_scopes
+from ...services import customers, legal_entities, sessions
 from . import representations as rep
 from .errors import ApiError, not_found
 from .query import Param, arg, arg_choice, page
@@ -95,12 +96,12 @@ def create_customer(body: dict):
     default = body.get("default_legal_entity_id")
     if default is not None:
         found(LegalEntity, default, "legal entity", field="default_legal_entity_id")
-    customer = directory.create_customer(
+    customer = customers.create_customer(
         body["email"], body.get("password"), id=body.get("id"), default_legal_entity_id=None
     )
     record("customer.created", customer_id=customer.id, default_legal_entity_id=default)
     if default is not None:
-        directory.assign(customer.id, default)
+        legal_entities.assign(customer.id, default)
         customer.default_legal_entity_id = default
         record("assignment.created", customer_id=customer.id, target=default, type="CONTACT")
     db.session.flush()
@@ -161,7 +162,7 @@ def update_customer(customer_id: str, body: dict):
     assigned to, else 409). A new or removed password signs the customer out everywhere
     (sessions and browser sessions)."""
     for_change(Customer, customer_id, "customer")
-    customer = lifecycle.update_customer(customer_id, body, actor=actor())
+    customer = customers.update_customer(customer_id, body, actor=actor())
     record("customer.updated", customer_id=customer_id, changed=sorted(body))
     return respond(rep.customer(customer), version=customer.version)
 
@@ -177,7 +178,7 @@ def update_customer(customer_id: str, body: dict):
 def delete_customer(customer_id: str):
     """Revokes every session first, so their access tokens stop at once."""
     for_change(Customer, customer_id, "customer")
-    customer = lifecycle.delete_customer(customer_id, actor=actor())
+    customer = customers.delete_customer(customer_id, actor=actor())
     record("customer.deleted", customer_id=customer_id, email=customer.email)
     return no_content()
 
@@ -192,7 +193,7 @@ def delete_customer(customer_id: str):
 )
 def block_customer(customer_id: str):
     """Every session is revoked and its access tokens stop at once; no new login."""
-    return _change_status(customer_id, lifecycle.block_customer)
+    return _change_status(customer_id, customers.block_customer)
 
 
 @operation(
@@ -205,7 +206,7 @@ def block_customer(customer_id: str):
 )
 def unblock_customer(customer_id: str):
     """The customer may log in again; revoked sessions stay revoked."""
-    return _change_status(customer_id, lifecycle.unblock_customer)
+    return _change_status(customer_id, customers.unblock_customer)
 
 
 def _change_status(customer_id: str, change: Callable[..., None]):
@@ -261,7 +262,7 @@ def create_assignment(customer_id: str, body: dict):
     """The customer joins the entity's CONTACT group; 409 if already assigned."""
     _customer(customer_id)
     entity_id, type_ = body["legal_entity_id"], body.get("type", "CONTACT")
-    directory.assign(customer_id, entity_id, type_)
+    legal_entities.assign(customer_id, entity_id, type_)
     record("assignment.created", customer_id=customer_id, target=entity_id, type=type_)
     location = url_for("admin.get_assignment", customer_id=customer_id, entity_id=entity_id)
     return respond(_assignment_row(customer_id, entity_id), 201, location=location)
@@ -288,7 +289,7 @@ def get_assignment(customer_id: str, entity_id: str):
 )
 def update_assignment(customer_id: str, entity_id: str, body: dict):
     """PRIMARY, BILLING, LOGISTICS or CONTACT; group memberships stay as they are."""
-    directory.set_assignment_type(customer_id, entity_id, body["type"])
+    legal_entities.set_assignment_type(customer_id, entity_id, body["type"])
     record("assignment.updated", customer_id=customer_id, target=entity_id, type=body["type"])
     return respond(_assignment_row(customer_id, entity_id))
 
@@ -304,7 +305,7 @@ def delete_assignment(customer_id: str, entity_id: str):
     """The customer leaves the entity's groups; sessions acting for it lose their access tokens
     at once and continue without an entity at the next refresh."""
     _customer(customer_id)
-    lifecycle.remove_assignment(customer_id, entity_id, actor=actor())
+    legal_entities.remove_assignment(customer_id, entity_id, actor=actor())
     return no_content()
 
 
@@ -370,7 +371,7 @@ def revoke_one_session(customer_id: str, session_id: str):
     """Its refresh token stops working and its access tokens stop at once, and the sign-in
     (browser session) it came from ends (idempotent)."""
     session = _session(customer_id, session_id)
-    lifecycle.revoke_one_session(session, "revoked_by_admin", actor=actor())
+    sessions.revoke_one_session(session, "revoked_by_admin", actor=actor())
     return respond(rep.session(session))
 
 
@@ -385,7 +386,7 @@ def revoke_all_sessions(customer_id: str):
     """Logs the customer out everywhere (refresh tokens and browser sessions); the customer
     may sign in again."""
     _customer(customer_id)
-    revoked = lifecycle.revoke_all_sessions(customer_id, "revoked_by_admin", actor=actor())
+    revoked = sessions.revoke_all_sessions(customer_id, "revoked_by_admin", actor=actor())
     return respond(rep.RevokedSessions(revoked=revoked).model_dump())
 
 

@@ -14,8 +14,8 @@ from flask import Blueprint, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from ...directory import DirectoryError
 from ...extensions import db
+from ...services.base import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def register(bp: Blueprint) -> None:
         db.session.rollback()
         return error_response(error)
 
-    @bp.errorhandler(DirectoryError)
-    def directory_error(error: DirectoryError):
+    @bp.errorhandler(ServiceError)
+    def directory_error(error: ServiceError):
         db.session.rollback()
         return error_response(ApiError.of(error.status, str(error), error.field))
 

@@ -8,10 +8,10 @@ from flask import url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import directory, lifecycle
 from ...extensions import db
 from ...models import GROUP_CODES, Customer, CustomerGroup, GroupMember, GroupScope
 from ...revocation import fence_issuance
+from ...services import groups
 from . import representations as rep
 from .errors import ApiError
 from .query import Param, arg, arg_choice, page
@@ -75,9 +75,7 @@ def _render(group: CustomerGroup) -> dict:
 def create_group(body: dict):
     """In a legal entity, or tenant-wide (counts in every entity) without `legal_entity_id`."""
     scopes = body.get("scopes", [])
-    group = directory.create_group(
-        body["name"], scopes, legal_entity_id=body.get("legal_entity_id")
-    )
+    group = groups.create_group(body["name"], scopes, legal_entity_id=body.get("legal_entity_id"))
     record(
         "group.created",
         target=group.id,
@@ -147,7 +145,7 @@ def update_group(group_id: str, body: dict):
     """Predefined groups too: their scopes started from the templates, and may be tuned."""
     group = for_change(CustomerGroup, group_id, "group")
     if "scopes" in body:
-        lifecycle.set_group_scopes_now(group_id, body["scopes"], actor=actor())
+        groups.set_group_scopes_now(group_id, body["scopes"], actor=actor())
     if "name" in body:
         group.name = body["name"]
         record("group.renamed", target=group_id, name=body["name"])
@@ -177,8 +175,8 @@ def delete_group(group_id: str):
     )
     fence_issuance(members)  # every member at once, in id order: see revocation.fence_issuance
     for customer_id in members:
-        lifecycle.remove_membership(group_id, customer_id, actor=actor())
-    directory.delete_group(group_id)
+        groups.remove_membership(group_id, customer_id, actor=actor())
+    groups.delete_group(group_id)
     record("group.deleted", target=group_id, name=group.name, legal_entity_id=group.legal_entity_id)
     return no_content()
 
@@ -224,7 +222,7 @@ def add_member(group_id: str, body: dict):
     next refresh acting there has the group's scopes."""
     _group(group_id)
     customer = found(Customer, body["customer_id"], "customer", field="customer_id")
-    member = directory.add_member(group_id, customer.id)
+    member = groups.add_member(group_id, customer.id)
     record("group.member_added", customer_id=customer.id, target=group_id)
     return respond(rep.member(member, customer.email), 201)
 
@@ -239,5 +237,5 @@ def add_member(group_id: str, body: dict):
 def remove_member(group_id: str, customer_id: str):
     """The customer's live access tokens where the group counts stop at once."""
     _group(group_id)
-    lifecycle.remove_membership(group_id, customer_id, actor=actor())
+    groups.remove_membership(group_id, customer_id, actor=actor())
     return no_content()

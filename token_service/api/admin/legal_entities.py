@@ -8,8 +8,8 @@ from flask import url_for
 from pydantic import Field
 from sqlalchemy import select
 
-from ... import directory, lifecycle
 from ...models import LegalEntity
+from ...services import legal_entities
 from . import representations as rep
 from .query import Param, arg, arg_bool, arg_choice, page
 from .routing import actor, for_change, found, no_content, operation, record, respond
@@ -63,7 +63,7 @@ def _plain_limit(limit: dict | None) -> dict | None:
 def create_legal_entity(body: dict):
     """A COMPANY, or a SUBSIDIARY of `parent_id`; it comes with its predefined ADMIN, BUYER,
     REQUESTER and CONTACT groups."""
-    entity = directory.create_legal_entity(
+    entity = legal_entities.create_legal_entity(
         body["name"],
         type=body.get("type", "COMPANY"),
         parent_id=body.get("parent_id"),
@@ -129,7 +129,7 @@ def update_legal_entity(entity_id: str, body: dict):
     for_change(LegalEntity, entity_id, "legal entity")
     if "account_limit" in body:
         body["account_limit"] = _plain_limit(body["account_limit"])
-    entity = directory.update_legal_entity(entity_id, body)
+    entity = legal_entities.update_legal_entity(entity_id, body)
     record("legal_entity.updated", target=entity_id, changed=sorted(body))
     return respond(rep.legal_entity(entity), version=entity.version)
 
@@ -155,5 +155,5 @@ def delete_legal_entity(entity_id: str):
     sessions acting for a deleted entity lose their access tokens at once."""
     cascade = arg_bool("cascade")
     for_change(LegalEntity, entity_id, "legal entity")
-    lifecycle.delete_legal_entity(entity_id, cascade=cascade, actor=actor())
+    legal_entities.delete_legal_entity(entity_id, cascade=cascade, actor=actor())
     return no_content()

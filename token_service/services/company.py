@@ -11,7 +11,7 @@ token's `legal_entity_id`), and holds these rules, whichever surface calls it (t
   and adds a member (themself included) to, or takes one out of, only a group whose scopes are
   all among the actor's own effective scopes in E;
 - the last active ADMIN of E stays (409): no company locks itself out;
-- the effect on others is the admin API's: the same directory and lifecycle functions, so
+- the effect on others is the admin API's: the same service functions, so
   scopes change at the member's next refresh and their live access tokens are deny-listed;
 - consent, and no enumeration: an invitation assigns nobody; the invitee accepts (a new
   address by activating, an existing customer on the hosted join page, signed in). Until
@@ -33,10 +33,10 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, directory, entitlements, lifecycle, notifications
-from .directory import DirectoryError
-from .extensions import db
-from .models import (
+from .. import audit, entitlements, notifications
+from ..extensions import db
+from ..kv import StoreUnavailable
+from ..models import (
     Assignment,
     AuditEvent,
     Customer,
@@ -48,9 +48,11 @@ from .models import (
     new_id,
     utcnow,
 )
-from .scopes import effective_scopes, split_scopes
-from .security import hash_password, hash_token, new_token
-from .store import StoreUnavailable
+from ..scopes import effective_scopes, split_scopes
+from ..security import hash_password, hash_token, new_token
+from . import customers, legal_entities
+from .base import ServiceError
+from .groups import add_member, remove_membership
 
 READ_OWN = "customer.customer_read_own"
 MANAGE_OWN = "customer.customer_manage_own"
@@ -70,7 +72,7 @@ JOIN_PATH = "/invitations/join"
 COMPANY_DETAILS = frozenset({"client_id", "name", "scopes", "type"})
 
 
-class Forbidden(DirectoryError):
+class Forbidden(ServiceError):
     """The actor may not do this (403): a scope is missing, or the change would escalate."""
 
     def __init__(self, message: str, scope: str | None = None) -> None:
@@ -78,7 +80,7 @@ class Forbidden(DirectoryError):
         self.scope = scope
 
 
-class RateLimited(DirectoryError):
+class RateLimited(ServiceError):
     """Too many invitations from one inviter (429); `retry_after` in seconds."""
 
     def __init__(self, retry_after: int) -> None:
@@ -86,7 +88,7 @@ class RateLimited(DirectoryError):
         self.retry_after = max(1, retry_after)
 
 
-class Unavailable(DirectoryError):
+class Unavailable(ServiceError):
     """The store that counts invitations is down (503)."""
 
     def __init__(self) -> None:
@@ -147,14 +149,14 @@ def _group_of_entity(actor: Actor, group_id: str, *, lock: bool = False) -> Cust
     group = db.session.get(CustomerGroup, group_id, with_for_update=lock)
     # Another entity's group, or a tenant-wide one, is not there for this actor.
     if group is None or group.legal_entity_id != actor.legal_entity_id:
-        raise DirectoryError("group not found", status=404)
+        raise ServiceError("group not found", status=404)
     return group
 
 
 def _member(actor: Actor, customer_id: str) -> Assignment:
     assignment = db.session.get(Assignment, (customer_id, actor.legal_entity_id))
     if assignment is None:
-        raise DirectoryError("member not found", status=404)
+        raise ServiceError("member not found", status=404)
     return assignment
 
 
@@ -197,7 +199,7 @@ def _keep_last_admin(actor: Actor, customer_id: str) -> None:
         )
     )
     if not others:
-        raise DirectoryError("the last admin of the legal entity cannot be removed", status=409)
+        raise ServiceError("the last admin of the legal entity cannot be removed", status=409)
 
 
 def _record(actor: Actor, action: str, **fields) -> None:
@@ -276,7 +278,7 @@ def add_to_group(actor: Actor, group_id: str, customer_id: str) -> tuple[GroupMe
     existing = db.session.get(GroupMember, (group.id, customer_id))
     if existing is not None:
         return existing, False
-    member = directory.add_member(group.id, customer_id)
+    member = add_member(group.id, customer_id)
     _record(actor, "group.member_added", customer_id=customer_id, target=group.id)
     return member, True
 
@@ -289,7 +291,7 @@ def remove_from_group(actor: Actor, group_id: str, customer_id: str) -> None:
     _within(held, group)
     if group.code == "ADMIN" and group.predefined:
         _keep_last_admin(actor, customer_id)
-    lifecycle.remove_membership(group.id, customer_id, actor=actor.audit_actor)
+    remove_membership(group.id, customer_id, actor=actor.audit_actor)
 
 
 def unassign(actor: Actor, customer_id: str) -> None:
@@ -304,25 +306,28 @@ def unassign(actor: Actor, customer_id: str) -> None:
     ).all():
         _within(held, db.session.get(CustomerGroup, group_id))
     _keep_last_admin(actor, customer_id)
-    lifecycle.remove_assignment(customer_id, actor.legal_entity_id, actor=actor.audit_actor)
+    legal_entities.remove_assignment(customer_id, actor.legal_entity_id, actor=actor.audit_actor)
 
 
 # -- invitations ------------------------------------------------------------------------------
 
 
 def _normalized_email(email: str) -> str:
-    return directory.valid_email(email)
+    return customers.valid_email(email)
 
 
 def _count_invitation(actor: Actor) -> None:
-    settings = current_app.config["SETTINGS"]
-    store = current_app.extensions["token_store"]
-    key = f"invitations:{actor.customer_id}"
+    """At most `invitation_rate_limit` invitations per inviting customer and hour; a store that
+    cannot count refuses (fail closed: an invitation sends an email)."""
+    limit = current_app.config["SETTINGS"].invitation_rate_limit
     try:
-        if store.incr(key, 3600) > settings.invitation_rate_limit:
-            raise RateLimited(store.ttl(key))
+        retry_after = current_app.extensions["rate_counter"].over(
+            f"invitations:{actor.customer_id}", limit, 3600
+        )
     except StoreUnavailable:
         raise Unavailable() from None
+    if retry_after:
+        raise RateLimited(retry_after)
 
 
 def invitation_status(invitation: Invitation, now: datetime) -> str:
@@ -356,7 +361,7 @@ def invite(actor: Actor, email: str) -> InvitationResult:
         try:
             with db.session.begin_nested():
                 return _invite(actor, email)
-        except (IntegrityError, DirectoryError) as exc:
+        except (IntegrityError, ServiceError) as exc:
             lost_race = isinstance(exc, IntegrityError) or exc.status == 409
             if not lost_race or attempt == RACE_ATTEMPTS:
                 raise
@@ -395,7 +400,7 @@ def _invite(actor: Actor, email: str) -> InvitationResult:
         db.session.flush()
         return InvitationResult(invitation, created=False)
     if customer is None:
-        customer = directory.create_customer(email, None)
+        customer = customers.create_customer(email, None)
         customer.status = "invited"
         # Filed under no entity: E's feed must not show that this address was new.
         audit.record(
@@ -458,7 +463,7 @@ def withdraw_invitation(actor: Actor, invitation_id: str) -> None:
     _authorize(actor, MANAGE_OWN)
     invitation = db.session.get(Invitation, invitation_id, with_for_update=True)
     if invitation is None or invitation.legal_entity_id != actor.legal_entity_id:
-        raise DirectoryError("invitation not found", status=404)
+        raise ServiceError("invitation not found", status=404)
     db.session.delete(invitation)
     _record(actor, "invitation.withdrawn", target=invitation_id)
 
@@ -466,9 +471,9 @@ def withdraw_invitation(actor: Actor, invitation_id: str) -> None:
 # -- the invitee's side: a link's token is theirs alone ----------------------------------------
 
 
-def _gone() -> DirectoryError:
+def _gone() -> ServiceError:
     """One answer for every link that does not work, whatever the reason."""
-    return DirectoryError("invitation not found, used or expired", status=404, field="token")
+    return ServiceError("invitation not found, used or expired", status=404, field="token")
 
 
 def _standing(token: str, *, lock: bool) -> tuple[Invitation, Customer]:
@@ -513,7 +518,7 @@ def _join(invitation: Invitation, customer_id: str) -> None:
         "legal_entity_id": entity,
     }
     if not _assigned(customer_id, entity):  # an invitation made before 0005 assigned at once
-        directory.assign(customer_id, entity)
+        legal_entities.assign(customer_id, entity)
         audit.record("assignment.created", target=entity, **fields)
     invitation.accepted_at = utcnow()
     invitation.token_hash = None  # single use: the hash is gone with the first use
@@ -527,7 +532,7 @@ def accept_invitation(token: str, password: str) -> Customer:
     stands (`standing_invitation`). Their other pending invitations carried activation
     links, which stop working now: each gets a join link instead."""
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        raise DirectoryError(
+        raise ServiceError(
             f"the password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters",
             field="password",
         )

@@ -1,23 +1,27 @@
-"""The stores of the embedded default and of tools: same answers as Redis, bounded memory; the
-embedded default's SQLite store outlives its process and is shared by threads and processes."""
+"""The key-value store's backends of the embedded default and of tools (token_service/kv): same
+answers as Redis, bounded memory; the store file outlives its process and is shared by threads
+and processes."""
 
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import sys
 import threading
+from contextlib import closing
 
 import pytest
 
-from token_service import store as store_module
 from token_service.expiring import ExpiringMap
-from token_service.store import MemoryStore, SqliteStore, embedded_store_path
+from token_service.kv import MemoryStore, SqliteStore, embedded_store_path
+from token_service.kv import memory as memory_module
+from token_service.kv import sqlite as sqlite_module
 
 
 @pytest.fixture
 def clock(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr(store_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(memory_module.time, "monotonic", lambda: now[0])
     return now
 
 
@@ -28,15 +32,15 @@ def test_expired_entries_are_forgotten_as_they_expire(clock):
     for i in range(1000):
         store.set(f"grace:{i}", b"x" * 2000, 11)
         clock[0] += 0.01  # 100 per second
-    live = len(store._data)
+    live = len(store.held())
     assert live == 1000  # 10 s of writes, none expired yet
     clock[0] += 5
     store.set("grace:new", b"x", 11)
-    assert 590 < len(store._data) <= 601  # the first 4 s of writes are gone
+    assert 590 < len(store.held()) <= 601  # the first 4 s of writes are gone
     clock[0] += 12
     store.set("other", b"x", 11)
-    assert set(store._data) == {"other"}
-    assert len(store._expiries) == 1
+    assert set(store.held()) == {"other"}
+    assert store.queued() == 1
 
 
 def test_overwritten_and_counted_keys_keep_their_latest_expiry(clock):
@@ -77,7 +81,7 @@ def test_expiring_map_forgets_expired_entries_and_stays_bounded():
 @pytest.fixture
 def wall_clock(monkeypatch):
     now = [1_800_000_000.0]
-    monkeypatch.setattr(store_module.time, "time", lambda: now[0])
+    monkeypatch.setattr(sqlite_module.time, "time", lambda: now[0])
     return now
 
 
@@ -112,7 +116,8 @@ def test_the_sqlite_store_outlives_its_process_and_forgets_what_expired(tmp_path
     assert again.incr("throttle:acct:c", 86400) == 2
     wall_clock[0] += SqliteStore.SWEEP_SECONDS + 12
     again.set("tick", b"", 1)  # a write sweeps what has expired
-    rows = again._db().execute("SELECT key FROM store_entries ORDER BY key").fetchall()
+    with closing(sqlite3.connect(path)) as file:  # the file, read as another process would
+        rows = file.execute("SELECT key FROM store_entries ORDER BY key").fetchall()
     assert [key for (key,) in rows] == ["deny:jti:a", "throttle:acct:c", "tick"]
 
 
