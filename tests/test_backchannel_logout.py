@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
 from urllib.parse import parse_qs
 
 import pytest
@@ -18,6 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from test_admin import Admin
 from test_authorize import exchange, sign_in_to_callback
+from test_metrics import Delta
 
 from token_service import backchannel
 from token_service.extensions import db
@@ -75,8 +78,17 @@ class RelyingParty:
         self.server.server_close()
 
 
+def allow_networks(app, monkeypatch, *cidrs: str) -> None:
+    settings = replace(
+        app.config["SETTINGS"], backchannel_networks=tuple(ip_network(c) for c in cidrs)
+    )
+    monkeypatch.setitem(app.config, "SETTINGS", settings)
+
+
 @pytest.fixture
-def rp():
+def rp(app, monkeypatch):
+    """The relying party, on loopback: a network the deployment allows (the issuer is not)."""
+    allow_networks(app, monkeypatch, "127.0.0.0/8")
     party = RelyingParty()
     yield party
     party.close()
@@ -376,3 +388,76 @@ def test_login_and_refresh_never_look_for_back_channel_clients(manual, storefron
     login = storefront.login()
     assert storefront.refresh(login.json["refresh_token"]).status_code == 200
     assert rows(manual) == []
+
+
+def outbox_row(app, uri: str) -> None:
+    with app.app_context():
+        token = backchannel.logout_token("storefront", "cus_alice", "sid-1")
+        db.session.add(
+            BackchannelLogout(
+                client_id="storefront", uri=uri, logout_token=token, next_attempt_at=utcnow()
+            )
+        )
+        db.session.commit()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "https://10.1.2.3/logout",
+        "https://[fd00::1]/logout",
+        "http://127.0.0.1:9/logout",  # loopback, while the issuer is not
+        "https://localhost/logout",
+        "https://100.64.0.1/logout",  # shared address space
+        "https://0.0.0.0/logout",
+    ],
+)
+def test_a_uri_to_a_non_public_address_is_refused_without_a_connection(manual, monkeypatch, uri):
+    """Server-side request forgery: a registrant's URI never reaches the service's neighbours."""
+    connections = []
+    monkeypatch.setattr(
+        backchannel.socket, "create_connection", lambda *a, **k: connections.append(a)
+    )
+    outbox_row(manual, uri)
+    assert deliver(manual) == 0
+    [row] = rows(manual)
+    assert row.last_error == "address not allowed" and row.sent_at is None
+    assert connections == []
+
+
+def test_an_allowed_private_network_is_reached(manual, monkeypatch, rp, client):
+    delta = Delta(client)
+    outbox_row(manual, rp.uri)
+    assert deliver(manual) == 1
+    allow_networks(manual, monkeypatch)  # none: loopback refused again
+    outbox_row(manual, rp.uri)
+    assert deliver(manual) == 0
+    assert rows(manual)[-1].last_error == "address not allowed"
+    assert len(rp.received) == 1
+    counted = "token_service_backchannel_logouts_total"
+    assert delta(counted, outcome="delivered") == 1 and delta(counted, outcome="refused") == 1
+
+
+def test_loopback_is_reached_while_the_issuer_is_on_loopback(manual, monkeypatch, rp):
+    allow_networks(manual, monkeypatch)
+    dev = replace(manual.config["SETTINGS"], issuer="http://127.0.0.1:8000")
+    monkeypatch.setitem(manual.config, "SETTINGS", dev)
+    outbox_row(manual, rp.uri)
+    assert deliver(manual) == 1
+
+
+def test_the_connection_goes_to_the_vetted_address_not_a_second_lookup(manual, monkeypatch, rp):
+    """DNS rebinding: the name is resolved once, checked, and that address is the one used."""
+    port = int(rp.uri.split(":")[2].split("/")[0])
+    answers = iter([[(2, 1, 6, "", ("127.0.0.1", port))], [(2, 1, 6, "", ("169.254.169.254", 80))]])
+    real = backchannel.socket.getaddrinfo
+
+    def lookup(host, *args, **kwargs):
+        return next(answers) if host == "rp.example" else real(host, *args, **kwargs)
+
+    monkeypatch.setattr(backchannel.socket, "getaddrinfo", lookup)
+    outbox_row(manual, f"http://rp.example:{port}/backchannel-logout")
+    assert deliver(manual) == 1
+    [received] = rp.received
+    assert received["path"] == "/backchannel-logout"

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timedelta
 from urllib.parse import urlencode, urlsplit
 
@@ -35,6 +36,7 @@ from flask import Flask, current_app
 from sqlalchemy import delete, event, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
+from . import metrics
 from .extensions import db
 from .models import BackchannelLogout, Client, Session, utcnow
 from .security import new_token
@@ -107,34 +109,93 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(BACKOFF_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_MAX_SECONDS))
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # a 3xx is the answer, and a failure
+NOT_ALLOWED = "address not allowed"
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class Refused(Exception):
+    """A back-channel URI whose host is not a public address nor in an allowed network."""
 
 
-def post(uri: str, token: str) -> str | None:
-    """POST the logout token (§2.5); None on 200 or 204, else what went wrong (no token)."""
-    if urlsplit(uri).scheme not in ("http", "https"):
-        return "unsupported URI scheme"
-    request = urllib.request.Request(  # noqa: S310 (http or https only, checked above)
-        uri,
-        data=urlencode({"logout_token": token}).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"},
-        method="POST",
-    )
+def _allowed(address, settings) -> bool:
+    if any(address in network for network in settings.backchannel_networks):
+        return True
+    if address.is_loopback:
+        # As for redirect URIs: http on loopback is for development, where the issuer is too.
+        return (urlsplit(settings.issuer).hostname or "") in ("localhost", "127.0.0.1", "::1")
+    return address.is_global and not address.is_multicast
+
+
+def vetted_address(host: str, port: int, settings) -> str:
+    """The address to connect to for `host`: the first it resolves to that may be reached.
+
+    A client's URI is a request the service makes on its behalf (server-side request forgery):
+    a registrant must not reach the service's own neighbours, e.g. a cloud's metadata service
+    (169.254.169.254), a database on loopback, a private network. The connection goes to the
+    address vetted here, never to a second lookup that could answer otherwise (DNS rebinding).
+    """
     try:
-        with _opener.open(request, timeout=TIMEOUT_SECONDS) as answer:
-            status = answer.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except urllib.error.URLError as exc:  # what stopped it: refused, a timeout, DNS
-        reason = exc.reason
-        return reason.__class__.__name__ if isinstance(reason, BaseException) else "URLError"
-    except (OSError, ValueError, http.client.HTTPException) as exc:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise Refused(f"cannot resolve: {exc.__class__.__name__}") from None
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        if _allowed(address, settings):
+            return str(address)
+    raise Refused(NOT_ALLOWED)
+
+
+class _Pinned(http.client.HTTPConnection):
+    """HTTP to a vetted address, with the URI's host in `Host`."""
+
+    def __init__(self, host, port, address, **kwargs) -> None:
+        super().__init__(host, port, **kwargs)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedTLS(http.client.HTTPSConnection):
+    """HTTPS to a vetted address; the certificate is checked for the URI's host (SNI too)."""
+
+    def __init__(self, host, port, address, **kwargs) -> None:
+        super().__init__(host, port, context=ssl.create_default_context(), **kwargs)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def post(uri: str, token: str, settings) -> str | None:
+    """POST the logout token (§2.5) to a vetted address (`vetted_address`); None on 200 or
+    204, else what went wrong (never the token). A redirect is an answer, never followed."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "unsupported URI"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = vetted_address(parts.hostname, port, settings)
+    except (Refused, ValueError) as exc:
+        return str(exc) or exc.__class__.__name__
+    kind = _PinnedTLS if parts.scheme == "https" else _Pinned
+    connection = kind(parts.hostname, port, address, timeout=TIMEOUT_SECONDS)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        connection.request(
+            "POST",
+            path,
+            body=urlencode({"logout_token": token}).encode(),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cache-Control": "no-store",
+            },
+        )
+        status = connection.getresponse().status
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timeout, TLS
         return exc.__class__.__name__
+    finally:
+        connection.close()
     return None if status in (200, 204) else f"HTTP {status}"
 
 
@@ -178,13 +239,14 @@ def deliver_due(limit: int = 100, now: datetime | None = None) -> int:
         token = _fresh(row.logout_token)
         uri, client_id, attempts = row.uri, row.client_id, row.attempts
         db.session.rollback()
-        error = post(uri, token)
+        error = post(uri, token, current_app.config["SETTINGS"])
         values = {"logout_token": token, "last_error": error}
         if error is None:
             values["sent_at"] = utcnow()
             values["logout_token"] = ""  # delivered: not kept
             delivered += 1
             log.info("back-channel logout %s delivered to client %s", row_id, client_id)
+            metrics.backchannel_logout("delivered")
         else:
             # From when it failed (a batch of slow clients takes a while), or the given `now`.
             values["next_attempt_at"] = max(now, utcnow()) + backoff(attempts)
@@ -195,6 +257,13 @@ def deliver_due(limit: int = 100, now: datetime | None = None) -> int:
                 attempts,
                 MAX_ATTEMPTS,
                 error,
+            )
+            metrics.backchannel_logout(
+                "refused"
+                if error == NOT_ALLOWED
+                else "abandoned"
+                if attempts >= MAX_ATTEMPTS
+                else "failed"
             )
         db.session.execute(
             update(BackchannelLogout).where(BackchannelLogout.id == row_id).values(**values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -85,6 +86,18 @@ def _default_log_format() -> str:
     return "console" if sys.stderr.isatty() else "json"
 
 
+def _networks(env, name: str) -> tuple:
+    """Comma-separated CIDRs (`10.0.0.0/8, fd00::/8`) as ip_network objects."""
+    networks = []
+    for value in (env.get(name) or "").split(","):
+        if value.strip():
+            try:
+                networks.append(ipaddress.ip_network(value.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: {value.strip()!r} is not a network (CIDR)") from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment."""
@@ -143,6 +156,11 @@ class Settings:
     emporix_client_id: str = "storefront"
     anonymous_token_ttl: int = 3600
     anonymous_rate_limit: int = 60
+    #: Private networks back-channel logout tokens may be POSTed to (CIDRs); any other address
+    #: that is not a public one (private, loopback, link-local such as a cloud's metadata
+    #: service, shared, reserved) is refused at delivery. Loopback is allowed while the
+    #: issuer itself is on loopback (development).
+    backchannel_networks: tuple = ()
 
     @classmethod
     def from_env(cls, env: dict | None = None, instance_path: str = "instance") -> Settings:
@@ -217,6 +235,7 @@ class Settings:
             anonymous_rate_limit=_int(
                 env, "TOKEN_SERVICE_EMPORIX_ANONYMOUS_RATE_LIMIT", 60, minimum=0
             ),
+            backchannel_networks=_networks(env, "TOKEN_SERVICE_BACKCHANNEL_NETWORKS"),
         )
         if not TENANT_PATTERN.fullmatch(settings.tenant):
             raise ConfigError(

@@ -85,6 +85,12 @@ BACKEND_ERRORS = Counter(
     "Failed calls to the database or to Redis (each failed call or lost connection once).",
     ["backend"],
 )
+BACKCHANNEL_LOGOUTS = Counter(
+    "token_service_backchannel_logouts",
+    "Back-channel logout tokens POSTed to clients, by outcome: delivered; failed (retried with "
+    "backoff); abandoned (the last attempt failed); refused (the URI's address is not allowed).",
+    ["outcome"],
+)
 DENY_LIST_COPY_LIVE = Gauge(
     "token_service_deny_list_copy_live",
     "1 while this worker's copy of the deny-list answers (its Redis subscription is live), "
@@ -149,6 +155,11 @@ def revoked(kind: str, reason: str) -> None:
 def login_throttled() -> None:
     """A password login was refused because its account or address is locked."""
     LOGINS_THROTTLED.inc()
+
+
+def backchannel_logout(outcome: str) -> None:
+    """A back-channel logout attempt ended: "delivered", "failed", "abandoned" or "refused"."""
+    BACKCHANNEL_LOGOUTS.labels(outcome).inc()
 
 
 def backend_error(backend: str) -> None:
