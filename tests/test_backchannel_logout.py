@@ -461,3 +461,21 @@ def test_the_connection_goes_to_the_vetted_address_not_a_second_lookup(manual, m
     assert deliver(manual) == 1
     [received] = rp.received
     assert received["path"] == "/backchannel-logout"
+
+
+def test_a_served_worker_sends_what_a_stopped_process_left(app, monkeypatch, rp, client):
+    """A row left due by a process that stopped goes out when a worker starts, not only at the
+    next end of a session (token-service serve builds each worker's app with served_app)."""
+    import token_service
+    from token_service import serve
+
+    outbox_row(app, rp.uri)
+    monkeypatch.setattr(token_service, "create_app", lambda: app)
+    assert serve.served_app() is app
+    [received] = rp.wait_for(1)
+    verify(client, received["form"]["logout_token"][0], "storefront", "sid-1", "cus_alice")
+    for _ in range(100):  # the worker marks it sent once the client has answered
+        if rows(app)[0].sent_at is not None:
+            break
+        time.sleep(0.05)
+    assert rows(app)[0].sent_at is not None

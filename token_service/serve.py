@@ -32,6 +32,18 @@ from pathlib import Path
 WAITING_THREADS = 60
 
 
+def served_app():
+    """The app of one served worker: `create_app()`, and the back-channel logout tokens that a
+    stopped process left due are sent now, by this worker's delivery thread (claims keep two
+    workers from sending one token twice), not only at the next end of a session."""
+    from token_service import create_app
+    from token_service.backchannel import deliverer
+
+    app = create_app()
+    deliverer(app).kick()
+    return app
+
+
 def _metrics_dir() -> str:
     """TOKEN_SERVICE_METRICS_DIR (or PROMETHEUS_MULTIPROC_DIR) or a new temporary directory,
     emptied, and set as PROMETHEUS_MULTIPROC_DIR for this process and its workers only: the
@@ -115,7 +127,7 @@ def main() -> None:
     port = int(os.environ.get("PORT", "8000"))  # checked by Settings
     _refuse_a_taken_port(host, port)
     server = Granian(
-        "token_service:create_app",
+        "token_service.serve:served_app",
         factory=True,
         address=host,
         port=port,
